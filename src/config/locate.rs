@@ -1,0 +1,97 @@
+//! Maps a dotted key path back to where it is written in the config file, so
+//! errors can say `FILE:LINE:COL`. Uses toml_edit's spans on the same text
+//! serde read.
+
+use toml_edit::{ImDocument, Item, Value};
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+pub fn display_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Byte offset where `path` is written: the key when it is a table key, the
+/// element when it is an array index; the nearest written ancestor when the
+/// path itself is not in the file.
+pub fn offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
+    let mut best = None;
+    let mut item: &Item = doc.as_item();
+    for (i, seg) in path.iter().enumerate() {
+        match seg {
+            Seg::Key(k) => {
+                let Some((key, next)) = item.as_table_like().and_then(|t| t.get_key_value(k))
+                else {
+                    return best;
+                };
+                best = key.span().map(|s| s.start).or(best);
+                item = next;
+            }
+            Seg::Index(n) => {
+                let rest = &path[i + 1..];
+                return match item {
+                    Item::ArrayOfTables(aot) => {
+                        let Some(t) = aot.get(*n) else { return best };
+                        offset_in_table(t, rest, t.span().map(|s| s.start).or(best))
+                    }
+                    Item::Value(Value::Array(arr)) => {
+                        let Some(v) = arr.get(*n) else { return best };
+                        let here = v.span().map(|s| s.start).or(best);
+                        match v {
+                            Value::InlineTable(t) => offset_in_table(t, rest, here),
+                            _ => here,
+                        }
+                    }
+                    _ => best,
+                };
+            }
+        }
+    }
+    best
+}
+
+fn offset_in_table(
+    t: &dyn toml_edit::TableLike,
+    rest: &[Seg],
+    best: Option<usize>,
+) -> Option<usize> {
+    let Some((Seg::Key(k), tail)) = rest.split_first() else {
+        return best;
+    };
+    let Some((key, item)) = t.get_key_value(k) else {
+        return best;
+    };
+    let here = key.span().map(|s| s.start).or(best);
+    if tail.is_empty() {
+        return here;
+    }
+    match item.as_table_like() {
+        Some(inner) => offset_in_table(inner, tail, here),
+        None => here,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}

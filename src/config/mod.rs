@@ -1,0 +1,249 @@
+//! Configuration: what this duebell process *is* (its store, its sources, its
+//! defaults). Loaded in one pass: the TOML file, then `DUEBELL_…` environment
+//! overrides, then `…_file` indirections (systemd credentials), then serde
+//! with unknown keys refused, then cross-field validation. Every problem found
+//! is reported with where it came from (`FILE:LINE:COL` or the environment
+//! variable) and the dotted key, and the load fails as a whole: a config is
+//! never half applied.
+
+mod load;
+mod locate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::{Locale, TimeZone};
+
+pub use load::{load, load_from_str, ConfigProblem, ConfigProblems};
+
+/// Where the config file is looked for when neither `--config` nor
+/// `DUEBELL_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "config/duebell.toml";
+
+/// The whole configuration. Every section has defaults, so a file only needs
+/// what differs; the shipped `config/duebell.toml` spells every key out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub defaults: Defaults,
+    pub log: LogConfig,
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The store: an embedded SQLite file by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative paths are from the working directory).
+    pub url: String,
+    /// How long a writer waits for a lock held by another connection.
+    pub busy_timeout: ConfigDuration,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://var/duebell.db".to_owned(),
+            busy_timeout: ConfigDuration(Duration::from_secs(5)),
+            max_connections: 4,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The SQLite file this config names, or `None` for another backend.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))?;
+        let rest = rest.split('?').next().unwrap_or(rest);
+        Some(PathBuf::from(rest))
+    }
+}
+
+/// Values used when a borrower's own data does not say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// Time zone for borrowers with none given.
+    pub timezone: TimeZone,
+    /// Locale for borrowers with none given.
+    pub locale: Locale,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timezone: TimeZone(chrono_tz::Asia::Shanghai),
+            locale: Locale::parse("zh-CN").expect("literal locale"),
+        }
+    }
+}
+
+/// Log verbosity. The output format is a property of the run (`--log-format`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `duebell=debug,sqlx=warn`, …
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// A data source the daemon imports from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// The file to import, CSV or JSONL by extension.
+    pub path: PathBuf,
+    /// How often the file is checked for a change of content.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: ConfigDuration,
+}
+
+/// Kinds of source. (The HTTP API is not a source here: it writes directly.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A loan book or payments file that the daemon re-imports whenever its
+    /// content changes (a lender's nightly export dropped in place).
+    File,
+}
+
+fn default_poll_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+/// A duration written as text: `500ms`, `30s`, `5m`, `1h 30m`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(ConfigDuration)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a duration; write e.g. 500ms, 30s, 5m, 1h 30m or 7d"
+                ))
+            })
+    }
+}
+
+macro_rules! deserialize_via_parse {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                <$t>::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_via_parse!(TimeZone, Locale);
+
+impl Config {
+    /// Cross-field rules serde cannot express. Each problem names its key.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.store.sqlite_path().is_none() {
+            let scheme = self.store.url.split(':').next().unwrap_or("");
+            let msg = if scheme.starts_with("postgres") {
+                "PostgreSQL is not supported by this build yet; use sqlite://PATH".to_owned()
+            } else {
+                format!(
+                    "`{}` is not a store URL; use sqlite://var/duebell.db",
+                    self.store.url
+                )
+            };
+            problems.push(("store.url".to_owned(), msg));
+        } else if self
+            .store
+            .sqlite_path()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            problems.push((
+                "store.url".to_owned(),
+                "names no file; use sqlite://var/duebell.db".to_owned(),
+            ));
+        }
+        if self.store.max_connections == 0 {
+            problems.push((
+                "store.max_connections".to_owned(),
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            problems.push((
+                "log.filter".to_owned(),
+                format!("is not a log filter ({e}); write e.g. info or duebell=debug,sqlx=warn"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let SourceConfig {
+                path,
+                poll_interval,
+                ..
+            } = source;
+            if !seen.insert(path.clone()) {
+                problems.push((
+                    format!("sources[{i}].path"),
+                    format!("`{}` is listed twice; list each file once", path.display()),
+                ));
+            }
+            if !crate::sources::is_importable(path) {
+                problems.push((
+                    format!("sources[{i}].path"),
+                    format!(
+                        "`{}` has no .csv or .jsonl extension; duebell reads the format from it",
+                        path.display()
+                    ),
+                ));
+            }
+            if poll_interval.get() < Duration::from_millis(100) {
+                problems.push((
+                    format!("sources[{i}].poll_interval"),
+                    "must be at least 100ms".to_owned(),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// A loaded configuration and the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub path: PathBuf,
+}
+
+/// Picks the config path: `--config`, else `DUEBELL_CONFIG`, else the default.
+pub fn resolve_path(flag: Option<&Path>, env: Option<&str>) -> PathBuf {
+    match (flag, env) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(e)) if !e.is_empty() => PathBuf::from(e),
+        _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+    }
+}

@@ -1,0 +1,32 @@
+//! Log set-up: tracing to stderr, human-readable text (coloured on a
+//! terminal) or one JSON object per line for journald and log shippers.
+//! Personal data is masked by the domain types' `Display`, so log lines may
+//! use `%phone` freely; message bodies are logged only at trace level.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over the
+/// configured filter (handy for a one-off debug run). Safe to call twice:
+/// the second call is ignored (tests build several apps in one process).
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}

@@ -1,0 +1,201 @@
+//! The store: borrowers, loans, payments, contact points, holds, messages and
+//! the contact log. `Store` is the seam every other module goes through, so a
+//! PostgreSQL backend can sit beside `sqlite.rs` without the importer,
+//! planner or dispatcher changing. Backends keep instants in UTC and money as
+//! exact decimal text.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config::StoreConfig;
+use crate::domain::{Borrower, Loan, LoanId, LoanStatus, Money, Payment};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store holds a value duebell cannot read ({0}); was it edited by hand?")]
+    Corrupt(String),
+    #[error("cannot prepare the store at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One loan-book row: a borrower as of this row and one of their loans.
+#[derive(Debug, Clone)]
+pub struct LoanBookRow {
+    pub line: u64,
+    pub borrower: Borrower,
+    pub loan: Loan,
+}
+
+/// One payments-file row.
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub line: u64,
+    pub payment: Payment,
+}
+
+/// What applying one row did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowOutcome {
+    Inserted,
+    Updated,
+    Unchanged,
+    /// The row contradicts the store (e.g. a payment for an unknown loan).
+    Rejected {
+        field: &'static str,
+        reason: String,
+    },
+}
+
+/// Which kind of file an import applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportKind {
+    Loans,
+    Payments,
+}
+
+impl ImportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportKind::Loans => "loans",
+            ImportKind::Payments => "payments",
+        }
+    }
+}
+
+/// Totals of one applied import.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub imported: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+}
+
+impl ImportCounts {
+    pub fn add(&mut self, outcome: &RowOutcome) {
+        match outcome {
+            RowOutcome::Inserted => self.imported += 1,
+            RowOutcome::Updated => self.updated += 1,
+            RowOutcome::Unchanged => self.unchanged += 1,
+            RowOutcome::Rejected { .. } => self.rejected += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for ImportCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "imported {}, updated {}, unchanged {}, rejected {}",
+            self.imported, self.updated, self.unchanged, self.rejected
+        )
+    }
+}
+
+/// The record of one applied import file.
+#[derive(Debug, Clone)]
+pub struct ImportRecord {
+    pub path: String,
+    pub kind: ImportKind,
+    pub content_hash: String,
+    pub counts: ImportCounts,
+}
+
+/// How many of each thing the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub borrowers: u64,
+    pub loans: u64,
+    pub loans_active: u64,
+    pub loans_paid: u64,
+    pub payments: u64,
+    pub contact_points: u64,
+    pub messages: u64,
+    pub imports: u64,
+}
+
+/// A loan as stored, with its borrower's external id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoanView {
+    pub id: LoanId,
+    pub borrower_id: String,
+    pub due_date: NaiveDate,
+    pub amount_due: Money,
+    pub status: LoanStatus,
+    pub paid_total: rust_decimal::Decimal,
+}
+
+/// The store interface. Methods take `now` from the caller's clock: the
+/// store never reads the wall clock itself.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Opens a transaction that applies one import file. Dropping it without
+    /// `commit` rolls everything back, so a failed or killed import leaves
+    /// the store as it was before that file.
+    async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError>;
+    /// Content hash of the last import of `path`, to skip unchanged files.
+    async fn last_import_hash(&self, path: &str) -> Result<Option<String>, StoreError>;
+    async fn counts(&self) -> Result<StoreCounts, StoreError>;
+    async fn loan(&self, id: &LoanId) -> Result<Option<LoanView>, StoreError>;
+    /// Checks the store answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Flushes and closes connections.
+    async fn close(&self);
+}
+
+/// One import's transaction.
+#[async_trait]
+pub trait ImportTx: Send {
+    /// Upserts borrowers, their contact points and loans, by external id.
+    /// Returns one outcome per row, in order.
+    async fn upsert_loans(&mut self, rows: &[LoanBookRow]) -> Result<Vec<RowOutcome>, StoreError>;
+    /// Upserts payments by external id; a loan whose payments cover its
+    /// amount due becomes `paid`.
+    async fn upsert_payments(&mut self, rows: &[PaymentRow])
+        -> Result<Vec<RowOutcome>, StoreError>;
+    async fn record(&mut self, record: &ImportRecord) -> Result<(), StoreError>;
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Opens (creating and migrating if needed) the store the config names.
+pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match config.sqlite_path() {
+        Some(_) => Ok(std::sync::Arc::new(SqliteStore::open(config).await?)),
+        None => Err(StoreError::Unsupported(format!(
+            "store.url `{}` names a backend this build does not have",
+            config.url
+        ))),
+    }
+}
+
+/// Milliseconds since the epoch: how instants are stored.
+pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The status a loan should have: the book's (or the stored) status, except
+/// that an active loan whose payments cover the amount due is paid.
+pub(crate) fn effective_status(
+    base: LoanStatus,
+    amount_due: rust_decimal::Decimal,
+    paid_total: rust_decimal::Decimal,
+) -> LoanStatus {
+    if base == LoanStatus::Active && paid_total >= amount_due {
+        LoanStatus::Paid
+    } else {
+        base
+    }
+}

@@ -1,0 +1,656 @@
+//! The embedded SQLite backend: one file in WAL mode, `synchronous=FULL` so a
+//! committed state change survives a power cut (a message marked `sending`
+//! must stay marked), migrations embedded in the binary.
+//!
+//! Imports run in one `BEGIN IMMEDIATE` transaction per file: the write lock
+//! is taken up front, so two writers never deadlock upgrading a read lock,
+//! and a killed import leaves only an uncommitted WAL tail that SQLite
+//! discards on the next open.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    effective_status, to_millis, ImportRecord, ImportTx, LoanBookRow, LoanView, PaymentRow,
+    RowOutcome, Store, StoreCounts, StoreError,
+};
+use crate::config::StoreConfig;
+use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
+
+/// Bound parameters per `IN (…)` list; well under SQLite's limit.
+const IN_CHUNK: usize = 500;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let path = config.sqlite_path().ok_or_else(|| {
+            StoreError::Unsupported(format!("`{}` is not a sqlite URL", config.url))
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(config.busy_timeout.get())
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqliteImport {
+            tx,
+            now: to_millis(now),
+        }))
+    }
+
+    async fn last_import_hash(&self, path: &str) -> Result<Option<String>, StoreError> {
+        let row =
+            sqlx::query("SELECT content_hash FROM imports WHERE path = ? ORDER BY id DESC LIMIT 1")
+                .bind(path)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM borrowers),
+                    (SELECT COUNT(*) FROM loans),
+                    (SELECT COUNT(*) FROM loans WHERE status = 'active'),
+                    (SELECT COUNT(*) FROM loans WHERE status = 'paid'),
+                    (SELECT COUNT(*) FROM payments),
+                    (SELECT COUNT(*) FROM contact_points WHERE active = 1),
+                    (SELECT COUNT(*) FROM messages),
+                    (SELECT COUNT(*) FROM imports)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |i: usize| row.get::<i64, _>(i) as u64;
+        Ok(StoreCounts {
+            borrowers: n(0),
+            loans: n(1),
+            loans_active: n(2),
+            loans_paid: n(3),
+            payments: n(4),
+            contact_points: n(5),
+            messages: n(6),
+            imports: n(7),
+        })
+    }
+
+    async fn loan(&self, id: &LoanId) -> Result<Option<LoanView>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT l.id, l.external_id, b.external_id, l.due_date, l.amount_due, l.currency, l.status
+               FROM loans l JOIN borrowers b ON b.id = l.borrower_id
+              WHERE l.external_id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let loan_pk: i64 = row.get(0);
+        let amounts: Vec<String> =
+            sqlx::query_scalar("SELECT amount FROM payments WHERE loan_id = ?")
+                .bind(loan_pk)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut paid_total = Decimal::ZERO;
+        for a in &amounts {
+            paid_total += decimal(a)?;
+        }
+        let currency =
+            Currency::parse(&row.get::<String, _>(5)).map_err(|e| StoreError::Corrupt(e.0))?;
+        Ok(Some(LoanView {
+            id: LoanId::parse(&row.get::<String, _>(1)).map_err(|e| StoreError::Corrupt(e.0))?,
+            borrower_id: row.get(2),
+            due_date: date(&row.get::<String, _>(3))?,
+            amount_due: Money {
+                amount: decimal(&row.get::<String, _>(4))?,
+                currency,
+            },
+            status: status(&row.get::<String, _>(6))?,
+            paid_total,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn decimal(s: &str) -> Result<Decimal, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("amount `{s}`")))
+}
+
+fn date(s: &str) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| StoreError::Corrupt(format!("date `{s}`")))
+}
+
+fn status(s: &str) -> Result<LoanStatus, StoreError> {
+    LoanStatus::parse(s).map_err(|e| StoreError::Corrupt(e.0))
+}
+
+struct SqliteImport {
+    tx: Transaction<'static, Sqlite>,
+    now: i64,
+}
+
+struct BorrowerRec {
+    id: i64,
+    name: String,
+    locale: Option<String>,
+    timezone: Option<String>,
+}
+
+struct LoanRec {
+    id: i64,
+    borrower_id: i64,
+    due_date: String,
+    amount_due: Decimal,
+    currency: String,
+    status: LoanStatus,
+}
+
+/// Runs `SELECT … WHERE col IN (…)` over `keys` in chunks. `sql` holds one
+/// `{}` where the placeholder list goes.
+async fn select_in_str(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    keys: &[&str],
+) -> Result<Vec<SqliteRow>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let q = sql.replace("{}", &marks);
+        let mut query = sqlx::query(&q);
+        for k in chunk {
+            query = query.bind(*k);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+async fn select_in_i64(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    keys: &[i64],
+) -> Result<Vec<SqliteRow>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let q = sql.replace("{}", &marks);
+        let mut query = sqlx::query(&q);
+        for k in chunk {
+            query = query.bind(*k);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// Sums recorded payments per loan primary key.
+async fn paid_totals(
+    conn: &mut SqliteConnection,
+    loan_ids: &[i64],
+) -> Result<HashMap<i64, Decimal>, StoreError> {
+    let mut totals: HashMap<i64, Decimal> = HashMap::new();
+    for row in select_in_i64(
+        conn,
+        "SELECT loan_id, amount FROM payments WHERE loan_id IN ({})",
+        loan_ids,
+    )
+    .await?
+    {
+        *totals.entry(row.get(0)).or_default() += decimal(&row.get::<String, _>(1))?;
+    }
+    Ok(totals)
+}
+
+impl SqliteImport {
+    /// Makes `address` the borrower's one active contact point on `channel`
+    /// (or none). Returns whether anything changed. Old addresses are kept,
+    /// inactive, with their opt-out state.
+    async fn sync_contact(
+        &mut self,
+        borrower: i64,
+        channel: Channel,
+        address: Option<&str>,
+        active: &mut HashMap<(i64, Channel), Vec<String>>,
+    ) -> Result<bool, StoreError> {
+        let current = active.entry((borrower, channel)).or_default();
+        match address {
+            Some(addr) if current.len() == 1 && current[0] == addr => Ok(false),
+            None if current.is_empty() => Ok(false),
+            Some(addr) => {
+                sqlx::query("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND address <> ? AND active = 1")
+                    .bind(self.now)
+                    .bind(borrower)
+                    .bind(channel.as_str())
+                    .bind(addr)
+                    .execute(&mut *self.tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at)
+                     VALUES (?, ?, ?, 1, ?, ?)
+                     ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at",
+                )
+                .bind(borrower)
+                .bind(channel.as_str())
+                .bind(addr)
+                .bind(self.now)
+                .bind(self.now)
+                .execute(&mut *self.tx)
+                .await?;
+                *current = vec![addr.to_owned()];
+                Ok(true)
+            }
+            None => {
+                sqlx::query("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND active = 1")
+                    .bind(self.now)
+                    .bind(borrower)
+                    .bind(channel.as_str())
+                    .execute(&mut *self.tx)
+                    .await?;
+                current.clear();
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ImportTx for SqliteImport {
+    async fn upsert_loans(&mut self, rows: &[LoanBookRow]) -> Result<Vec<RowOutcome>, StoreError> {
+        let now = self.now;
+        let borrower_keys: Vec<&str> = {
+            let mut seen = HashSet::new();
+            rows.iter()
+                .map(|r| r.borrower.id.as_str())
+                .filter(|k| seen.insert(*k))
+                .collect()
+        };
+        let loan_keys: Vec<&str> = rows.iter().map(|r| r.loan.id.as_str()).collect();
+
+        let mut borrowers: HashMap<String, BorrowerRec> = HashMap::new();
+        for row in select_in_str(
+            &mut self.tx,
+            "SELECT id, external_id, name, locale, timezone FROM borrowers WHERE external_id IN ({})",
+            &borrower_keys,
+        )
+        .await?
+        {
+            borrowers.insert(
+                row.get(1),
+                BorrowerRec {
+                    id: row.get(0),
+                    name: row.get(2),
+                    locale: row.get(3),
+                    timezone: row.get(4),
+                },
+            );
+        }
+        let borrower_pks: Vec<i64> = borrowers.values().map(|b| b.id).collect();
+        let mut contacts: HashMap<(i64, Channel), Vec<String>> = HashMap::new();
+        for row in select_in_i64(
+            &mut self.tx,
+            "SELECT borrower_id, channel, address FROM contact_points WHERE active = 1 AND borrower_id IN ({})",
+            &borrower_pks,
+        )
+        .await?
+        {
+            let channel = Channel::parse(&row.get::<String, _>(1)).map_err(|e| StoreError::Corrupt(e.0))?;
+            contacts.entry((row.get(0), channel)).or_default().push(row.get(2));
+        }
+        let mut loans: HashMap<String, LoanRec> = HashMap::new();
+        for row in select_in_str(
+            &mut self.tx,
+            "SELECT id, external_id, borrower_id, due_date, amount_due, currency, status FROM loans WHERE external_id IN ({})",
+            &loan_keys,
+        )
+        .await?
+        {
+            loans.insert(
+                row.get(1),
+                LoanRec {
+                    id: row.get(0),
+                    borrower_id: row.get(2),
+                    due_date: row.get(3),
+                    amount_due: decimal(&row.get::<String, _>(4))?,
+                    currency: row.get(5),
+                    status: status(&row.get::<String, _>(6))?,
+                },
+            );
+        }
+        let loan_pks: Vec<i64> = loans.values().map(|l| l.id).collect();
+        let totals = paid_totals(&mut self.tx, &loan_pks).await?;
+
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let b = &row.borrower;
+            let l = &row.loan;
+            let locale = b.locale.as_ref().map(|x| x.as_str().to_owned());
+            let timezone = b.timezone.map(|z| z.name().to_owned());
+
+            // A loan never moves between borrowers: that is a data error in
+            // the book, and applying it would send one person's debt to another.
+            if let Some(existing) = loans.get(l.id.as_str()) {
+                if let Some(owner) = borrowers.get(b.id.as_str()) {
+                    if owner.id != existing.borrower_id {
+                        outcomes.push(RowOutcome::Rejected {
+                            field: "borrower_id",
+                            reason: format!(
+                                "loan `{}` belongs to another borrower in the store; a loan cannot change borrower",
+                                l.id
+                            ),
+                        });
+                        continue;
+                    }
+                } else {
+                    outcomes.push(RowOutcome::Rejected {
+                        field: "borrower_id",
+                        reason: format!(
+                            "loan `{}` belongs to another borrower in the store; a loan cannot change borrower",
+                            l.id
+                        ),
+                    });
+                    continue;
+                }
+            }
+
+            let mut borrower_changed = false;
+            let borrower_pk = match borrowers.get_mut(b.id.as_str()) {
+                Some(rec) => {
+                    if rec.name != b.name.as_str()
+                        || rec.locale != locale
+                        || rec.timezone != timezone
+                    {
+                        sqlx::query("UPDATE borrowers SET name = ?, locale = ?, timezone = ?, updated_at = ? WHERE id = ?")
+                            .bind(b.name.as_str())
+                            .bind(&locale)
+                            .bind(&timezone)
+                            .bind(now)
+                            .bind(rec.id)
+                            .execute(&mut *self.tx)
+                            .await?;
+                        rec.name = b.name.as_str().to_owned();
+                        rec.locale = locale.clone();
+                        rec.timezone = timezone.clone();
+                        borrower_changed = true;
+                    }
+                    rec.id
+                }
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO borrowers (external_id, name, locale, timezone, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    )
+                    .bind(b.id.as_str())
+                    .bind(b.name.as_str())
+                    .bind(&locale)
+                    .bind(&timezone)
+                    .bind(now)
+                    .bind(now)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    borrowers.insert(
+                        b.id.as_str().to_owned(),
+                        BorrowerRec {
+                            id,
+                            name: b.name.as_str().to_owned(),
+                            locale: locale.clone(),
+                            timezone: timezone.clone(),
+                        },
+                    );
+                    id
+                }
+            };
+            let phone = b.phone.as_ref().map(|p| p.as_str());
+            let email = b.email.as_ref().map(|e| e.as_str());
+            borrower_changed |= self
+                .sync_contact(borrower_pk, Channel::Sms, phone, &mut contacts)
+                .await?;
+            borrower_changed |= self
+                .sync_contact(borrower_pk, Channel::Email, email, &mut contacts)
+                .await?;
+
+            let due = l.due_date.format("%Y-%m-%d").to_string();
+            let currency = l.amount_due.currency.code();
+            match loans.get_mut(l.id.as_str()) {
+                None => {
+                    let st = effective_status(
+                        l.status.unwrap_or(LoanStatus::Active),
+                        l.amount_due.amount,
+                        Decimal::ZERO,
+                    );
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO loans (external_id, borrower_id, due_date, amount_due, currency, status, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    )
+                    .bind(l.id.as_str())
+                    .bind(borrower_pk)
+                    .bind(&due)
+                    .bind(l.amount_due.amount.to_string())
+                    .bind(currency)
+                    .bind(st.as_str())
+                    .bind(now)
+                    .bind(now)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    loans.insert(
+                        l.id.as_str().to_owned(),
+                        LoanRec {
+                            id,
+                            borrower_id: borrower_pk,
+                            due_date: due,
+                            amount_due: l.amount_due.amount,
+                            currency: currency.to_owned(),
+                            status: st,
+                        },
+                    );
+                    outcomes.push(RowOutcome::Inserted);
+                }
+                Some(rec) => {
+                    let paid = totals.get(&rec.id).copied().unwrap_or_default();
+                    let st =
+                        effective_status(l.status.unwrap_or(rec.status), l.amount_due.amount, paid);
+                    let loan_changed = rec.due_date != due
+                        || rec.amount_due != l.amount_due.amount
+                        || rec.currency != currency
+                        || rec.status != st;
+                    if loan_changed {
+                        sqlx::query(
+                            "UPDATE loans SET due_date = ?, amount_due = ?, currency = ?, status = ?, updated_at = ? WHERE id = ?",
+                        )
+                        .bind(&due)
+                        .bind(l.amount_due.amount.to_string())
+                        .bind(currency)
+                        .bind(st.as_str())
+                        .bind(now)
+                        .bind(rec.id)
+                        .execute(&mut *self.tx)
+                        .await?;
+                        rec.due_date = due;
+                        rec.amount_due = l.amount_due.amount;
+                        rec.currency = currency.to_owned();
+                        rec.status = st;
+                    }
+                    outcomes.push(if loan_changed || borrower_changed {
+                        RowOutcome::Updated
+                    } else {
+                        RowOutcome::Unchanged
+                    });
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn upsert_payments(
+        &mut self,
+        rows: &[PaymentRow],
+    ) -> Result<Vec<RowOutcome>, StoreError> {
+        let now = self.now;
+        let loan_keys: Vec<&str> = rows.iter().map(|r| r.payment.loan.as_str()).collect();
+        let payment_keys: Vec<&str> = rows.iter().map(|r| r.payment.id.as_str()).collect();
+        let mut loans: HashMap<String, (i64, Decimal, LoanStatus)> = HashMap::new();
+        for row in select_in_str(
+            &mut self.tx,
+            "SELECT id, external_id, amount_due, status FROM loans WHERE external_id IN ({})",
+            &loan_keys,
+        )
+        .await?
+        {
+            loans.insert(
+                row.get(1),
+                (
+                    row.get(0),
+                    decimal(&row.get::<String, _>(2))?,
+                    status(&row.get::<String, _>(3))?,
+                ),
+            );
+        }
+        let mut payments: HashMap<String, (i64, i64, Decimal, i64)> = HashMap::new();
+        for row in select_in_str(
+            &mut self.tx,
+            "SELECT id, external_id, loan_id, amount, paid_at FROM payments WHERE external_id IN ({})",
+            &payment_keys,
+        )
+        .await?
+        {
+            payments.insert(row.get(1), (row.get(0), row.get(2), decimal(&row.get::<String, _>(3))?, row.get(4)));
+        }
+
+        let mut touched: HashSet<i64> = HashSet::new();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let p = &row.payment;
+            let Some(&(loan_pk, _, _)) = loans.get(p.loan.as_str()) else {
+                outcomes.push(RowOutcome::Rejected {
+                    field: "loan_id",
+                    reason: format!(
+                        "no loan `{}` in the store; import the loan book first",
+                        p.loan
+                    ),
+                });
+                continue;
+            };
+            let paid_at = to_millis(p.paid_at);
+            match payments.get_mut(p.id.as_str()) {
+                Some(existing) if existing.1 != loan_pk => outcomes.push(RowOutcome::Rejected {
+                    field: "payment_id",
+                    reason: format!("payment `{}` is already recorded against another loan; payment ids must be unique", p.id),
+                }),
+                Some(existing) if existing.2 == p.amount && existing.3 == paid_at => {
+                    outcomes.push(RowOutcome::Unchanged)
+                }
+                Some(existing) => {
+                    sqlx::query("UPDATE payments SET amount = ?, paid_at = ?, updated_at = ? WHERE id = ?")
+                        .bind(p.amount.to_string())
+                        .bind(paid_at)
+                        .bind(now)
+                        .bind(existing.0)
+                        .execute(&mut *self.tx)
+                        .await?;
+                    existing.2 = p.amount;
+                    existing.3 = paid_at;
+                    touched.insert(loan_pk);
+                    outcomes.push(RowOutcome::Updated);
+                }
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO payments (external_id, loan_id, amount, paid_at, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    )
+                    .bind(p.id.as_str())
+                    .bind(loan_pk)
+                    .bind(p.amount.to_string())
+                    .bind(paid_at)
+                    .bind(now)
+                    .bind(now)
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+                    payments.insert(p.id.as_str().to_owned(), (id, loan_pk, p.amount, paid_at));
+                    touched.insert(loan_pk);
+                    outcomes.push(RowOutcome::Inserted);
+                }
+            }
+        }
+
+        let touched: Vec<i64> = touched.into_iter().collect();
+        let totals = paid_totals(&mut self.tx, &touched).await?;
+        for (loan_pk, amount_due, st) in loans.values() {
+            let Some(paid) = totals.get(loan_pk) else {
+                continue;
+            };
+            let new = effective_status(*st, *amount_due, *paid);
+            if new != *st {
+                sqlx::query("UPDATE loans SET status = ?, updated_at = ? WHERE id = ?")
+                    .bind(new.as_str())
+                    .bind(now)
+                    .bind(loan_pk)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn record(&mut self, record: &ImportRecord) -> Result<(), StoreError> {
+        let c = record.counts;
+        sqlx::query(
+            "INSERT INTO imports (path, kind, content_hash, imported, updated, unchanged, rejected, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.path)
+        .bind(record.kind.as_str())
+        .bind(&record.content_hash)
+        .bind(c.imported as i64)
+        .bind(c.updated as i64)
+        .bind(c.unchanged as i64)
+        .bind(c.rejected as i64)
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
