@@ -9,7 +9,7 @@ use std::path::Path;
 use toml::{Table, Value};
 use toml_edit::ImDocument;
 
-use super::locate::{display_path, line_col, offset_of, Seg};
+use super::locate::{display_path, exact_offset_of, line_col, offset_of, Seg};
 use super::{Config, LoadedConfig};
 
 /// Environment variables with this prefix override config keys:
@@ -144,7 +144,9 @@ pub fn load_from_str(
                 return format!("env {var}");
             }
         }
-        at(offset_of(&doc, segs).or_else(|| offset_of(&doc, &with_file_suffix(segs))))
+        at(exact_offset_of(&doc, segs)
+            .or_else(|| exact_offset_of(&doc, &with_file_suffix(segs)))
+            .or_else(|| offset_of(&doc, segs)))
     };
 
     resolve_file_keys(&mut table, &mut Vec::new(), &mut |segs, message| {

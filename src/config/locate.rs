@@ -31,7 +31,26 @@ pub fn display_path(path: &[Seg]) -> String {
 /// element when it is an array index; the nearest written ancestor when the
 /// path itself is not in the file.
 pub fn offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
-    let mut best = None;
+    locate(doc, path).map(|(offset, _)| offset)
+}
+
+/// Like `offset_of`, but only when the whole path is written in the file.
+pub fn exact_offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
+    locate(doc, path).and_then(|(offset, exact)| exact.then_some(offset))
+}
+
+/// The offset of the deepest written part of `path`, and whether that is
+/// all of it.
+fn locate(doc: &ImDocument<String>, path: &[Seg]) -> Option<(usize, bool)> {
+    let found = locate_prefix(doc, path);
+    let exact = found.map(|(_, depth)| depth == path.len()).unwrap_or(false);
+    found.map(|(offset, _)| (offset, exact))
+}
+
+/// Walks `path`, returning the offset of the deepest part found and how many
+/// segments deep that is.
+fn locate_prefix(doc: &ImDocument<String>, path: &[Seg]) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
     let mut item: &Item = doc.as_item();
     for (i, seg) in path.iter().enumerate() {
         match seg {
@@ -40,7 +59,7 @@ pub fn offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
                 else {
                     return best;
                 };
-                best = key.span().map(|s| s.start).or(best);
+                best = key.span().map(|s| (s.start, i + 1)).or(best);
                 item = next;
             }
             Seg::Index(n) => {
@@ -48,11 +67,12 @@ pub fn offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
                 return match item {
                     Item::ArrayOfTables(aot) => {
                         let Some(t) = aot.get(*n) else { return best };
-                        offset_in_table(t, rest, t.span().map(|s| s.start).or(best))
+                        let here = t.span().map(|s| (s.start, i + 1)).or(best);
+                        offset_in_table(t, rest, here)
                     }
                     Item::Value(Value::Array(arr)) => {
                         let Some(v) = arr.get(*n) else { return best };
-                        let here = v.span().map(|s| s.start).or(best);
+                        let here = v.span().map(|s| (s.start, i + 1)).or(best);
                         match v {
                             Value::InlineTable(t) => offset_in_table(t, rest, here),
                             _ => here,
@@ -69,15 +89,16 @@ pub fn offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
 fn offset_in_table(
     t: &dyn toml_edit::TableLike,
     rest: &[Seg],
-    best: Option<usize>,
-) -> Option<usize> {
+    best: Option<(usize, usize)>,
+) -> Option<(usize, usize)> {
     let Some((Seg::Key(k), tail)) = rest.split_first() else {
         return best;
     };
     let Some((key, item)) = t.get_key_value(k) else {
         return best;
     };
-    let here = key.span().map(|s| s.start).or(best);
+    let depth = best.map_or(0, |(_, d)| d) + 1;
+    let here = key.span().map(|s| (s.start, depth)).or(best);
     if tail.is_empty() {
         return here;
     }

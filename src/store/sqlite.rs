@@ -49,7 +49,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(config.busy_timeout.get())
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 64 MiB of page cache per connection: a large import is one
+            // transaction, and a small cache spills it to the WAL page by page.
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .connect_with(options)
@@ -257,13 +260,15 @@ impl SqliteImport {
             Some(addr) if current.len() == 1 && current[0] == addr => Ok(false),
             None if current.is_empty() => Ok(false),
             Some(addr) => {
-                sqlx::query("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND address <> ? AND active = 1")
+                if !current.is_empty() {
+                    sqlx::query("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND address <> ? AND active = 1")
                     .bind(self.now)
                     .bind(borrower)
                     .bind(channel.as_str())
                     .bind(addr)
                     .execute(&mut *self.tx)
                     .await?;
+                }
                 sqlx::query(
                     "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at)
                      VALUES (?, ?, ?, 1, ?, ?)

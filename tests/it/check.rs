@@ -1,0 +1,85 @@
+//! `duebell check`: the shipped config passes; broken ones fail with
+//! `FILE:LINE:COL: key: message` and exit 2.
+
+use crate::support::{duebell, run};
+
+#[test]
+fn the_shipped_config_passes_check() {
+    let (code, stdout, stderr) = run(duebell(&["check"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("config/duebell.toml: ok"), "{stdout}");
+}
+
+#[test]
+fn check_names_file_line_and_key_of_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "# a broken config\n[store]\nurl = \"sqlite://x.db\"\nbusy_timeout = \"five seconds\"\n\n[defaults]\ntimezone = \"Europe/Atlantis\"\nlocal = \"en\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(duebell(&["check", "--config", path.to_str().unwrap()]));
+    assert_eq!(code, 2, "{stderr}");
+    let shown = path.display().to_string();
+    for expected in [
+        format!("{shown}:4:1: store.busy_timeout: `five seconds` is not a duration"),
+        format!("{shown}:7:1: defaults.timezone: `Europe/Atlantis` is not an IANA time zone"),
+        format!("{shown}:8:1: defaults.local: unknown key"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_path_comes_from_duebell_config_when_no_flag_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.toml");
+    std::fs::write(&path, "[log]\nfilter = \"warn\"\nnope = 1\n").unwrap();
+    let (code, _, stderr) = run(duebell(&["check"]).env("DUEBELL_CONFIG", &path));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!("{}:3:1: log.nope: unknown key", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn environment_overrides_and_secret_files_reach_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(duebell(&["check"]).env("DUEBELL_STORE__BUSY_TIMEOUT", "soon"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            "env DUEBELL_STORE__BUSY_TIMEOUT: store.busy_timeout: `soon` is not a duration"
+        ),
+        "{stderr}"
+    );
+
+    let secret = dir.path().join("store-url");
+    std::fs::write(&secret, "postgres://nowhere/x\n").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[store]\nurl_file = \"${CREDS}/store-url\"\n").unwrap();
+    let (code, _, stderr) =
+        run(duebell(&["check", "--config", cfg.to_str().unwrap()]).env("CREDS", dir.path()));
+    // The file was read (its content is what is judged), and the problem
+    // points at the `_file` key that supplied it.
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:1: store.url: PostgreSQL", cfg.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let (code, _, stderr) = run(duebell(&["check", "--config", "/nonexistent/duebell.toml"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("/nonexistent/duebell.toml: (file): cannot read the config file"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary (link time), modules by area. Tests run the
+//! real `duebell` binary or the whole daemon in-process, each on its own
+//! temporary state folder.
+
+mod check;
+mod daemon;
+mod import;
+mod support;
