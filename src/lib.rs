@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod compliance;
 pub mod config;
 pub mod domain;
 pub mod error;

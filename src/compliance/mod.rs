@@ -1,0 +1,576 @@
+//! The compliance gate: nothing reaches a provider without passing it, at
+//! planning time (to set `not_before`) and again atomically when the
+//! dispatcher claims a message. It answers with a `GateDecision` carrying
+//! its reason, so `plan`, `simulate`, logs and the audit explain themselves
+//! from one source.
+//!
+//! Facts and shipped defaults: ../shared/reference/contact-rules.md.
+
+pub mod caps;
+pub mod window;
+pub mod zones;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::config::ConfigDuration;
+use crate::domain::{Channel, Invalid};
+use caps::{CapBlock, CapRule, Contact, Subject};
+use window::{next_open_everywhere, weekday_index, DaySchedule, LocalWindow};
+use zones::ZoneSet;
+
+/// `[quiet_hours]`: when messages may go out, in the borrower's local time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuietHoursConfig {
+    /// Folder of holiday calendars (`NAME.toml`).
+    pub calendars_dir: PathBuf,
+    /// Messages released when a window opens are spread over this long
+    /// (never past the window's end), so a provider is not hit in one burst.
+    pub spread: ConfigDuration,
+    /// Window rules; for each channel and zone the first rule that matches
+    /// applies. A channel or zone no rule matches may never be contacted.
+    pub rules: Vec<WindowRuleConfig>,
+}
+
+impl Default for QuietHoursConfig {
+    fn default() -> Self {
+        QuietHoursConfig {
+            calendars_dir: PathBuf::from("config/holidays"),
+            spread: ConfigDuration(std::time::Duration::from_secs(20 * 60)),
+            rules: vec![WindowRuleConfig::default()],
+        }
+    }
+}
+
+/// One window rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowRuleConfig {
+    pub name: String,
+    /// Channels it applies to; empty means all.
+    pub channels: Vec<Channel>,
+    /// ISO 3166 regions (of the borrower's zone) it applies to; empty means any.
+    pub countries: Vec<String>,
+    /// IANA zones it applies to; empty means any.
+    pub zones: Vec<String>,
+    /// Windows on every day not given its own list below.
+    pub every_day: Vec<LocalWindow>,
+    pub mon: Option<Vec<LocalWindow>>,
+    pub tue: Option<Vec<LocalWindow>>,
+    pub wed: Option<Vec<LocalWindow>>,
+    pub thu: Option<Vec<LocalWindow>>,
+    pub fri: Option<Vec<LocalWindow>>,
+    pub sat: Option<Vec<LocalWindow>>,
+    pub sun: Option<Vec<LocalWindow>>,
+    /// Holiday calendars (file names in `calendars_dir` without `.toml`).
+    pub holidays: Vec<String>,
+    /// Windows on a holiday; empty means no contact on holidays.
+    pub on_holidays: Vec<LocalWindow>,
+}
+
+impl Default for WindowRuleConfig {
+    fn default() -> Self {
+        WindowRuleConfig {
+            name: "default".to_owned(),
+            channels: vec![],
+            countries: vec![],
+            zones: vec![],
+            every_day: vec![LocalWindow::parse("08:00-21:00").expect("literal")],
+            mon: None,
+            tue: None,
+            wed: None,
+            thu: None,
+            fri: None,
+            sat: None,
+            sun: None,
+            holidays: vec![],
+            on_holidays: vec![],
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LocalWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LocalWindow::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[caps]`: contact-frequency caps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapsConfig {
+    pub rules: Vec<CapRule>,
+}
+
+impl Default for CapsConfig {
+    fn default() -> Self {
+        CapsConfig {
+            rules: caps::default_rules(),
+        }
+    }
+}
+
+/// A holiday calendar file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalendarFile {
+    name: String,
+    valid_through: String,
+    dates: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    pub name: String,
+    pub valid_through: NaiveDate,
+    dates: std::collections::HashSet<NaiveDate>,
+}
+
+impl Calendar {
+    pub fn load(path: &Path) -> Result<Calendar, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: CalendarFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        let parse =
+            |s: &str| crate::domain::parse_date(s).map_err(|e| format!("{}: {e}", path.display()));
+        let mut dates = std::collections::HashSet::new();
+        for d in &file.dates {
+            dates.insert(parse(d)?);
+        }
+        Ok(Calendar {
+            name: file.name,
+            valid_through: parse(&file.valid_through)?,
+            dates,
+        })
+    }
+
+    pub fn contains(&self, date: NaiveDate) -> bool {
+        self.dates.contains(&date)
+    }
+}
+
+struct WindowRule {
+    name: String,
+    channels: Vec<Channel>,
+    countries: Vec<String>,
+    zones: Vec<Tz>,
+    by_day: [Vec<LocalWindow>; 7],
+    calendars: Vec<Calendar>,
+    on_holidays: Vec<LocalWindow>,
+}
+
+impl DaySchedule for WindowRule {
+    fn windows_on(&self, date: NaiveDate) -> &[LocalWindow] {
+        if self.calendars.iter().any(|c| c.contains(date)) {
+            &self.on_holidays
+        } else {
+            &self.by_day[weekday_index(date)]
+        }
+    }
+}
+
+impl WindowRule {
+    fn matches(&self, channel: Channel, tz: Tz) -> bool {
+        (self.channels.is_empty() || self.channels.contains(&channel))
+            && (self.zones.is_empty() || self.zones.contains(&tz))
+            && (self.countries.is_empty()
+                || zone_country(tz).is_some_and(|c| self.countries.iter().any(|x| x == c)))
+    }
+}
+
+/// The ISO region a zone belongs to, per `zones::country_zones`.
+fn zone_country(tz: Tz) -> Option<&'static str> {
+    const REGIONS: &[&str] = &[
+        "CN", "HK", "MO", "TW", "SG", "MY", "PH", "TH", "VN", "JP", "KR", "IN", "PK", "BD", "AE",
+        "SA", "GB", "IE", "FR", "DE", "IT", "NL", "ES", "PT", "NG", "KE", "ZA", "EG", "NZ", "US",
+        "CA", "AU", "MX", "BR", "ID",
+    ];
+    REGIONS
+        .iter()
+        .copied()
+        .find(|r| zones::country_zones(r).contains(&tz.name()))
+}
+
+/// Why a message waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeferReason {
+    /// Outside the allowed window in at least one of the borrower's zones.
+    QuietHours { zones: String },
+    /// A contact cap is full.
+    Cap { rule: String },
+}
+
+impl fmt::Display for DeferReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeferReason::QuietHours { zones } => write!(f, "quiet hours in {zones}"),
+            DeferReason::Cap { rule } => write!(f, "contact cap {rule} is full"),
+        }
+    }
+}
+
+/// The gate's answer for one contact at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateDecision {
+    /// May go now; `window` says which window allowed it (for the audit).
+    Allow {
+        window: String,
+        window_end: DateTime<Utc>,
+    },
+    /// Must wait until `until`.
+    Defer {
+        until: DateTime<Utc>,
+        because: DeferReason,
+    },
+    /// No window ever opens (e.g. zones with no overlap): the message can
+    /// only expire.
+    Never { because: String },
+}
+
+/// The compiled gate.
+pub struct Gate {
+    rules: Vec<WindowRule>,
+    caps: Vec<CapRule>,
+    spread: Duration,
+    pub calendars: Vec<Calendar>,
+}
+
+impl Gate {
+    /// Compiles the config; returns problems keyed by config path.
+    pub fn build(q: &QuietHoursConfig, c: &CapsConfig) -> Result<Gate, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut loaded: HashMap<String, Calendar> = HashMap::new();
+        let mut rules = Vec::new();
+        for (i, r) in q.rules.iter().enumerate() {
+            let mut zones = Vec::new();
+            for (j, z) in r.zones.iter().enumerate() {
+                match crate::domain::TimeZone::parse(z) {
+                    Ok(tz) => zones.push(tz.0),
+                    Err(e) => problems.push((format!("quiet_hours.rules[{i}].zones[{j}]"), e.0)),
+                }
+            }
+            for (j, c) in r.countries.iter().enumerate() {
+                if zones::country_zones(c).is_empty() {
+                    problems.push((
+                        format!("quiet_hours.rules[{i}].countries[{j}]"),
+                        format!("`{c}` is not a region duebell knows the zones of; list its IANA zones under `zones` instead"),
+                    ));
+                }
+            }
+            let mut calendars = Vec::new();
+            for name in &r.holidays {
+                if !loaded.contains_key(name) {
+                    let path = q.calendars_dir.join(format!("{name}.toml"));
+                    match Calendar::load(&path) {
+                        Ok(c) => {
+                            loaded.insert(name.clone(), c);
+                        }
+                        Err(e) => {
+                            problems.push((format!("quiet_hours.rules[{i}].holidays"), e));
+                            continue;
+                        }
+                    }
+                }
+                calendars.push(loaded[name].clone());
+            }
+            let day =
+                |d: &Option<Vec<LocalWindow>>| d.clone().unwrap_or_else(|| r.every_day.clone());
+            rules.push(WindowRule {
+                name: r.name.clone(),
+                channels: r.channels.clone(),
+                countries: r.countries.clone(),
+                zones,
+                by_day: [
+                    day(&r.mon),
+                    day(&r.tue),
+                    day(&r.wed),
+                    day(&r.thu),
+                    day(&r.fri),
+                    day(&r.sat),
+                    day(&r.sun),
+                ],
+                calendars,
+                on_holidays: r.on_holidays.clone(),
+            });
+        }
+        for (i, rule) in c.rules.iter().enumerate() {
+            if rule.max == 0 {
+                problems.push((
+                    format!("caps.rules[{i}].max"),
+                    "must be at least 1 (use a hold to stop contact)".to_owned(),
+                ));
+            }
+        }
+        let spread = Duration::from_std(q.spread.get()).unwrap_or_else(|_| Duration::zero());
+        if problems.is_empty() {
+            Ok(Gate {
+                rules,
+                caps: c.rules.clone(),
+                spread,
+                calendars: loaded.into_values().collect(),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn caps(&self) -> &[CapRule] {
+        &self.caps
+    }
+
+    /// Calendars whose `valid_through` has passed at `today`.
+    pub fn stale_calendars(&self, today: NaiveDate) -> Vec<&Calendar> {
+        self.calendars
+            .iter()
+            .filter(|c| c.valid_through < today)
+            .collect()
+    }
+
+    /// The next instant `>= t` a message on `channel` may go to someone in
+    /// `zones`, and when that window closes. `None`: never.
+    pub fn next_window(
+        &self,
+        channel: Channel,
+        zones: &ZoneSet,
+        t: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>, String)> {
+        let mut schedules: Vec<(&dyn DaySchedule, Tz)> = Vec::new();
+        let mut names = Vec::new();
+        for tz in &zones.all {
+            let rule = self.rules.iter().find(|r| r.matches(channel, *tz))?;
+            schedules.push((rule as &dyn DaySchedule, *tz));
+            names.push(format!("{}@{}", rule.name, tz.name()));
+        }
+        next_open_everywhere(&schedules, t).map(|(open, end)| (open, end, names.join("+")))
+    }
+
+    /// Window and caps at `now`.
+    pub fn evaluate(
+        &self,
+        now: DateTime<Utc>,
+        zones: &ZoneSet,
+        subject: &Subject<'_>,
+        log: &[Contact],
+    ) -> GateDecision {
+        let zone_names = || {
+            zones
+                .all
+                .iter()
+                .map(|z| z.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        let Some((open, end, window)) = self.next_window(subject.channel, zones, now) else {
+            return GateDecision::Never {
+                because: format!(
+                    "no allowed window for {} in {} within a year",
+                    subject.channel,
+                    zone_names()
+                ),
+            };
+        };
+        if open > now {
+            return GateDecision::Defer {
+                until: open,
+                because: DeferReason::QuietHours {
+                    zones: zone_names(),
+                },
+            };
+        }
+        if let Some(CapBlock { rule, until }) =
+            caps::check_all(&self.caps, now, zones.primary, subject, log)
+        {
+            // Waiting for the cap may land in quiet hours: go at the first
+            // window opening after the cap frees.
+            let until = self
+                .next_window(subject.channel, zones, until)
+                .map_or(until, |(o, _, _)| o);
+            return GateDecision::Defer {
+                until,
+                because: DeferReason::Cap { rule },
+            };
+        }
+        GateDecision::Allow {
+            window,
+            window_end: end,
+        }
+    }
+
+    /// Where in `[open, end)` a message released at a window opening goes:
+    /// a deterministic offset by its key, so releases are spread evenly and
+    /// a re-plan lands on the same instant.
+    pub fn spread_from(&self, open: DateTime<Utc>, end: DateTime<Utc>, key: &str) -> DateTime<Utc> {
+        let span = self.spread.min(end - open);
+        let secs = span.num_seconds();
+        if secs <= 0 {
+            return open;
+        }
+        // FNV-1a: stable across runs and platforms, unlike std's hasher.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in key.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        // splitmix64 finaliser: FNV's low bits cluster for similar keys.
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xbf58476d1ce4e5b9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94d049bb133111eb);
+        h ^= h >> 31;
+        open + Duration::seconds((h % secs as u64) as i64)
+    }
+}
+
+/// A window list from text, for tests and `plan` output.
+pub fn parse_windows(list: &[&str]) -> Result<Vec<LocalWindow>, Invalid> {
+    list.iter().map(|s| LocalWindow::parse(s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::{America, Asia};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn zones(tz: &[Tz]) -> ZoneSet {
+        ZoneSet {
+            primary: tz[0],
+            all: tz.to_vec(),
+            source: zones::ZoneSource::Stated,
+        }
+    }
+
+    const SMS: Subject<'static> = Subject {
+        channel: Channel::Sms,
+        contact_point: Some(1),
+        loans: &[1],
+    };
+
+    #[test]
+    fn holidays_defer_to_the_next_working_window() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cn.toml"), "name = \"cn\"\nvalid_through = \"2026-12-31\"\ndates = [\"2026-10-01\", \"2026-10-02\"]\n").unwrap();
+        let q = QuietHoursConfig {
+            calendars_dir: dir.path().to_owned(),
+            rules: vec![WindowRuleConfig {
+                holidays: vec!["cn".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let gate = Gate::build(&q, &CapsConfig::default()).unwrap();
+        // 2026-10-01 10:00 Shanghai is a holiday: next is 10-03 08:00 = 10-03T00:00Z.
+        match gate.evaluate(
+            utc("2026-10-01T02:00:00Z"),
+            &zones(&[Asia::Shanghai]),
+            &SMS,
+            &[],
+        ) {
+            GateDecision::Defer {
+                until,
+                because: DeferReason::QuietHours { .. },
+            } => assert_eq!(until, utc("2026-10-03T00:00:00Z")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            gate.stale_calendars(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap())
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn weekday_and_country_rules_pick_the_first_match() {
+        let q = QuietHoursConfig {
+            rules: vec![
+                WindowRuleConfig {
+                    name: "us-weekend".into(),
+                    countries: vec!["US".into()],
+                    sat: Some(parse_windows(&["10:00-18:00"]).unwrap()),
+                    sun: Some(vec![]),
+                    ..Default::default()
+                },
+                WindowRuleConfig::default(),
+            ],
+            ..Default::default()
+        };
+        let gate = Gate::build(&q, &CapsConfig::default()).unwrap();
+        let ny = zones(&[America::New_York]);
+        // Saturday 2026-12-05 09:00 EST = 14:00Z: closed until 10:00 (15:00Z).
+        let d = gate.evaluate(utc("2026-12-05T14:00:00Z"), &ny, &SMS, &[]);
+        assert!(
+            matches!(d, GateDecision::Defer { until, .. } if until == utc("2026-12-05T15:00:00Z")),
+            "{d:?}"
+        );
+        // Sunday: nothing; Monday 08:00 EST = 13:00Z.
+        let d = gate.evaluate(utc("2026-12-06T16:00:00Z"), &ny, &SMS, &[]);
+        assert!(
+            matches!(d, GateDecision::Defer { until, .. } if until == utc("2026-12-07T13:00:00Z")),
+            "{d:?}"
+        );
+        // Shanghai falls through to the default rule.
+        let d = gate.evaluate(
+            utc("2026-12-06T02:00:00Z"),
+            &zones(&[Asia::Shanghai]),
+            &SMS,
+            &[],
+        );
+        assert!(matches!(d, GateDecision::Allow { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn a_full_cap_defers_to_the_first_window_after_it_frees() {
+        let gate = Gate::build(&QuietHoursConfig::default(), &CapsConfig::default()).unwrap();
+        let log = [Contact {
+            at: utc("2026-12-01T01:00:00Z"),
+            channel: Channel::Sms,
+            contact_point: Some(1),
+            loans: vec![1],
+        }];
+        // SMS cap frees at local midnight (16:00Z) but the window opens at 08:00 (00:00Z next day).
+        match gate.evaluate(
+            utc("2026-12-01T03:00:00Z"),
+            &zones(&[Asia::Shanghai]),
+            &SMS,
+            &log,
+        ) {
+            GateDecision::Defer {
+                until,
+                because: DeferReason::Cap { rule },
+            } => {
+                assert_eq!(until, utc("2026-12-02T00:00:00Z"));
+                assert_eq!(rule, "sms_per_day");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spread_is_deterministic_and_stays_in_the_window() {
+        let gate = Gate::build(&QuietHoursConfig::default(), &CapsConfig::default()).unwrap();
+        let open = utc("2026-12-01T00:00:00Z");
+        let end = utc("2026-12-01T13:00:00Z");
+        let a = gate.spread_from(open, end, "msg-a");
+        assert_eq!(a, gate.spread_from(open, end, "msg-a"));
+        let spread: std::collections::HashSet<_> = (0..200)
+            .map(|i| gate.spread_from(open, end, &format!("k{i}")))
+            .collect();
+        assert!(spread.len() > 150);
+        assert!(spread
+            .iter()
+            .all(|t| *t >= open && *t < open + Duration::minutes(20)));
+        let short_end = open + Duration::minutes(5);
+        assert!((0..50).all(|i| gate.spread_from(open, short_end, &format!("k{i}")) < short_end));
+    }
+}
