@@ -13,7 +13,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, LoadedConfig};
 use crate::error::ExitStatus;
 use crate::logging::{self, LogFormat};
+use crate::domain::Channel;
 use crate::sources::{self, Progress};
+use crate::templates::context::ContextSource;
+use crate::templates::{Samples, TemplateProblem, TemplateSet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,12 +48,56 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Template tools.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+    /// Print exactly what a borrower would receive from a template.
+    Render {
+        /// Template name, e.g. late_firm.
+        template: String,
+        /// Locale to render in [default: the borrower's, else templates.default_locale].
+        #[arg(long)]
+        locale: Option<String>,
+        /// Channel.
+        #[arg(long, value_enum, default_value = "sms")]
+        channel: ChannelArg,
+        /// Render for this borrower's active loans in the store.
+        #[arg(long, conflicts_with = "sample")]
+        borrower: Option<String>,
+        /// Render with this sample from templates/samples.toml [default: the first].
+        #[arg(long)]
+        sample: Option<String>,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
         /// Run one full cycle, then exit.
         #[arg(long)]
         once: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Render every template in every locale against templates/samples.toml
+    /// and report FILE:LINE: message for each problem.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChannelArg {
+    Sms,
+    Email,
+}
+
+impl From<ChannelArg> for Channel {
+    fn from(c: ChannelArg) -> Channel {
+        match c {
+            ChannelArg::Sms => Channel::Sms,
+            ChannelArg::Email => Channel::Email,
+        }
+    }
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -88,8 +135,34 @@ pub async fn execute(cli: Cli) -> ExitStatus {
     };
     match &cli.command {
         Command::Check => {
-            println!("{}: ok", loaded.path.display());
-            ExitStatus::Ok
+            let problems = check_templates(&loaded.config);
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            warn_stale_calendars(&loaded.config);
+            if problems.is_empty() {
+                println!("{}: ok", loaded.path.display());
+                ExitStatus::Ok
+            } else {
+                eprintln!("duebell: {} problem(s) in the templates", problems.len());
+                ExitStatus::BadConfig
+            }
+        }
+        Command::Templates { command: TemplatesCommand::Check } => {
+            let problems = check_templates(&loaded.config);
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{}: ok", loaded.config.templates.dir.display());
+                ExitStatus::Ok
+            } else {
+                eprintln!("duebell: {} problem(s) in the templates", problems.len());
+                ExitStatus::BadConfig
+            }
+        }
+        Command::Render { template, locale, channel, borrower, sample } => {
+            render(&loaded.config, template, locale.as_deref(), (*channel).into(), borrower.as_deref(), sample.as_deref()).await
         }
         Command::Import { paths, no_progress } => {
             logging::init(cli.log_format, &loaded.config.log.filter);
@@ -98,6 +171,107 @@ pub async fn execute(cli: Cli) -> ExitStatus {
         Command::Run { once } => {
             logging::init(cli.log_format, &loaded.config.log.filter);
             run(loaded, *once).await
+        }
+    }
+}
+
+/// Loads the templates and renders every one against the samples.
+pub fn check_templates(config: &crate::config::Config) -> Vec<TemplateProblem> {
+    let set = match TemplateSet::load(&config.templates) {
+        Ok(s) => s,
+        Err(problems) => return problems,
+    };
+    let samples = match Samples::load(&config.templates.dir) {
+        Ok(s) => s,
+        Err(p) => return vec![p],
+    };
+    let used: Vec<(String, Channel, String)> = config
+        .policy
+        .steps
+        .iter()
+        .flat_map(|s| s.channels.iter().map(move |c| (s.template.clone(), *c, s.id.clone())))
+        .collect();
+    let mut problems = crate::templates::context::check(&set, &samples, &config.templates, &context_source(config), &used);
+    problems.extend(crate::templates::context::lint_sources(&config.templates));
+    problems
+}
+
+pub fn context_source(config: &crate::config::Config) -> ContextSource {
+    ContextSource { lender: config.lender.clone(), opt_out: config.opt_out.clone() }
+}
+
+fn warn_stale_calendars(config: &crate::config::Config) {
+    if let Ok(gate) = crate::compliance::Gate::build(&config.quiet_hours, &config.caps) {
+        for c in gate.stale_calendars(SystemClock.now().date_naive()) {
+            eprintln!(
+                "warning: holiday calendar `{}` is valid through {}; add the new year's dates to {}",
+                c.name,
+                c.valid_through,
+                config.quiet_hours.calendars_dir.join(format!("{}.toml", c.name)).display()
+            );
+        }
+    }
+}
+
+async fn render(
+    config: &crate::config::Config,
+    template: &str,
+    locale: Option<&str>,
+    channel: Channel,
+    borrower: Option<&str>,
+    sample: Option<&str>,
+) -> ExitStatus {
+    let set = match TemplateSet::load(&config.templates) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            return ExitStatus::BadConfig;
+        }
+    };
+    if !set.has(template, channel) {
+        eprintln!("duebell: no {channel} template `{template}` in {}", config.templates.dir.display());
+        return ExitStatus::Failed;
+    }
+    let source = context_source(config);
+    let ctx = match borrower {
+        Some(id) => match crate::planner::borrower_context(config, id, channel, locale).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                eprintln!("duebell: {e}");
+                return ExitStatus::Failed;
+            }
+        },
+        None => {
+            let samples = match Samples::load(&config.templates.dir) {
+                Ok(s) => s,
+                Err(p) => {
+                    eprintln!("{p}");
+                    return ExitStatus::BadConfig;
+                }
+            };
+            let chosen = match sample {
+                Some(name) => samples.get(name),
+                None => samples.sample.first(),
+            };
+            let Some(chosen) = chosen else {
+                let names: Vec<&str> = samples.sample.iter().map(|s| s.name.as_str()).collect();
+                eprintln!("duebell: no sample `{}`; samples are: {}", sample.unwrap_or(""), names.join(", "));
+                return ExitStatus::Failed;
+            };
+            let locale = locale.unwrap_or(&config.templates.default_locale);
+            source.from_sample(chosen, locale, channel)
+        }
+    };
+    match set.render(template, &ctx, &config.templates.sms_signature) {
+        Ok(r) => {
+            print!("{}", crate::templates::preview(&r));
+            ExitStatus::Ok
+        }
+        Err(p) => {
+            eprintln!("{p}");
+            ExitStatus::Failed
         }
     }
 }

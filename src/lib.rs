@@ -12,3 +12,5 @@ pub mod error;
 pub mod logging;
 pub mod sources;
 pub mod store;
+pub mod templates;
+pub mod policy;

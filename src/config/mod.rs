@@ -31,6 +31,12 @@ pub struct Config {
     pub defaults: Defaults,
     pub log: LogConfig,
     pub sources: Vec<SourceConfig>,
+    pub policy: crate::policy::PolicyConfig,
+    pub quiet_hours: crate::compliance::QuietHoursConfig,
+    pub caps: crate::compliance::CapsConfig,
+    pub templates: crate::templates::TemplatesConfig,
+    pub lender: crate::templates::context::LenderConfig,
+    pub opt_out: crate::templates::context::OptOutConfig,
 }
 
 /// The store: an embedded SQLite file by default.
@@ -198,6 +204,21 @@ impl Config {
                 "log.filter".to_owned(),
                 format!("is not a log filter ({e}); write e.g. info or duebell=debug,sqlx=warn"),
             ));
+        }
+        problems.extend(self.policy.validate());
+        if let Err(e) = crate::domain::Locale::parse(&self.templates.default_locale) {
+            problems.push(("templates.default_locale".to_owned(), e.0));
+        }
+        for (i, m) in self.templates.required.iter().enumerate() {
+            if !crate::templates::MARKERS.contains(&m.as_str()) {
+                problems.push((format!("templates.required[{i}]"), format!("`{m}` is not a marker; use {}", crate::templates::MARKERS.join(", "))));
+            }
+        }
+        if self.templates.sms_max_segments == 0 {
+            problems.push(("templates.sms_max_segments".to_owned(), "must be at least 1".to_owned()));
+        }
+        if let Err(gate) = crate::compliance::Gate::build(&self.quiet_hours, &self.caps) {
+            problems.extend(gate);
         }
         let mut seen = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
