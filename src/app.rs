@@ -1,21 +1,26 @@
-//! The daemon: `App::build` opens and migrates the store and prepares the
-//! sources; `App::run` loops until its shutdown token is cancelled. One cycle
-//! imports every source whose poll is due. (The planner, compliance gate and
-//! dispatcher plug into the cycle as they are built.) Tests start the whole
-//! daemon in-process with their own clock and cancel it through the token.
+//! The daemon: `App::build` opens and migrates the store and assembles the
+//! engine; `App::run` loops until its shutdown token is cancelled. A cycle
+//! imports changed sources, plans on the cron tick (and at once after an
+//! import), dispatches everything due, posts hand-offs and picks up template
+//! edits. Tests start the whole daemon in-process with their own clock and
+//! stop it through the token.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::dispatch::Outcome;
+use crate::engine::Engine;
 use crate::sources::{FileWatch, ImportReport, PollOutcome};
 use crate::store::{self, Store};
+use crate::templates::TemplateSet;
 
 /// What one cycle did.
 #[derive(Debug, Default)]
@@ -23,34 +28,60 @@ pub struct CycleReport {
     pub imports: Vec<ImportReport>,
     /// Files that could not be applied, as full messages.
     pub failures: Vec<String>,
+    pub planned: u64,
+    pub sent: u64,
+    pub decided: u64,
+    pub failed: u64,
 }
 
 pub struct App {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    engine: Engine,
     watches: Vec<(FileWatch, Instant)>,
     cycles: watch::Sender<u64>,
+    next_tick: Option<DateTime<Utc>>,
+    templates_version: Option<String>,
+    templates_checked: Instant,
+    http: reqwest::Client,
 }
 
 impl App {
-    /// Opens the store (creating and migrating it) and sets up sources.
+    /// Opens the store (creating and migrating it), assembles the engine and
+    /// reconciles any message a previous run left `sending`.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         let store = store::open(&config.store)
             .await
             .with_context(|| format!("while opening the store {}", config.store.url))?;
+        let engine = Engine::build(&config, store.clone(), None)
+            .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
+        let (sent, unknown) = engine
+            .dispatcher
+            .reconcile(clock.now())
+            .await
+            .context("while reconciling interrupted sends")?;
+        if sent + unknown > 0 {
+            tracing::warn!(confirmed_sent = sent, unknown, "reconciled messages interrupted by the last stop; `duebell messages --state unknown` lists the unknown ones");
+        }
         let now = Instant::now();
         let watches = config
             .sources
             .iter()
             .map(|s| (FileWatch::new(s.path.clone(), s.poll_interval.get()), now))
             .collect();
+        let templates_version = crate::templates::folder_version(&config.templates.dir);
         Ok(App {
             config: Arc::new(config),
             store,
             clock,
+            engine,
             watches,
             cycles: watch::channel(0).0,
+            next_tick: None,
+            templates_version,
+            templates_checked: now,
+            http: reqwest::Client::new(),
         })
     }
 
@@ -62,28 +93,64 @@ impl App {
         &self.config
     }
 
+    /// The template set in use (its `version` changes on reload).
+    pub fn templates_version(&self) -> String {
+        self.engine.dispatcher.templates.version.clone()
+    }
+
     /// Counts completed cycles; tests await a change instead of sleeping.
     pub fn cycles(&self) -> watch::Receiver<u64> {
         self.cycles.subscribe()
     }
 
-    /// One full cycle now: every source polled, whatever its schedule.
-    pub async fn run_once(&mut self) -> CycleReport {
+    /// One full cycle now: every source polled, a planning pass, everything
+    /// due dispatched (`duebell run --once`).
+    pub async fn run_once(&mut self) -> anyhow::Result<CycleReport> {
         let now = Instant::now();
         for (_, next) in &mut self.watches {
             *next = now;
         }
-        self.cycle().await
+        self.next_tick = None;
+        self.cycle(&CancellationToken::new()).await
     }
 
-    async fn cycle(&mut self) -> CycleReport {
+    /// Reloads templates if the folder changed. A set that does not load is
+    /// rejected with each problem logged (file and line); the last good set
+    /// keeps serving.
+    pub fn reload_templates(&mut self) -> bool {
+        let version = crate::templates::folder_version(&self.config.templates.dir);
+        if version == self.templates_version {
+            return false;
+        }
+        self.templates_version = version;
+        match TemplateSet::load(&self.config.templates) {
+            Ok(set) => {
+                tracing::info!(version = %set.version, "templates reloaded");
+                self.engine = self.engine.with_templates(set);
+                true
+            }
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!(file = %p.file, line = p.line, "template edit rejected: {}", p.message);
+                }
+                tracing::error!(version = %self.engine.dispatcher.templates.version, "keeping the last good templates");
+                false
+            }
+        }
+    }
+
+    async fn cycle(&mut self, shutdown: &CancellationToken) -> anyhow::Result<CycleReport> {
         let mut report = CycleReport::default();
-        let now = Instant::now();
+        let wall = Instant::now();
+        if wall >= self.templates_checked {
+            self.templates_checked = wall + self.config.templates.reload_interval.get();
+            self.reload_templates();
+        }
         for (watch, next) in &mut self.watches {
-            if *next > now {
+            if *next > wall {
                 continue;
             }
-            *next = now + watch.poll_interval;
+            *next = wall + watch.poll_interval;
             match watch.poll(self.store.as_ref(), self.clock.now()).await {
                 Ok(PollOutcome::Unchanged) => {}
                 Ok(PollOutcome::Missing) => {
@@ -110,26 +177,85 @@ impl App {
                 }
             }
         }
+        let now = self.clock.now();
+        // Plan on the cron tick, and at once when an import changed the book.
+        let changed = report
+            .imports
+            .iter()
+            .any(|r| r.counts.imported + r.counts.updated > 0);
+        if changed || self.next_tick.is_none_or(|t| now >= t) {
+            let started = std::time::Instant::now();
+            let tick = self.engine.plan(now).await.context("while planning")?;
+            report.planned = tick.recorded;
+            tracing::info!(
+                borrowers = tick.borrowers,
+                recorded = tick.recorded,
+                cancelled = tick.cancelled,
+                ms = started.elapsed().as_millis() as u64,
+                "planned"
+            );
+            self.next_tick = self.config.policy.tick.schedule.after(&now).next();
+        }
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self
+                .engine
+                .dispatcher
+                .dispatch_next(self.clock.now())
+                .await
+                .context("while dispatching")?
+            {
+                Outcome::Idle => break,
+                Outcome::Sent { .. } => report.sent += 1,
+                Outcome::Decided(_) | Outcome::Retrying { .. } => report.decided += 1,
+                Outcome::Failed { .. } => report.failed += 1,
+            }
+        }
+        crate::handoff::post_due(
+            self.store.as_ref(),
+            &self.config.handoff,
+            &self.http,
+            self.clock.now(),
+        )
+        .await
+        .context("while posting hand-offs")?;
         self.cycles.send_modify(|n| *n += 1);
-        report
+        Ok(report)
     }
 
-    /// Runs until `shutdown` is cancelled, then closes the store. Work in a
-    /// cycle is not interrupted half-way: an import is one transaction, and
-    /// cancelling between cycles keeps it whole.
+    /// When the loop should wake next (wall clock).
+    async fn next_wake(&self) -> Instant {
+        let wall = Instant::now();
+        let now = self.clock.now();
+        let until = |t: DateTime<Utc>| wall + (t - now).to_std().unwrap_or(Duration::ZERO);
+        let mut wake = wall + Duration::from_secs(60);
+        for (_, n) in &self.watches {
+            wake = wake.min(*n);
+        }
+        wake = wake.min(self.templates_checked);
+        if let Some(t) = self.next_tick {
+            wake = wake.min(until(t));
+        }
+        if let Ok(Some(t)) = self.store.next_pending_at().await {
+            wake = wake.min(until(t));
+        }
+        wake.max(wall + Duration::from_millis(20))
+    }
+
+    /// Runs until `shutdown` is cancelled, then closes the store. A stop
+    /// lets the send in hand finish and claims nothing new.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(store = %self.config.store.url, sources = self.watches.len(), "duebell started");
         loop {
-            self.cycle().await;
-            let next = self
-                .watches
-                .iter()
-                .map(|(_, n)| *n)
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if let Err(e) = self.cycle(&shutdown).await {
+                tracing::error!("cycle failed: {e:#}; retrying");
+            }
+            let wake = self.next_wake().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
         tracing::info!("shutting down");

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, LoadedConfig};
+use crate::domain::Channel;
 use crate::error::ExitStatus;
 use crate::logging::{self, LogFormat};
-use crate::domain::Channel;
 use crate::sources::{self, Progress};
 use crate::templates::context::ContextSource;
 use crate::templates::{Samples, TemplateProblem, TemplateSet};
@@ -70,6 +70,30 @@ pub enum Command {
         #[arg(long)]
         sample: Option<String>,
     },
+    /// Show, without sending or changing anything, each active loan's decision at an instant.
+    Plan {
+        /// The instant to plan at (RFC 3339) [default: now].
+        #[arg(long)]
+        at: Option<String>,
+        /// Only this borrower.
+        #[arg(long)]
+        borrower: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: PlanFormat,
+    },
+    /// Run the real planner, gate and dispatcher in virtual time over a copy of the data.
+    Simulate(crate::simulate::SimulateArgs),
+    /// List messages.
+    Messages {
+        /// Only messages in this state (planned, deferred, sending, sent, unknown, …).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this borrower's messages.
+        #[arg(long)]
+        borrower: Option<String>,
+        #[arg(long, default_value = "100")]
+        limit: u32,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
         /// Run one full cycle, then exit.
@@ -83,6 +107,12 @@ pub enum TemplatesCommand {
     /// Render every template in every locale against templates/samples.toml
     /// and report FILE:LINE: message for each problem.
     Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -148,7 +178,9 @@ pub async fn execute(cli: Cli) -> ExitStatus {
                 ExitStatus::BadConfig
             }
         }
-        Command::Templates { command: TemplatesCommand::Check } => {
+        Command::Templates {
+            command: TemplatesCommand::Check,
+        } => {
             let problems = check_templates(&loaded.config);
             for p in &problems {
                 eprintln!("{p}");
@@ -161,12 +193,48 @@ pub async fn execute(cli: Cli) -> ExitStatus {
                 ExitStatus::BadConfig
             }
         }
-        Command::Render { template, locale, channel, borrower, sample } => {
-            render(&loaded.config, template, locale.as_deref(), (*channel).into(), borrower.as_deref(), sample.as_deref()).await
+        Command::Render {
+            template,
+            locale,
+            channel,
+            borrower,
+            sample,
+        } => {
+            render(
+                &loaded.config,
+                template,
+                locale.as_deref(),
+                (*channel).into(),
+                borrower.as_deref(),
+                sample.as_deref(),
+            )
+            .await
         }
         Command::Import { paths, no_progress } => {
             logging::init(cli.log_format, &loaded.config.log.filter);
             import(loaded, paths, *no_progress).await
+        }
+        Command::Plan {
+            at,
+            borrower,
+            format,
+        } => plan(&loaded.config, at.as_deref(), borrower.as_deref(), *format).await,
+        Command::Simulate(args) => {
+            logging::init(cli.log_format, "warn");
+            crate::simulate::run(&loaded.config, args).await
+        }
+        Command::Messages {
+            state,
+            borrower,
+            limit,
+        } => {
+            messages(
+                &loaded.config,
+                state.as_deref(),
+                borrower.as_deref(),
+                *limit,
+            )
+            .await
         }
         Command::Run { once } => {
             logging::init(cli.log_format, &loaded.config.log.filter);
@@ -189,15 +257,28 @@ pub fn check_templates(config: &crate::config::Config) -> Vec<TemplateProblem> {
         .policy
         .steps
         .iter()
-        .flat_map(|s| s.channels.iter().map(move |c| (s.template.clone(), *c, s.id.clone())))
+        .flat_map(|s| {
+            s.channels
+                .iter()
+                .map(move |c| (s.template.clone(), *c, s.id.clone()))
+        })
         .collect();
-    let mut problems = crate::templates::context::check(&set, &samples, &config.templates, &context_source(config), &used);
+    let mut problems = crate::templates::context::check(
+        &set,
+        &samples,
+        &config.templates,
+        &context_source(config),
+        &used,
+    );
     problems.extend(crate::templates::context::lint_sources(&config.templates));
     problems
 }
 
 pub fn context_source(config: &crate::config::Config) -> ContextSource {
-    ContextSource { lender: config.lender.clone(), opt_out: config.opt_out.clone() }
+    ContextSource {
+        lender: config.lender.clone(),
+        opt_out: config.opt_out.clone(),
+    }
 }
 
 fn warn_stale_calendars(config: &crate::config::Config) {
@@ -231,7 +312,10 @@ async fn render(
         }
     };
     if !set.has(template, channel) {
-        eprintln!("duebell: no {channel} template `{template}` in {}", config.templates.dir.display());
+        eprintln!(
+            "duebell: no {channel} template `{template}` in {}",
+            config.templates.dir.display()
+        );
         return ExitStatus::Failed;
     }
     let source = context_source(config);
@@ -257,7 +341,11 @@ async fn render(
             };
             let Some(chosen) = chosen else {
                 let names: Vec<&str> = samples.sample.iter().map(|s| s.name.as_str()).collect();
-                eprintln!("duebell: no sample `{}`; samples are: {}", sample.unwrap_or(""), names.join(", "));
+                eprintln!(
+                    "duebell: no sample `{}`; samples are: {}",
+                    sample.unwrap_or(""),
+                    names.join(", ")
+                );
                 return ExitStatus::Failed;
             };
             let locale = locale.unwrap_or(&config.templates.default_locale);
@@ -271,6 +359,145 @@ async fn render(
         }
         Err(p) => {
             eprintln!("{p}");
+            ExitStatus::Failed
+        }
+    }
+}
+
+async fn plan(
+    config: &crate::config::Config,
+    at: Option<&str>,
+    borrower: Option<&str>,
+    format: PlanFormat,
+) -> ExitStatus {
+    let now = match at.map(crate::domain::parse_instant).transpose() {
+        Ok(t) => t.unwrap_or_else(|| SystemClock.now()),
+        Err(e) => {
+            eprintln!("duebell: --at: {e}");
+            return ExitStatus::BadConfig;
+        }
+    };
+    let store = match crate::store::open(&config.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
+            return ExitStatus::Failed;
+        }
+    };
+    let engine = match crate::engine::Engine::build(config, store.clone(), None) {
+        Ok(e) => e,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            return ExitStatus::BadConfig;
+        }
+    };
+    let lines =
+        match crate::planner::preview(store.as_ref(), &engine.planner(), now, borrower).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("duebell: {e}");
+                return ExitStatus::Failed;
+            }
+        };
+    store.close().await;
+    if borrower.is_some() && lines.is_empty() {
+        eprintln!(
+            "duebell: no borrower `{}` with active loans",
+            borrower.unwrap_or_default()
+        );
+        return ExitStatus::Failed;
+    }
+    match format {
+        PlanFormat::Json => {
+            for l in &lines {
+                println!("{}", serde_json::to_string(l).unwrap_or_default());
+            }
+        }
+        PlanFormat::Table => {
+            println!(
+                "{:<12} {:<10} {:<9} {:<6} {:<16} {:<21} reason",
+                "loan", "borrower", "step", "chan", "decision", "not_before"
+            );
+            for l in &lines {
+                println!(
+                    "{:<12} {:<10} {:<9} {:<6} {:<16} {:<21} {}",
+                    l.loan_id,
+                    l.borrower_id,
+                    l.step.as_deref().unwrap_or("-"),
+                    l.channel.map_or("-", |c| c.as_str()),
+                    l.decision.as_str(),
+                    l.not_before.map_or("-".to_owned(), |t| t
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string()),
+                    l.reason
+                );
+            }
+        }
+    }
+    ExitStatus::Ok
+}
+
+async fn messages(
+    config: &crate::config::Config,
+    state: Option<&str>,
+    borrower: Option<&str>,
+    limit: u32,
+) -> ExitStatus {
+    let state = match state
+        .map(|s| crate::store::MessageState::parse(s).ok_or(s))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(bad) => {
+            let all: Vec<&str> = crate::store::MessageState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            eprintln!(
+                "duebell: --state `{bad}` is not a state; use one of {}",
+                all.join(", ")
+            );
+            return ExitStatus::BadConfig;
+        }
+    };
+    let store = match crate::store::open(&config.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
+            return ExitStatus::Failed;
+        }
+    };
+    let query = crate::store::MessageQuery {
+        state,
+        borrower: borrower.map(str::to_owned),
+        limit: Some(limit),
+    };
+    match store.messages(&query).await {
+        Ok(list) => {
+            println!(
+                "{:<7} {:<10} {:<6} {:<9} {:<10} {:<21} {:<22} reason",
+                "id", "borrower", "chan", "step", "state", "not_before", "loans"
+            );
+            for m in list {
+                println!(
+                    "{:<7} {:<10} {:<6} {:<9} {:<10} {:<21} {:<22} {}",
+                    m.id,
+                    m.borrower_id,
+                    m.channel.as_str(),
+                    m.step,
+                    m.state.as_str(),
+                    m.not_before.format("%Y-%m-%dT%H:%M:%SZ"),
+                    m.loan_ids.join(","),
+                    m.reason.unwrap_or_default()
+                );
+            }
+            store.close().await;
+            ExitStatus::Ok
+        }
+        Err(e) => {
+            eprintln!("duebell: {e}");
             ExitStatus::Failed
         }
     }
@@ -332,10 +559,25 @@ async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
     if once {
         let report = app.run_once().await;
         app.store().close().await;
-        return if report.failures.is_empty() {
-            ExitStatus::Ok
-        } else {
-            ExitStatus::Failed
+        return match report {
+            Ok(r) => {
+                tracing::info!(
+                    planned = r.planned,
+                    sent = r.sent,
+                    decided = r.decided,
+                    failed = r.failed,
+                    "cycle done"
+                );
+                if r.failures.is_empty() {
+                    ExitStatus::Ok
+                } else {
+                    ExitStatus::Failed
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitStatus::Failed
+            }
         };
     }
     let shutdown = CancellationToken::new();

@@ -51,7 +51,14 @@ impl Step {
     }
 }
 
-fn step(id: &str, offset: i32, channels: &[Channel], template: &str, stage: &str, handoff: bool) -> Step {
+fn step(
+    id: &str,
+    offset: i32,
+    channels: &[Channel],
+    template: &str,
+    stage: &str,
+    handoff: bool,
+) -> Step {
     Step {
         id: id.to_owned(),
         offset_days: offset,
@@ -132,7 +139,9 @@ impl PolicyConfig {
             let mut end = self
                 .steps
                 .get(i + 1)
-                .map_or(start + i64::from(self.last_step_days), |n| i64::from(n.offset_days));
+                .map_or(start + i64::from(self.last_step_days), |n| {
+                    i64::from(n.offset_days)
+                });
             if start < 0 {
                 end = end.min(0);
             }
@@ -146,7 +155,11 @@ impl PolicyConfig {
                 passed.push(s);
             }
         }
-        Position { current, passed, next }
+        Position {
+            current,
+            passed,
+            next,
+        }
     }
 
     /// Cross-field rules, as (key, message).
@@ -155,27 +168,54 @@ impl PolicyConfig {
         let mut ids = std::collections::HashSet::new();
         for (i, s) in self.steps.iter().enumerate() {
             let key = |f: &str| format!("policy.steps[{i}].{f}");
-            if s.id.trim().is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                problems.push((key("id"), format!("`{}` must be letters, digits, `_` or `-`", s.id)));
+            if s.id.trim().is_empty()
+                || !s
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problems.push((
+                    key("id"),
+                    format!("`{}` must be letters, digits, `_` or `-`", s.id),
+                ));
             }
             if !ids.insert(s.id.clone()) {
                 problems.push((key("id"), format!("`{}` is used by two steps", s.id)));
             }
             if s.channels.is_empty() {
-                problems.push((key("channels"), "lists no channel; use [\"sms\"], [\"email\"] or both".to_owned()));
+                problems.push((
+                    key("channels"),
+                    "lists no channel; use [\"sms\"], [\"email\"] or both".to_owned(),
+                ));
             }
             if i > 0 && s.offset_days <= self.steps[i - 1].offset_days {
-                problems.push((key("offset_days"), format!("is {} but the step before is at {}; list steps in increasing order", s.offset_days, self.steps[i - 1].offset_days)));
+                problems.push((
+                    key("offset_days"),
+                    format!(
+                        "is {} but the step before is at {}; list steps in increasing order",
+                        s.offset_days,
+                        self.steps[i - 1].offset_days
+                    ),
+                ));
             }
             if s.send_at.is_some() && s.send_at_minutes().is_none() {
-                problems.push((key("send_at"), format!("`{}` is not a time; write HH:MM", s.send_at.as_deref().unwrap_or(""))));
+                problems.push((
+                    key("send_at"),
+                    format!(
+                        "`{}` is not a time; write HH:MM",
+                        s.send_at.as_deref().unwrap_or("")
+                    ),
+                ));
             }
             if s.template.trim().is_empty() {
                 problems.push((key("template"), "is empty".to_owned()));
             }
         }
         if self.last_step_days == 0 {
-            problems.push(("policy.last_step_days".to_owned(), "must be at least 1".to_owned()));
+            problems.push((
+                "policy.last_step_days".to_owned(),
+                "must be at least 1".to_owned(),
+            ));
         }
         problems
     }
@@ -201,16 +241,25 @@ mod tests {
         assert_eq!(at(37), None);
         assert_eq!(p.position(-5).next.map(|s| s.id.as_str()), Some("pre_3"));
         let pos = p.position(4);
-        assert_eq!(pos.passed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["pre_3", "pre_1", "due", "late_1"]);
+        assert_eq!(
+            pos.passed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["pre_3", "pre_1", "due", "late_1"]
+        );
     }
 
     #[test]
     fn a_pre_due_step_is_never_relevant_on_the_due_day() {
         let p = PolicyConfig {
-            steps: vec![step("pre", -2, &[Channel::Sms], "t", "s", false), step("late", 3, &[Channel::Sms], "t", "s", false)],
+            steps: vec![
+                step("pre", -2, &[Channel::Sms], "t", "s", false),
+                step("late", 3, &[Channel::Sms], "t", "s", false),
+            ],
             ..Default::default()
         };
-        assert_eq!(p.position(-1).current.map(|(s, end)| (s.id.as_str(), end)), Some(("pre", 0)));
+        assert_eq!(
+            p.position(-1).current.map(|(s, end)| (s.id.as_str(), end)),
+            Some(("pre", 0))
+        );
         assert_eq!(p.position(0).current, None);
     }
 
@@ -219,7 +268,10 @@ mod tests {
         assert!(PolicyConfig::default().validate().is_empty());
         let mut p = PolicyConfig::default();
         p.steps.swap(0, 1);
-        assert!(p.validate().iter().any(|(k, _)| k == "policy.steps[1].offset_days"));
+        assert!(p
+            .validate()
+            .iter()
+            .any(|(k, _)| k == "policy.steps[1].offset_days"));
         assert!("* * *".parse::<CronExpr>().is_err());
     }
 }

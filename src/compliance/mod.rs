@@ -429,6 +429,78 @@ impl Gate {
     }
 }
 
+/// Inbound SMS keywords: a body that is, as a whole (trimmed, case- and
+/// width-insensitive), a stop word opts the number out; a start word opts it
+/// back in where that is allowed.
+#[derive(Debug, Clone)]
+pub struct StopWords {
+    stop: Vec<String>,
+    start: Vec<String>,
+}
+
+impl Default for StopWords {
+    fn default() -> Self {
+        StopWords::new(&default_stop_words(), &default_start_words())
+    }
+}
+
+pub fn default_stop_words() -> Vec<String> {
+    [
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "退订",
+        "TD",
+        "T",
+        "N",
+        "R",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub fn default_start_words() -> Vec<String> {
+    ["START", "UNSTOP"].map(String::from).to_vec()
+}
+
+/// Folds full-width forms to ASCII and upper-cases, so `ＳＴＯＰ`, `stop` and
+/// ` Stop ` compare equal.
+pub fn normalise_keyword(s: &str) -> String {
+    s.trim_matches(|c: char| c.is_whitespace() || c == '\u{3000}')
+        .chars()
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            '\u{3000}' => ' ',
+            _ => c,
+        })
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+impl StopWords {
+    pub fn new(stop: &[String], start: &[String]) -> Self {
+        StopWords {
+            stop: stop.iter().map(|w| normalise_keyword(w)).collect(),
+            start: start.iter().map(|w| normalise_keyword(w)).collect(),
+        }
+    }
+
+    /// `Some(true)` stop, `Some(false)` start, `None` neither.
+    pub fn classify(&self, body: &str) -> Option<bool> {
+        let b = normalise_keyword(body);
+        if self.stop.contains(&b) {
+            Some(true)
+        } else if self.start.contains(&b) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
 /// A window list from text, for tests and `plan` output.
 pub fn parse_windows(list: &[&str]) -> Result<Vec<LocalWindow>, Invalid> {
     list.iter().map(|s| LocalWindow::parse(s)).collect()
@@ -553,6 +625,26 @@ mod tests {
                 assert_eq!(rule, "sms_per_day");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stop_words_match_the_whole_body_case_and_width_insensitively() {
+        let w = StopWords::default();
+        for stop in [
+            "STOP",
+            " stop ",
+            "Ｓｔｏｐ",
+            "退订",
+            "td",
+            "T",
+            "\u{3000}STOP\u{3000}",
+        ] {
+            assert_eq!(w.classify(stop), Some(true), "{stop:?}");
+        }
+        assert_eq!(w.classify("start"), Some(false));
+        for other in ["please stop texting me at night", "STOP IT", "", "Thanks"] {
+            assert_eq!(w.classify(other), None, "{other:?}");
         }
     }
 

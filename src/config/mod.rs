@@ -24,7 +24,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/duebell.toml";
 
 /// The whole configuration. Every section has defaults, so a file only needs
 /// what differs; the shipped `config/duebell.toml` spells every key out.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub store: StoreConfig,
@@ -37,6 +37,30 @@ pub struct Config {
     pub templates: crate::templates::TemplatesConfig,
     pub lender: crate::templates::context::LenderConfig,
     pub opt_out: crate::templates::context::OptOutConfig,
+    #[serde(default = "crate::providers::default_providers")]
+    pub providers: Vec<crate::providers::ProviderConfig>,
+    pub routing: crate::providers::RoutingConfig,
+    pub handoff: crate::handoff::HandoffConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreConfig::default(),
+            defaults: Defaults::default(),
+            log: LogConfig::default(),
+            sources: Vec::new(),
+            policy: Default::default(),
+            quiet_hours: Default::default(),
+            caps: Default::default(),
+            templates: Default::default(),
+            lender: Default::default(),
+            opt_out: Default::default(),
+            providers: crate::providers::default_providers(),
+            routing: Default::default(),
+            handoff: Default::default(),
+        }
+    }
 }
 
 /// The store: an embedded SQLite file by default.
@@ -49,6 +73,17 @@ pub struct StoreConfig {
     pub busy_timeout: ConfigDuration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// SQLite durability: `full` (every commit survives a power cut; the
+    /// default), `normal` or `off` (throwaway stores only).
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    Full,
+    Normal,
+    Off,
 }
 
 impl Default for StoreConfig {
@@ -57,6 +92,7 @@ impl Default for StoreConfig {
             url: "sqlite://var/duebell.db".to_owned(),
             busy_timeout: ConfigDuration(Duration::from_secs(5)),
             max_connections: 4,
+            synchronous: Synchronous::Full,
         }
     }
 }
@@ -211,14 +247,43 @@ impl Config {
         }
         for (i, m) in self.templates.required.iter().enumerate() {
             if !crate::templates::MARKERS.contains(&m.as_str()) {
-                problems.push((format!("templates.required[{i}]"), format!("`{m}` is not a marker; use {}", crate::templates::MARKERS.join(", "))));
+                problems.push((
+                    format!("templates.required[{i}]"),
+                    format!(
+                        "`{m}` is not a marker; use {}",
+                        crate::templates::MARKERS.join(", ")
+                    ),
+                ));
             }
         }
         if self.templates.sms_max_segments == 0 {
-            problems.push(("templates.sms_max_segments".to_owned(), "must be at least 1".to_owned()));
+            problems.push((
+                "templates.sms_max_segments".to_owned(),
+                "must be at least 1".to_owned(),
+            ));
         }
         if let Err(gate) = crate::compliance::Gate::build(&self.quiet_hours, &self.caps) {
             problems.extend(gate);
+        }
+        if let Err(router) = crate::providers::Router::build(&self.providers, &self.routing) {
+            problems.extend(router);
+        }
+        if !self.handoff.url.is_empty() {
+            if !(self.handoff.url.starts_with("http://")
+                || self.handoff.url.starts_with("https://"))
+            {
+                problems.push((
+                    "handoff.url".to_owned(),
+                    format!("`{}` is not an http(s) URL", self.handoff.url),
+                ));
+            }
+            if self.handoff.secret.len() < 16 {
+                problems.push((
+                    "handoff.secret".to_owned(),
+                    "must be at least 16 characters: receivers verify the signature with it"
+                        .to_owned(),
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {

@@ -5,14 +5,17 @@
 //! exact decimal text.
 
 mod sqlite;
+mod sqlite_flow;
+mod types;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::StoreConfig;
-use crate::domain::{Borrower, Loan, LoanId, LoanStatus, Money, Payment};
+use crate::domain::{Borrower, Channel, Loan, LoanId, LoanStatus, Money, Payment};
 
 pub use sqlite::SqliteStore;
+pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -150,6 +153,97 @@ pub trait Store: Send + Sync + 'static {
     async fn last_import_hash(&self, path: &str) -> Result<Option<String>, StoreError>;
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
     async fn loan(&self, id: &LoanId) -> Result<Option<LoanView>, StoreError>;
+    /// Borrowers with active loans after `after` (by primary key), with
+    /// everything planning needs; contacts since `since`. Planning pages
+    /// through the book with this, so memory stays bounded.
+    async fn planning_batch(
+        &self,
+        after: i64,
+        limit: u32,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<PlanBorrower>, StoreError>;
+    /// One borrower by external id, as `planning_batch` loads it.
+    async fn plan_borrower(
+        &self,
+        external_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<PlanBorrower>, StoreError>;
+    /// Records planner decisions. Idempotent: a message whose dedupe key or
+    /// any (loan, due date, step, channel) is already recorded is skipped.
+    /// Returns how many were recorded.
+    async fn record_plan(
+        &self,
+        now: DateTime<Utc>,
+        messages: &[NewMessage],
+    ) -> Result<u64, StoreError>;
+    /// Cancels pending messages that can no longer go: every loan paid or
+    /// closed, the contact point opted out, a standing hold. Returns how many.
+    async fn cancel_ineligible(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Claims the next due message in one transaction: loads it, asks
+    /// `decide`, applies the verdict (logging the contact on `Send`).
+    /// `None` when nothing is due at `now`.
+    async fn claim_next(
+        &self,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
+    ) -> Result<Option<(ClaimView, Verdict)>, StoreError>;
+    /// Records how a claimed send ended. Ignored unless the message is still
+    /// `sending` with this attempt id (a stale worker cannot overwrite).
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        attempt_id: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError>;
+    /// The earliest `not_before` of a pending message.
+    async fn next_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Messages left `sending` (a crash between claim and answer), with
+    /// their attempt ids, for reconciliation.
+    async fn in_flight(&self) -> Result<Vec<(i64, String, Channel)>, StoreError>;
+    /// Opts a borrower's current contact point on `channel` out (or back in).
+    async fn set_opt_out(
+        &self,
+        now: DateTime<Utc>,
+        borrower: &str,
+        channel: Channel,
+        out: bool,
+        source: &str,
+    ) -> Result<bool, StoreError>;
+    /// Opts out every contact point with this address (inbound STOP).
+    async fn opt_out_address(
+        &self,
+        now: DateTime<Utc>,
+        channel: Channel,
+        address: &str,
+        source: &str,
+    ) -> Result<u64, StoreError>;
+    /// Places a hold on a borrower or a loan (by external id).
+    async fn add_hold(
+        &self,
+        now: DateTime<Utc>,
+        borrower: Option<&str>,
+        loan: Option<&str>,
+        kind: crate::domain::HoldKind,
+        until: Option<NaiveDate>,
+    ) -> Result<bool, StoreError>;
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError>;
+    /// Message counts by state.
+    async fn message_counts(&self) -> Result<Vec<(MessageState, u64)>, StoreError>;
+    /// Pending hand-offs due at `now`: (id, loan external id, borrower external id, due date, step, attempts).
+    async fn due_handoffs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, String, NaiveDate, String, i64)>, StoreError>;
+    async fn finish_handoff(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        result: Result<(), (String, Option<DateTime<Utc>>)>,
+    ) -> Result<(), StoreError>;
+    /// Writes a consistent copy of the store to `path` (simulate's scratch copy).
+    async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// Checks the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flushes and closes connections.
@@ -184,6 +278,10 @@ pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Store>, Sto
 /// Milliseconds since the epoch: how instants are stored.
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("instant {ms}")))
 }
 
 /// The status a loan should have: the book's (or the stored) status, except

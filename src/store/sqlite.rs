@@ -18,9 +18,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::sqlite_flow::{self, channel as parse_channel, claim_view, load_borrowers, transition};
 use super::{
-    effective_status, to_millis, ImportRecord, ImportTx, LoanBookRow, LoanView, PaymentRow,
-    RowOutcome, Store, StoreCounts, StoreError,
+    effective_status, from_millis, to_millis, ClaimView, Finish, ImportRecord, ImportTx,
+    LoanBookRow, LoanView, MessageQuery, MessageState, MessageView, NewMessage, PaymentRow,
+    PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
 };
 use crate::config::StoreConfig;
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
@@ -47,7 +49,11 @@ impl SqliteStore {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(match config.synchronous {
+                crate::config::Synchronous::Full => SqliteSynchronous::Full,
+                crate::config::Synchronous::Normal => SqliteSynchronous::Normal,
+                crate::config::Synchronous::Off => SqliteSynchronous::Off,
+            })
             .busy_timeout(config.busy_timeout.get())
             .foreign_keys(true)
             // 64 MiB of page cache per connection: a large import is one
@@ -144,6 +150,649 @@ impl Store for SqliteStore {
         }))
     }
 
+    async fn planning_batch(
+        &self,
+        after: i64,
+        limit: u32,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<PlanBorrower>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let pks: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT borrower_id FROM loans WHERE status = 'active' AND borrower_id > ? ORDER BY borrower_id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        load_borrowers(&mut conn, &pks, since).await
+    }
+
+    async fn plan_borrower(
+        &self,
+        external_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<PlanBorrower>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let pk: Option<i64> = sqlx::query_scalar("SELECT id FROM borrowers WHERE external_id = ?")
+            .bind(external_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match pk {
+            Some(pk) => Ok(load_borrowers(&mut conn, &[pk], since).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    async fn record_plan(
+        &self,
+        now: DateTime<Utc>,
+        messages: &[NewMessage],
+    ) -> Result<u64, StoreError> {
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut recorded = 0;
+        for m in messages {
+            // Planned at most once, ever: skip if any of its keys exists.
+            let mut taken = false;
+            for (loan, due, step) in &m.loans {
+                let exists: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM message_loans WHERE loan_id = ? AND due_date = ? AND step = ? AND channel = ?",
+                )
+                .bind(loan)
+                .bind(due.format("%Y-%m-%d").to_string())
+                .bind(step)
+                .bind(m.channel.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                taken |= exists.is_some();
+            }
+            if taken {
+                continue;
+            }
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state, reason,
+                                       not_before, expires_at, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(&m.dedupe_key)
+            .bind(m.borrower_pk)
+            .bind(m.contact_point)
+            .bind(m.channel.as_str())
+            .bind(&m.step)
+            .bind(&m.template)
+            .bind(m.state.as_str())
+            .bind(&m.reason)
+            .bind(to_millis(m.not_before))
+            .bind(m.expires_at.map(to_millis))
+            .bind(now_ms)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(id) = id else { continue };
+            for (loan, due, step) in &m.loans {
+                sqlx::query("INSERT INTO message_loans (message_id, loan_id, due_date, step, channel) VALUES (?, ?, ?, ?, ?)")
+                    .bind(id)
+                    .bind(loan)
+                    .bind(due.format("%Y-%m-%d").to_string())
+                    .bind(step)
+                    .bind(m.channel.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, ?, ?)")
+                .bind(id)
+                .bind(now_ms)
+                .bind(m.state.as_str())
+                .bind(&m.reason)
+                .execute(&mut *tx)
+                .await?;
+            for (loan, due, step) in &m.handoffs {
+                sqlx::query(
+                    "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)
+                     VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(loan)
+                .bind(due.format("%Y-%m-%d").to_string())
+                .bind(step)
+                .bind(now_ms)
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            recorded += 1;
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn cancel_ineligible(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut doomed: Vec<(i64, String, String)> = Vec::new();
+        for row in sqlx::query(
+            "SELECT m.id, m.state, (SELECT group_concat(DISTINCT l.status) FROM message_loans ml JOIN loans l ON l.id = ml.loan_id
+                                     WHERE ml.message_id = m.id)
+               FROM messages m
+              WHERE m.state IN ('planned', 'deferred')
+                AND NOT EXISTS (SELECT 1 FROM message_loans ml JOIN loans l ON l.id = ml.loan_id
+                                 WHERE ml.message_id = m.id AND l.status = 'active')",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let statuses: Option<String> = row.get(2);
+            doomed.push((row.get(0), row.get(1), format!("loan no longer active ({})", statuses.unwrap_or_default())));
+        }
+        for row in sqlx::query(
+            "SELECT m.id, m.state, cp.opt_out_source FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
+              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let source: Option<String> = row.get(2);
+            doomed.push((row.get(0), row.get(1), format!("contact point opted out ({})", source.unwrap_or_default())));
+        }
+        for row in sqlx::query(
+            "SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
+              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            doomed.push((row.get(0), row.get(1), format!("borrower on hold ({})", row.get::<String, _>(2))));
+        }
+        if doomed.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let mut done = std::collections::HashSet::new();
+        for (id, from, reason) in doomed {
+            if done.insert(id) {
+                let from = sqlite_flow::state(&from)?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    id,
+                    Some(from),
+                    MessageState::Cancelled,
+                    &reason,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(done.len() as u64)
+    }
+
+    async fn claim_next(
+        &self,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
+    ) -> Result<Option<(ClaimView, Verdict)>, StoreError> {
+        let now_ms = to_millis(now);
+        // The write lock is taken before reading, so the eligibility and cap
+        // check below and the `sending` mark are one atomic step: no other
+        // worker (in this process or another on the same file) can claim a
+        // message of the same borrower in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query(
+            "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+        )
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let view = claim_view(&mut tx, &row, since).await?;
+        let verdict = decide(&view);
+        let from = Some(view.state);
+        match &verdict {
+            Verdict::Send {
+                attempt_id, window, ..
+            } => {
+                sqlx::query(
+                    "UPDATE messages SET attempt_id = ?, attempts = attempts + 1 WHERE id = ?",
+                )
+                .bind(attempt_id)
+                .bind(view.message_id)
+                .execute(&mut *tx)
+                .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    view.message_id,
+                    from,
+                    MessageState::Sending,
+                    &format!("claimed; allowed by {window}"),
+                )
+                .await?;
+                sqlx::query("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES (?, ?, ?, ?, ?)")
+                    .bind(view.message_id)
+                    .bind(view.borrower.pk)
+                    .bind(view.contact.as_ref().map(|c| c.id))
+                    .bind(view.channel.as_str())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Verdict::Defer { until, reason } => {
+                sqlx::query("UPDATE messages SET not_before = ? WHERE id = ?")
+                    .bind(to_millis(*until))
+                    .bind(view.message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    view.message_id,
+                    from,
+                    MessageState::Deferred,
+                    reason,
+                )
+                .await?;
+            }
+            Verdict::Cancel { reason } => {
+                transition(
+                    &mut tx,
+                    now_ms,
+                    view.message_id,
+                    from,
+                    MessageState::Cancelled,
+                    reason,
+                )
+                .await?
+            }
+            Verdict::Expire { reason } => {
+                transition(
+                    &mut tx,
+                    now_ms,
+                    view.message_id,
+                    from,
+                    MessageState::Expired,
+                    reason,
+                )
+                .await?
+            }
+        }
+        tx.commit().await?;
+        Ok(Some((view, verdict)))
+    }
+
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        attempt_id: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<(String, Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT state, attempt_id, contact_point_id FROM messages WHERE id = ?")
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((st, attempt, cp)) = current else {
+            return Ok(false);
+        };
+        if st != "sending" || attempt.as_deref() != Some(attempt_id) {
+            return Ok(false);
+        }
+        let from = Some(MessageState::Sending);
+        match finish {
+            Finish::Sent {
+                provider,
+                provider_ref,
+                template_version,
+                subject,
+                body,
+            } => {
+                sqlx::query("UPDATE messages SET provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ? WHERE id = ?")
+                    .bind(provider)
+                    .bind(provider_ref)
+                    .bind(template_version)
+                    .bind(subject)
+                    .bind(body)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Sent,
+                    &format!("accepted by {provider}"),
+                )
+                .await?;
+            }
+            Finish::Retry {
+                at,
+                provider,
+                reason,
+            } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?")
+                    .bind(to_millis(*at))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Deferred,
+                    &format!("{provider}: {reason}; retry"),
+                )
+                .await?;
+            }
+            Finish::Failed { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query("UPDATE messages SET provider = ? WHERE id = ?")
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("{provider}: {reason}"),
+                )
+                .await?;
+            }
+            Finish::OptedOut { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                if let Some(cp) = cp {
+                    sqlx::query("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?")
+                        .bind(now_ms)
+                        .bind(format!("provider {provider}"))
+                        .bind(now_ms)
+                        .bind(cp)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Suppressed,
+                    &format!("{provider}: {reason}"),
+                )
+                .await?;
+            }
+            Finish::NotRendered { reason } => {
+                unlog(&mut tx, message_id).await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("not rendered: {reason}"),
+                )
+                .await?;
+            }
+            Finish::Unknown { reason } => {
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Unknown,
+                    reason,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn next_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(not_before) FROM messages WHERE state IN ('planned', 'deferred')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        at.map(from_millis).transpose()
+    }
+
+    async fn in_flight(&self) -> Result<Vec<(i64, String, crate::domain::Channel)>, StoreError> {
+        let rows = sqlx::query("SELECT id, COALESCE(attempt_id, ''), channel FROM messages WHERE state = 'sending' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), r.get(1), parse_channel(&r.get::<String, _>(2))?)))
+            .collect()
+    }
+
+    async fn set_opt_out(
+        &self,
+        now: DateTime<Utc>,
+        borrower: &str,
+        channel: crate::domain::Channel,
+        out: bool,
+        source: &str,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let sql = if out {
+            "UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = ?, updated_at = ?
+              WHERE active = 1 AND channel = ? AND borrower_id = (SELECT id FROM borrowers WHERE external_id = ?)"
+        } else {
+            "UPDATE contact_points SET opted_out_at = NULL, opt_out_source = ?, updated_at = ?
+              WHERE active = 1 AND channel = ? AND borrower_id = (SELECT id FROM borrowers WHERE external_id = ?) AND ? IS NOT NULL"
+        };
+        let q = if out {
+            sqlx::query(sql)
+                .bind(now_ms)
+                .bind(source)
+                .bind(now_ms)
+                .bind(channel.as_str())
+                .bind(borrower)
+        } else {
+            sqlx::query(sql)
+                .bind(source)
+                .bind(now_ms)
+                .bind(channel.as_str())
+                .bind(borrower)
+                .bind(now_ms)
+        };
+        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+    }
+
+    async fn opt_out_address(
+        &self,
+        now: DateTime<Utc>,
+        channel: crate::domain::Channel,
+        address: &str,
+        source: &str,
+    ) -> Result<u64, StoreError> {
+        let now_ms = to_millis(now);
+        let r = sqlx::query(
+            "UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ?
+              WHERE channel = ? AND address = ?",
+        )
+        .bind(now_ms)
+        .bind(source)
+        .bind(now_ms)
+        .bind(channel.as_str())
+        .bind(address)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn add_hold(
+        &self,
+        now: DateTime<Utc>,
+        borrower: Option<&str>,
+        loan: Option<&str>,
+        kind: crate::domain::HoldKind,
+        until: Option<NaiveDate>,
+    ) -> Result<bool, StoreError> {
+        let (b, l): (Option<i64>, Option<i64>) = match (borrower, loan) {
+            (_, Some(loan)) => (
+                None,
+                sqlx::query_scalar("SELECT id FROM loans WHERE external_id = ?")
+                    .bind(loan)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            ),
+            (Some(b), None) => (
+                sqlx::query_scalar("SELECT id FROM borrowers WHERE external_id = ?")
+                    .bind(b)
+                    .fetch_optional(&self.pool)
+                    .await?,
+                None,
+            ),
+            (None, None) => (None, None),
+        };
+        if b.is_none() && l.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(b)
+            .bind(l)
+            .bind(kind.as_str())
+            .bind(until.map(|d| d.format("%Y-%m-%d").to_string()))
+            .bind(to_millis(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.id, b.external_id, m.channel, m.step, m.template, m.template_version, m.state, m.reason, m.not_before,
+                    m.provider, cp.address, m.subject, m.body, m.updated_at,
+                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
+               FROM messages m JOIN borrowers b ON b.id = m.borrower_id
+               LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
+              WHERE (? IS NULL OR m.state = ?) AND (? IS NULL OR b.external_id = ?)
+              ORDER BY m.id LIMIT ?",
+        )
+        .bind(query.state.map(MessageState::as_str))
+        .bind(query.state.map(MessageState::as_str))
+        .bind(&query.borrower)
+        .bind(&query.borrower)
+        .bind(i64::from(query.limit.unwrap_or(u32::MAX >> 1)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MessageView {
+                    id: r.get(0),
+                    borrower_id: r.get(1),
+                    channel: parse_channel(&r.get::<String, _>(2))?,
+                    step: r.get(3),
+                    template: r.get(4),
+                    template_version: r.get(5),
+                    state: sqlite_flow::state(&r.get::<String, _>(6))?,
+                    reason: r.get(7),
+                    not_before: from_millis(r.get(8))?,
+                    provider: r.get(9),
+                    address: r.get(10),
+                    subject: r.get(11),
+                    body: r.get(12),
+                    updated_at: from_millis(r.get(13))?,
+                    loan_ids: r
+                        .get::<Option<String>, _>(14)
+                        .map(|s| s.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn message_counts(&self) -> Result<Vec<(MessageState, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM messages GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    sqlite_flow::state(&r.get::<String, _>(0))?,
+                    r.get::<i64, _>(1) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn due_handoffs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, String, NaiveDate, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.id, l.external_id, b.external_id, h.due_date, h.step, h.attempts FROM handoffs h
+               JOIN loans l ON l.id = h.loan_id JOIN borrowers b ON b.id = l.borrower_id
+              WHERE h.state = 'pending' AND h.next_attempt_at <= ? ORDER BY h.next_attempt_at, h.id LIMIT 100",
+        )
+        .bind(to_millis(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    sqlite_flow::date(&r.get::<String, _>(3))?,
+                    r.get(4),
+                    r.get(5),
+                ))
+            })
+            .collect()
+    }
+
+    async fn finish_handoff(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        result: Result<(), (String, Option<DateTime<Utc>>)>,
+    ) -> Result<(), StoreError> {
+        let now_ms = to_millis(now);
+        let q = match result {
+            Ok(()) => sqlx::query("UPDATE handoffs SET state = 'delivered', attempts = attempts + 1, last_error = NULL, updated_at = ? WHERE id = ?")
+                .bind(now_ms)
+                .bind(id),
+            Err((error, Some(retry_at))) => sqlx::query(
+                "UPDATE handoffs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(error)
+            .bind(to_millis(retry_at))
+            .bind(now_ms)
+            .bind(id),
+            Err((error, None)) => sqlx::query("UPDATE handoffs SET state = 'failed', attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?")
+                .bind(error)
+                .bind(now_ms)
+                .bind(id),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -208,7 +857,7 @@ async fn select_in_str(
     Ok(out)
 }
 
-async fn select_in_i64(
+pub(super) async fn select_in_i64(
     conn: &mut SqliteConnection,
     sql: &str,
     keys: &[i64],
@@ -658,4 +1307,13 @@ impl ImportTx for SqliteImport {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// Removes a message's contact-log row: the contact was not made after all.
+async fn unlog(conn: &mut SqliteConnection, message_id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM contact_log WHERE message_id = ?")
+        .bind(message_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{BorrowerContext, LenderContext, LoanContext, MessageContext, Sample, Samples, TemplateProblem, TemplateSet, TemplatesConfig};
+use super::{
+    BorrowerContext, LenderContext, LoanContext, MessageContext, Sample, Samples, TemplateProblem,
+    TemplateSet, TemplatesConfig,
+};
 use crate::domain::Channel;
 
 /// `[lender]`: who the messages come from.
@@ -50,33 +53,60 @@ impl Default for LenderConfig {
 pub struct OptOutConfig {
     pub sms: BTreeMap<String, String>,
     pub email: BTreeMap<String, String>,
+    /// Base of the one-click unsubscribe link every email carries.
+    pub unsubscribe_url: String,
+    /// Inbound SMS bodies that opt a number out (whole body, case- and
+    /// width-insensitive).
+    pub stop_words: Vec<String>,
+    /// Inbound SMS bodies that opt a number back in.
+    pub start_words: Vec<String>,
 }
 
 impl Default for OptOutConfig {
     fn default() -> Self {
-        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         OptOutConfig {
             sms: map(&[("zh", "回复TD退订"), ("en", "Reply STOP to opt out.")]),
             email: map(&[
                 ("zh", "如不希望再收到此类邮件，请点击下方的退订链接。"),
-                ("en", "To stop these emails, use the unsubscribe link below."),
+                (
+                    "en",
+                    "To stop these emails, use the unsubscribe link below.",
+                ),
             ]),
+            unsubscribe_url: "https://duebell.example.com/u".to_owned(),
+            stop_words: crate::compliance::default_stop_words(),
+            start_words: crate::compliance::default_start_words(),
         }
     }
 }
 
 fn by_locale<'a>(map: &'a BTreeMap<String, String>, locale: &str) -> Option<&'a String> {
     let language = locale.split('-').next().unwrap_or(locale);
-    map.get(locale).or_else(|| map.get(language)).or_else(|| map.get("en"))
+    map.get(locale)
+        .or_else(|| map.get(language))
+        .or_else(|| map.get("en"))
 }
 
 impl LenderConfig {
     pub fn for_locale(&self, locale: &str) -> LenderContext {
         let language = locale.split('-').next().unwrap_or(locale);
-        let o = self.localized.get(locale).or_else(|| self.localized.get(language)).cloned().unwrap_or_default();
+        let o = self
+            .localized
+            .get(locale)
+            .or_else(|| self.localized.get(language))
+            .cloned()
+            .unwrap_or_default();
         LenderContext {
             name: o.name.unwrap_or_else(|| self.name.clone()),
-            support_phone: o.support_phone.unwrap_or_else(|| self.support_phone.clone()),
+            support_phone: o
+                .support_phone
+                .unwrap_or_else(|| self.support_phone.clone()),
             payment_link: o.payment_link.unwrap_or_else(|| self.payment_link.clone()),
             help_link: o.help_link.unwrap_or_else(|| self.help_link.clone()),
         }
@@ -129,7 +159,11 @@ impl ContextSource {
             step: step.to_owned(),
             stage: stage.to_owned(),
             opt_out: self.opt_out.line(channel, locale),
-            unsubscribe_url: if channel == Channel::Email { unsubscribe_url } else { String::new() },
+            unsubscribe_url: if channel == Channel::Email {
+                unsubscribe_url
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -140,7 +174,10 @@ impl ContextSource {
         self.build(
             locale,
             channel,
-            BorrowerContext { name: sample.borrower.name.clone(), phone_masked: phone },
+            BorrowerContext {
+                name: sample.borrower.name.clone(),
+                phone_masked: phone,
+            },
             sample.loans.clone(),
             &sample.step,
             &sample.stage,
@@ -161,15 +198,28 @@ pub fn check(
 ) -> Vec<TemplateProblem> {
     let mut problems = Vec::new();
     for (template, channel, step) in used {
-        if set.resolve_locale(template, *channel, &cfg.default_locale).is_none() {
+        if set
+            .resolve_locale(template, *channel, &cfg.default_locale)
+            .is_none()
+        {
             let file = match channel {
-                Channel::Sms => format!("{}/{}/{template}.sms.j2", cfg.dir.display(), cfg.default_locale),
-                Channel::Email => format!("{}/{}/{template}/subject.txt.j2", cfg.dir.display(), cfg.default_locale),
+                Channel::Sms => format!(
+                    "{}/{}/{template}.sms.j2",
+                    cfg.dir.display(),
+                    cfg.default_locale
+                ),
+                Channel::Email => format!(
+                    "{}/{}/{template}/subject.txt.j2",
+                    cfg.dir.display(),
+                    cfg.default_locale
+                ),
             };
             problems.push(TemplateProblem {
                 file,
                 line: None,
-                message: format!("is missing: policy step `{step}` sends template `{template}` by {channel}"),
+                message: format!(
+                    "is missing: policy step `{step}` sends template `{template}` by {channel}"
+                ),
             });
         }
     }
@@ -206,11 +256,17 @@ pub fn check(
                 if needle.is_empty() {
                     continue;
                 }
-                if texts.iter().any(|t| !t.contains(&needle) && !t.contains(&html_escape(&needle))) {
+                if texts
+                    .iter()
+                    .any(|t| !t.contains(&needle) && !t.contains(&html_escape(&needle)))
+                {
                     problems.push(TemplateProblem {
                         file: file.clone(),
                         line: None,
-                        message: format!("does not include the required {marker} (`{needle}`) (sample `{}`)", sample.name),
+                        message: format!(
+                            "does not include the required {marker} (`{needle}`) (sample `{}`)",
+                            sample.name
+                        ),
                     });
                 }
             }
@@ -234,22 +290,32 @@ pub fn check(
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#x27;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
 }
 
 /// Rules on the template sources themselves: SMS templates must not carry
 /// the 【signature】, which the platform adds.
 pub fn lint_sources(cfg: &TemplatesConfig) -> Vec<TemplateProblem> {
     let mut problems = Vec::new();
-    let Ok(locales) = std::fs::read_dir(&cfg.dir) else { return problems };
+    let Ok(locales) = std::fs::read_dir(&cfg.dir) else {
+        return problems;
+    };
     for locale in locales.flatten() {
-        let Ok(files) = std::fs::read_dir(locale.path()) else { continue };
+        let Ok(files) = std::fs::read_dir(locale.path()) else {
+            continue;
+        };
         for f in files.flatten() {
             let path = f.path();
             if !path.to_string_lossy().ends_with(".sms.j2") {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
             for (i, line) in text.lines().enumerate() {
                 if line.contains('【') || line.contains('】') {
                     problems.push(TemplateProblem {

@@ -8,7 +8,10 @@ use rust_decimal::Decimal;
 use crate::domain::Currency;
 
 fn locale(state: &State) -> String {
-    state.lookup("locale").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "en".to_owned())
+    state
+        .lookup("locale")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "en".to_owned())
 }
 
 fn is_chinese(locale: &str) -> bool {
@@ -22,7 +25,9 @@ fn invalid(msg: String) -> Error {
 /// `{{ loan.amount_due | money(loan.currency) }}` → `¥1,234.50`.
 pub fn money(value: Value, currency: &str) -> Result<String, Error> {
     let text = value.to_string();
-    let amount: Decimal = text.parse().map_err(|_| invalid(format!("money: `{text}` is not an amount")))?;
+    let amount: Decimal = text
+        .parse()
+        .map_err(|_| invalid(format!("money: `{text}` is not an amount")))?;
     let cur = Currency::parse(currency).map_err(|e| invalid(format!("money: {e}")))?;
     Ok(format_money(amount, cur))
 }
@@ -55,7 +60,11 @@ pub fn format_money(amount: Decimal, currency: Currency) -> String {
         }
         grouped.push(c);
     }
-    let number = if frac.is_empty() { grouped } else { format!("{grouped}.{frac}") };
+    let number = if frac.is_empty() {
+        grouped
+    } else {
+        format!("{grouped}.{frac}")
+    };
     let sign = if negative { "-" } else { "" };
     if symbol.is_empty() {
         format!("{sign}{number} {}", currency.code())
@@ -64,18 +73,38 @@ pub fn format_money(amount: Decimal, currency: Currency) -> String {
     }
 }
 
-/// `{{ loan.due_date | date }}` → `2026年12月1日` or `Dec 1, 2026`.
-pub fn date(state: &State, value: Value) -> Result<String, Error> {
+/// `{{ loan.due_date | date }}` → `2026年12月1日` or `Dec 1, 2026`;
+/// `| date("short")` → `12月1日` or `Dec 1`.
+pub fn date(state: &State, value: Value, form: Option<&str>) -> Result<String, Error> {
     let text = value.to_string();
-    let d = NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| invalid(format!("date: `{text}` is not a date")))?;
-    Ok(format_date(d, &locale(state)))
+    let d = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+        .map_err(|_| invalid(format!("date: `{text}` is not a date")))?;
+    match form {
+        None | Some("long") => Ok(format_date(d, &locale(state))),
+        Some("short") => Ok(format_short_date(d, &locale(state))),
+        Some(other) => Err(invalid(format!(
+            "date: `{other}` is not a form; use \"short\" or \"long\""
+        ))),
+    }
+}
+
+pub fn format_short_date(d: NaiveDate, locale: &str) -> String {
+    if is_chinese(locale) {
+        format!("{}月{}日", d.month(), d.day())
+    } else {
+        let long = format_date(d, locale);
+        long.rsplit_once(", ")
+            .map_or(long.clone(), |(md, _)| md.to_owned())
+    }
 }
 
 pub fn format_date(d: NaiveDate, locale: &str) -> String {
     if is_chinese(locale) {
         format!("{}年{}月{}日", d.year(), d.month(), d.day())
     } else {
-        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
         format!("{} {}, {}", MONTHS[d.month0() as usize], d.day(), d.year())
     }
 }
@@ -83,7 +112,8 @@ pub fn format_date(d: NaiveDate, locale: &str) -> String {
 /// `{{ loan.days_past_due | days }}` → `3天` or `3 days`. Negative counts
 /// are shown as their magnitude (the template says "in" or "ago").
 pub fn days(state: &State, value: Value) -> Result<String, Error> {
-    let n = i64::try_from(value.clone()).map_err(|_| invalid(format!("days: `{value}` is not a whole number")))?;
+    let n = i64::try_from(value.clone())
+        .map_err(|_| invalid(format!("days: `{value}` is not a whole number")))?;
     Ok(format_days(n.abs(), &locale(state)))
 }
 
@@ -105,10 +135,25 @@ mod tests {
     fn money_by_currency() {
         let cny = Currency::parse("CNY").unwrap();
         assert_eq!(format_money("1234.5".parse().unwrap(), cny), "¥1,234.50");
-        assert_eq!(format_money("1234567.891".parse().unwrap(), Currency::parse("USD").unwrap()), "$1,234,567.89");
-        assert_eq!(format_money("999".parse().unwrap(), Currency::parse("GBP").unwrap()), "£999.00");
-        assert_eq!(format_money("1500".parse().unwrap(), Currency::parse("JPY").unwrap()), "¥1,500");
-        assert_eq!(format_money("12.5".parse().unwrap(), Currency::parse("CHF").unwrap()), "12.50 CHF");
+        assert_eq!(
+            format_money(
+                "1234567.891".parse().unwrap(),
+                Currency::parse("USD").unwrap()
+            ),
+            "$1,234,567.89"
+        );
+        assert_eq!(
+            format_money("999".parse().unwrap(), Currency::parse("GBP").unwrap()),
+            "£999.00"
+        );
+        assert_eq!(
+            format_money("1500".parse().unwrap(), Currency::parse("JPY").unwrap()),
+            "¥1,500"
+        );
+        assert_eq!(
+            format_money("12.5".parse().unwrap(), Currency::parse("CHF").unwrap()),
+            "12.50 CHF"
+        );
         assert_eq!(format_money("0".parse().unwrap(), cny), "¥0.00");
     }
 
@@ -117,6 +162,8 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         assert_eq!(format_date(d, "zh-CN"), "2026年12月1日");
         assert_eq!(format_date(d, "en-US"), "Dec 1, 2026");
+        assert_eq!(format_short_date(d, "en-US"), "Dec 1");
+        assert_eq!(format_short_date(d, "zh-CN"), "12月1日");
         assert_eq!(format_days(3, "zh-CN"), "3天");
         assert_eq!(format_days(3, "en"), "3 days");
         assert_eq!(format_days(1, "en"), "1 day");

@@ -130,14 +130,24 @@ pub struct LenderContext {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "channel", rename_all = "snake_case")]
 pub enum Content {
-    Sms { body: String, count: SmsCount, china_count: Option<SmsCount> },
-    Email { subject: String, text: String, html: String },
+    Sms {
+        body: String,
+        count: SmsCount,
+        china_count: Option<SmsCount>,
+    },
+    Email {
+        subject: String,
+        text: String,
+        html: String,
+    },
 }
 
 impl Content {
     pub fn segments(&self) -> Option<usize> {
         match self {
-            Content::Sms { count, china_count, .. } => Some(china_count.map_or(count.segments, |c| c.segments.max(count.segments))),
+            Content::Sms {
+                count, china_count, ..
+            } => Some(china_count.map_or(count.segments, |c| c.segments.max(count.segments))),
             Content::Email { .. } => None,
         }
     }
@@ -227,7 +237,10 @@ pub struct TemplateSet {
 
 impl fmt::Debug for TemplateSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TemplateSet").field("version", &self.version).field("templates", &self.entries.len()).finish()
+        f.debug_struct("TemplateSet")
+            .field("version", &self.version)
+            .field("templates", &self.entries.len())
+            .finish()
     }
 }
 
@@ -292,7 +305,11 @@ impl TemplateSet {
         for (name, text) in &files {
             if name.ends_with(".j2") {
                 if let Err(e) = env.add_template_owned(name.clone(), text.clone()) {
-                    problems.push(TemplateProblem { file: shown(name), line: e.line(), message: error_message(&e) });
+                    problems.push(TemplateProblem {
+                        file: shown(name),
+                        line: e.line(),
+                        message: error_message(&e),
+                    });
                 }
             }
         }
@@ -301,7 +318,8 @@ impl TemplateSet {
             .filter(|(n, _)| n.ends_with(".j2") && (n.contains("/_") || n.starts_with('_')))
             .collect();
         let version_of = |own: &[&String]| {
-            let mut parts: Vec<(&String, &String)> = own.iter().filter_map(|n| files.get_key_value(*n)).collect();
+            let mut parts: Vec<(&String, &String)> =
+                own.iter().filter_map(|n| files.get_key_value(*n)).collect();
             parts.extend(partials.iter().copied());
             hash_files(parts.into_iter())
         };
@@ -316,8 +334,13 @@ impl TemplateSet {
                         Some(text) => match toml::from_str::<ProviderTemplates>(text) {
                             Ok(p) => p,
                             Err(e) => {
-                                let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-                                problems.push(TemplateProblem { file: shown(&sidecar), line, message: e.message().trim().to_owned() });
+                                let line =
+                                    e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+                                problems.push(TemplateProblem {
+                                    file: shown(&sidecar),
+                                    line,
+                                    message: e.message().trim().to_owned(),
+                                });
                                 ProviderTemplates::default()
                             }
                         },
@@ -326,7 +349,11 @@ impl TemplateSet {
                     let own = [name, &sidecar];
                     entries.insert(
                         (locale.to_string(), tname, Channel::Sms),
-                        Entry { files: vec![name.clone()], version: version_of(&own), provider },
+                        Entry {
+                            files: vec![name.clone()],
+                            version: version_of(&own),
+                            provider,
+                        },
                     );
                 }
                 [locale, tname, "subject.txt.j2"] => {
@@ -357,36 +384,63 @@ impl TemplateSet {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(TemplateSet { env, entries, version: hash_files(files.iter()), default_locale: cfg.default_locale.clone() })
+        Ok(TemplateSet {
+            env,
+            entries,
+            version: hash_files(files.iter()),
+            default_locale: cfg.default_locale.clone(),
+        })
     }
 
     /// The locale whose template will be used: exact, then language, then
     /// the default.
     pub fn resolve_locale(&self, name: &str, channel: Channel, locale: &str) -> Option<String> {
-        let has = |l: &str| self.entries.contains_key(&(l.to_owned(), name.to_owned(), channel));
+        let has = |l: &str| {
+            self.entries
+                .contains_key(&(l.to_owned(), name.to_owned(), channel))
+        };
         let language = locale.split('-').next().unwrap_or(locale);
-        [locale, language, self.default_locale.as_str()].into_iter().find(|l| has(l)).map(str::to_owned)
+        [locale, language, self.default_locale.as_str()]
+            .into_iter()
+            .find(|l| has(l))
+            .map(str::to_owned)
     }
 
     /// Every (name, channel, locale) in the set, sorted.
     pub fn list(&self) -> Vec<(String, Channel, String)> {
-        let mut v: Vec<_> = self.entries.keys().map(|(l, n, c)| (n.clone(), *c, l.clone())).collect();
+        let mut v: Vec<_> = self
+            .entries
+            .keys()
+            .map(|(l, n, c)| (n.clone(), *c, l.clone()))
+            .collect();
         v.sort();
         v
     }
 
     pub fn has(&self, name: &str, channel: Channel) -> bool {
-        self.entries.keys().any(|(_, n, c)| n == name && *c == channel)
+        self.entries
+            .keys()
+            .any(|(_, n, c)| n == name && *c == channel)
     }
 
     /// Renders `name` for `ctx.channel` in the best locale for `ctx.locale`.
-    pub fn render(&self, name: &str, ctx: &MessageContext, sms_signature: &str) -> Result<Rendered, TemplateProblem> {
+    pub fn render(
+        &self,
+        name: &str,
+        ctx: &MessageContext,
+        sms_signature: &str,
+    ) -> Result<Rendered, TemplateProblem> {
         let channel = ctx.channel;
-        let locale = self.resolve_locale(name, channel, &ctx.locale).ok_or_else(|| TemplateProblem {
-            file: format!("{name} ({channel})"),
-            line: None,
-            message: format!("no template for locale {} or the default {}", ctx.locale, self.default_locale),
-        })?;
+        let locale = self
+            .resolve_locale(name, channel, &ctx.locale)
+            .ok_or_else(|| TemplateProblem {
+                file: format!("{name} ({channel})"),
+                line: None,
+                message: format!(
+                    "no template for locale {} or the default {}",
+                    ctx.locale, self.default_locale
+                ),
+            })?;
         let entry = &self.entries[&(locale.clone(), name.to_owned(), channel)];
         let mut ctx = ctx.clone();
         ctx.locale = locale.clone();
@@ -398,8 +452,15 @@ impl TemplateSet {
             Channel::Sms => {
                 let body = render(&entry.files[0])?.trim().to_owned();
                 let count = sms::count(&body);
-                let china_count = (!sms_signature.is_empty()).then(|| sms::count_china(sms_signature, &body));
-                Content::Sms { body, count, china_count }
+                // Mainland-China billing applies to mainland numbers only.
+                let china =
+                    !sms_signature.is_empty() && ctx.borrower.phone_masked.starts_with("+86");
+                let china_count = china.then(|| sms::count_china(sms_signature, &body));
+                Content::Sms {
+                    body,
+                    count,
+                    china_count,
+                }
             }
             Channel::Email => Content::Email {
                 subject: render(&entry.files[0])?.trim().replace(['\r', '\n'], " "),
@@ -408,12 +469,26 @@ impl TemplateSet {
             },
         };
         let provider = self.provider_params(&entry.provider, &ctx, &entry.files[0])?;
-        Ok(Rendered { template: name.to_owned(), locale, version: entry.version.clone(), content, provider })
+        Ok(Rendered {
+            template: name.to_owned(),
+            locale,
+            version: entry.version.clone(),
+            content,
+            provider,
+        })
     }
 
-    fn provider_params(&self, p: &ProviderTemplates, ctx: &MessageContext, file: &str) -> Result<ProviderParams, TemplateProblem> {
+    fn provider_params(
+        &self,
+        p: &ProviderTemplates,
+        ctx: &MessageContext,
+        file: &str,
+    ) -> Result<ProviderParams, TemplateProblem> {
         let eval = |expr: &str| -> Result<String, TemplateProblem> {
-            let e = self.env.compile_expression(expr).map_err(|e| problem(file, &e))?;
+            let e = self
+                .env
+                .compile_expression(expr)
+                .map_err(|e| problem(file, &e))?;
             let v = e.eval(ctx).map_err(|e| problem(file, &e))?;
             if v.is_undefined() || v.is_none() {
                 return Err(TemplateProblem {
@@ -433,7 +508,11 @@ impl TemplateSet {
             out.aliyun = Some((a.template_code.clone(), params));
         }
         if let Some(t) = &p.tencent {
-            let params = t.params.iter().map(|e| eval(e)).collect::<Result<Vec<_>, _>>()?;
+            let params = t
+                .params
+                .iter()
+                .map(|e| eval(e))
+                .collect::<Result<Vec<_>, _>>()?;
             out.tencent = Some((t.template_id.clone(), params));
         }
         Ok(out)
@@ -450,7 +529,11 @@ fn error_message(e: &minijinja::Error) -> String {
 fn problem(file: &str, e: &minijinja::Error) -> TemplateProblem {
     // Errors raised inside an included or extended template name that file.
     let file = e.name().unwrap_or(file).to_owned();
-    TemplateProblem { file, line: e.line(), message: error_message(e) }
+    TemplateProblem {
+        file,
+        line: e.line(),
+        message: error_message(e),
+    }
 }
 
 /// `templates/samples.toml`: named sample contexts.
@@ -481,14 +564,22 @@ impl Samples {
     pub fn load(dir: &Path) -> Result<Samples, TemplateProblem> {
         let path = dir.join("samples.toml");
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| TemplateProblem { file: shown.clone(), line: None, message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| TemplateProblem {
+            file: shown.clone(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
         let samples: Samples = toml::from_str(&text).map_err(|e| TemplateProblem {
             file: shown.clone(),
             line: e.span().map(|s| text[..s.start].matches('\n').count() + 1),
             message: e.message().trim().to_owned(),
         })?;
         if samples.sample.iter().any(|s| s.loans.is_empty()) {
-            return Err(TemplateProblem { file: shown, line: None, message: "every sample needs at least one loan".to_owned() });
+            return Err(TemplateProblem {
+                file: shown,
+                line: None,
+                message: "every sample needs at least one loan".to_owned(),
+            });
         }
         Ok(samples)
     }
@@ -500,27 +591,49 @@ impl Samples {
 
 /// The text `duebell render` prints: headers, then exactly the content.
 pub fn preview(r: &Rendered) -> String {
-    let mut out = format!("template: {} ({}, version {})\n", r.template, r.locale, r.version);
+    let mut out = format!(
+        "template: {} ({}, version {})\n",
+        r.template, r.locale, r.version
+    );
     match &r.content {
-        Content::Sms { body, count, china_count } => {
+        Content::Sms {
+            body,
+            count,
+            china_count,
+        } => {
             out.push_str(&format!(
                 "sms: {} parts, {:?}, {} units",
                 count.segments, count.encoding, count.units
             ));
             if let Some(c) = china_count {
-                out.push_str(&format!("; China billing with signature: {} parts, {} characters", c.segments, c.units));
+                out.push_str(&format!(
+                    "; China billing with signature: {} parts, {} characters",
+                    c.segments, c.units
+                ));
             }
             out.push_str(&format!("\n\n{body}\n"));
         }
-        Content::Email { subject, text, html } => {
-            out.push_str(&format!("subject: {subject}\n\n--- text/plain ---\n{text}\n--- text/html ---\n{html}\n"));
+        Content::Email {
+            subject,
+            text,
+            html,
+        } => {
+            out.push_str(&format!(
+                "subject: {subject}\n\n--- text/plain ---\n{text}\n--- text/html ---\n{html}\n"
+            ));
         }
     }
     if let Some((code, params)) = &r.provider.aliyun {
-        out.push_str(&format!("aliyun: TemplateCode {code} TemplateParam {}\n", serde_json::to_string(params).unwrap_or_default()));
+        out.push_str(&format!(
+            "aliyun: TemplateCode {code} TemplateParam {}\n",
+            serde_json::to_string(params).unwrap_or_default()
+        ));
     }
     if let Some((id, params)) = &r.provider.tencent {
-        out.push_str(&format!("tencent: TemplateId {id} TemplateParamSet {}\n", serde_json::to_string(params).unwrap_or_default()));
+        out.push_str(&format!(
+            "tencent: TemplateId {id} TemplateParamSet {}\n",
+            serde_json::to_string(params).unwrap_or_default()
+        ));
     }
     out
 }

@@ -43,11 +43,19 @@ pub fn count(text: &str) -> SmsCount {
     }
     if gsm {
         let segments = if units <= 160 { 1 } else { units.div_ceil(153) };
-        return SmsCount { encoding: Encoding::Gsm7, units, segments };
+        return SmsCount {
+            encoding: Encoding::Gsm7,
+            units,
+            segments,
+        };
     }
     let units: usize = text.chars().map(char::len_utf16).sum();
     let segments = if units <= 70 { 1 } else { units.div_ceil(67) };
-    SmsCount { encoding: Encoding::Ucs2, units, segments }
+    SmsCount {
+        encoding: Encoding::Ucs2,
+        units,
+        segments,
+    }
 }
 
 /// Counts a text as mainland-China platforms bill it: the signature the
@@ -55,7 +63,11 @@ pub fn count(text: &str) -> SmsCount {
 pub fn count_china(signature: &str, body: &str) -> SmsCount {
     let units = signature.chars().count() + body.chars().count();
     let segments = if units <= 70 { 1 } else { units.div_ceil(67) };
-    SmsCount { encoding: Encoding::Ucs2, units, segments }
+    SmsCount {
+        encoding: Encoding::Ucs2,
+        units,
+        segments,
+    }
 }
 
 #[cfg(test)]
@@ -73,10 +85,20 @@ mod tests {
             // Extension characters count twice: 80 × '€' is 160 septets.
             (&"€".repeat(80), Encoding::Gsm7, 160, 1),
             (&format!("{}{{", "a".repeat(159)), Encoding::Gsm7, 161, 2),
-            ("Your payment of $120.00 is due Dec 1. Reply STOP to opt out.", Encoding::Gsm7, 60, 1),
+            (
+                "Your payment of $120.00 is due Dec 1. Reply STOP to opt out.",
+                Encoding::Gsm7,
+                60,
+                1,
+            ),
             // One character outside GSM-7 turns the whole text UCS-2.
             (&format!("{}ç", "a".repeat(69)), Encoding::Ucs2, 70, 1),
-            (&"a".repeat(71).replace('a', "é").replace('é', "ł"), Encoding::Ucs2, 71, 2),
+            (
+                &"a".repeat(71).replace('a', "é").replace('é', "ł"),
+                Encoding::Ucs2,
+                71,
+                2,
+            ),
             // Emoji are outside the BMP: two UTF-16 units each.
             (&format!("{}😀", "a".repeat(68)), Encoding::Ucs2, 70, 1),
             (&format!("{}😀", "a".repeat(69)), Encoding::Ucs2, 71, 2),
@@ -86,7 +108,11 @@ mod tests {
         ];
         for (text, enc, units, segments) in table {
             let c = count(text);
-            assert_eq!((c.encoding, c.units, c.segments), (*enc, *units, *segments), "{text:?}");
+            assert_eq!(
+                (c.encoding, c.units, c.segments),
+                (*enc, *units, *segments),
+                "{text:?}"
+            );
         }
     }
 

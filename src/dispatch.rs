@@ -1,0 +1,437 @@
+//! The dispatcher's single step, `dispatch_next`: claim the next due message
+//! (re-checking eligibility, quiet hours and caps in the claim transaction),
+//! render it, hand it to a provider, record the outcome. Before the provider
+//! call the message is durably `sending` with an attempt id, so a crash can
+//! never lead to a blind resend: `reconcile` asks the provider or marks it
+//! `unknown` for an operator.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use crate::compliance::caps::{self, Subject};
+use crate::compliance::{Gate, GateDecision};
+use crate::domain::{Channel, PhoneNumber};
+use crate::planner::{active_hold, borrower_zones, hold_reason};
+use crate::policy::PolicyConfig;
+use crate::providers::{Outbound, ProviderError, Router};
+use crate::store::{ClaimView, Finish, LoanRow, PlanBorrower, Store, StoreError, Verdict};
+use crate::templates::context::ContextSource;
+use crate::templates::{BorrowerContext, LoanContext, MessageContext, TemplateSet};
+
+/// Transient failures are retried this many times, then the message fails.
+pub const MAX_ATTEMPTS: i64 = 5;
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing due now.
+    Idle,
+    /// The claim decided without sending (deferred, cancelled, expired).
+    Decided(Verdict),
+    Sent {
+        message_id: i64,
+        provider: String,
+    },
+    Retrying {
+        message_id: i64,
+        reason: String,
+    },
+    Failed {
+        message_id: i64,
+        reason: String,
+    },
+}
+
+/// The rules and parts the dispatcher needs; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub store: Arc<dyn Store>,
+    pub gate: Arc<Gate>,
+    pub policy: Arc<PolicyConfig>,
+    pub templates: Arc<TemplateSet>,
+    pub router: Router,
+    pub context: Arc<ContextSource>,
+    pub default_tz: Tz,
+    pub default_locale: String,
+    pub sms_signature: String,
+    /// Base URL for one-click unsubscribe links in email.
+    pub unsubscribe_base: String,
+}
+
+/// Decides a claim: eligibility, then the gate.
+pub fn decide(view: &ClaimView, now: DateTime<Utc>, gate: &Gate, default_tz: Tz) -> Verdict {
+    let zones = borrower_zones(&view.borrower, default_tz);
+    let today = now.with_timezone(&zones.primary).date_naive();
+    if let Some(exp) = view.expires_at {
+        if now >= exp {
+            return Verdict::Expire {
+                reason: "the step's window closed before it could be sent".into(),
+            };
+        }
+    }
+    match &view.contact {
+        None => {
+            return Verdict::Cancel {
+                reason: format!("no {} address", view.channel),
+            }
+        }
+        Some(c) if c.opted_out => {
+            return Verdict::Cancel {
+                reason: format!("{} address opted out", view.channel),
+            }
+        }
+        Some(c) if c.invalid => {
+            return Verdict::Cancel {
+                reason: format!("{} address marked invalid", view.channel),
+            }
+        }
+        Some(_) => {}
+    }
+    let mut dropped = Vec::new();
+    let mut eligible = Vec::new();
+    for l in &view.loans {
+        if l.status != crate::domain::LoanStatus::Active {
+            dropped.push(format!("loan {} {}", l.external_id, l.status));
+        } else if let Some(h) = active_hold(&view.borrower.holds, Some(l.pk), today) {
+            dropped.push(hold_reason(h));
+        } else {
+            eligible.push(l.pk);
+        }
+    }
+    if eligible.is_empty() {
+        return Verdict::Cancel {
+            reason: dropped.join("; "),
+        };
+    }
+    let subject = Subject {
+        channel: view.channel,
+        contact_point: view.contact.as_ref().map(|c| c.id),
+        loans: &eligible,
+    };
+    match gate.evaluate(now, &zones, &subject, &view.borrower.recent) {
+        GateDecision::Allow { window, .. } => Verdict::Send {
+            attempt_id: format!("a{}", view.attempts + 1),
+            loans: eligible,
+            window: format!("window {window}"),
+        },
+        GateDecision::Defer { until, because } => match view.expires_at {
+            Some(exp) if until >= exp => Verdict::Expire {
+                reason: format!("{because} until past the step's window"),
+            },
+            _ => Verdict::Defer {
+                until,
+                reason: because.to_string(),
+            },
+        },
+        GateDecision::Never { because } => Verdict::Expire { reason: because },
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): 30 s doubling to at most an
+/// hour, with ±20% jitter derived from the message id (deterministic, so
+/// simulations repeat).
+pub fn backoff(
+    attempt: i64,
+    message_id: i64,
+    retry_after: Option<std::time::Duration>,
+) -> Duration {
+    let base = Duration::seconds(30 * (1i64 << (attempt - 1).clamp(0, 7))).min(Duration::hours(1));
+    let jitter = ((message_id.wrapping_mul(2654435761) % 41) - 20) as f64 / 100.0;
+    let with_jitter =
+        base + Duration::milliseconds((base.num_milliseconds() as f64 * jitter) as i64);
+    match retry_after.and_then(|d| Duration::from_std(d).ok()) {
+        Some(ra) => with_jitter.max(ra),
+        None => with_jitter,
+    }
+}
+
+/// The template context for some of a borrower's loans.
+#[allow(clippy::too_many_arguments)]
+pub fn context_for(
+    source: &ContextSource,
+    b: &PlanBorrower,
+    loans: &[LoanRow],
+    include: &[i64],
+    channel: Channel,
+    locale: &str,
+    step: &str,
+    stage: &str,
+    today: NaiveDate,
+) -> MessageContext {
+    let phone_masked = b
+        .contact(Channel::Sms)
+        .and_then(|c| PhoneNumber::parse(&c.address).ok())
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let loans: Vec<LoanContext> = loans
+        .iter()
+        .filter(|l| include.contains(&l.pk))
+        .map(|l| LoanContext {
+            id: l.external_id.clone(),
+            due_date: l.due_date.format("%Y-%m-%d").to_string(),
+            amount_due: l.amount_due.amount.to_string(),
+            currency: l.amount_due.currency.code().to_owned(),
+            days_past_due: (today - l.due_date).num_days(),
+        })
+        .collect();
+    source.build(
+        locale,
+        channel,
+        BorrowerContext {
+            name: b.name.clone(),
+            phone_masked,
+        },
+        loans,
+        step,
+        stage,
+        String::new(),
+    )
+}
+
+impl Dispatcher {
+    /// Claims, renders, sends and records one message.
+    pub async fn dispatch_next(&self, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
+        let since = now - caps::lookback(self.gate.caps());
+        let gate = self.gate.clone();
+        let tz = self.default_tz;
+        let decide = move |v: &ClaimView| decide(v, now, &gate, tz);
+        let Some((view, verdict)) = self.store.claim_next(now, since, &decide).await? else {
+            return Ok(Outcome::Idle);
+        };
+        let Verdict::Send {
+            attempt_id, loans, ..
+        } = &verdict
+        else {
+            tracing::debug!(
+                message = view.message_id,
+                ?verdict,
+                "claim decided without sending"
+            );
+            return Ok(Outcome::Decided(verdict));
+        };
+        let id = view.message_id;
+        let outcome = self.send(now, &view, attempt_id, loans).await;
+        let (finish, result) = match outcome {
+            Ok((finish, result)) => (finish, result),
+            Err(reason) => (
+                Finish::NotRendered {
+                    reason: reason.clone(),
+                },
+                Outcome::Failed {
+                    message_id: id,
+                    reason,
+                },
+            ),
+        };
+        self.store.finish(now, id, attempt_id, &finish).await?;
+        Ok(result)
+    }
+
+    async fn send(
+        &self,
+        now: DateTime<Utc>,
+        view: &ClaimView,
+        attempt_id: &str,
+        loans: &[i64],
+    ) -> Result<(Finish, Outcome), String> {
+        let id = view.message_id;
+        let zones = borrower_zones(&view.borrower, self.default_tz);
+        let today = now.with_timezone(&zones.primary).date_naive();
+        let locale = view
+            .borrower
+            .locale
+            .clone()
+            .unwrap_or_else(|| self.default_locale.clone());
+        let stage = self
+            .policy
+            .steps
+            .iter()
+            .find(|s| s.id == view.step)
+            .map(|s| s.stage.clone())
+            .unwrap_or_default();
+        let mut ctx = context_for(
+            &self.context,
+            &view.borrower,
+            &view.loans,
+            loans,
+            view.channel,
+            &locale,
+            &view.step,
+            &stage,
+            today,
+        );
+        let unsubscribe = (view.channel == Channel::Email).then(|| {
+            format!(
+                "{}/{}",
+                self.unsubscribe_base.trim_end_matches('/'),
+                unsubscribe_token(id)
+            )
+        });
+        if let Some(u) = &unsubscribe {
+            ctx.unsubscribe_url = u.clone();
+        }
+        let rendered = self
+            .templates
+            .render(&view.template, &ctx, &self.sms_signature)
+            .map_err(|p| p.to_string())?;
+        let to = view
+            .contact
+            .as_ref()
+            .map(|c| c.address.clone())
+            .unwrap_or_default();
+        let (html, subject) = match &rendered.content {
+            crate::templates::Content::Email { html, subject, .. } => {
+                (Some(html.clone()), Some(subject.clone()))
+            }
+            crate::templates::Content::Sms { .. } => (None, None),
+        };
+        let out = Outbound {
+            message_id: id,
+            attempt_id: attempt_id.to_owned(),
+            channel: view.channel,
+            to,
+            subject: subject.clone(),
+            body: rendered.content.body().to_owned(),
+            html,
+            segments: rendered.content.segments(),
+            template: rendered.template.clone(),
+            template_version: rendered.version.clone(),
+            step: view.step.clone(),
+            borrower_id: view.borrower.external_id.clone(),
+            loan_ids: view
+                .loans
+                .iter()
+                .filter(|l| loans.contains(&l.pk))
+                .map(|l| l.external_id.clone())
+                .collect(),
+            unsubscribe_url: unsubscribe,
+            provider_params: rendered.provider.clone(),
+        };
+        let providers = self.router.for_channel(view.channel);
+        let mut last = None;
+        for p in providers {
+            match p.send(&out).await {
+                Ok(receipt) => {
+                    tracing::info!(message = id, provider = p.name(), channel = %view.channel, step = %view.step, "sent");
+                    tracing::trace!(message = id, body = %out.body, "sent body");
+                    return Ok((
+                        Finish::Sent {
+                            provider: p.name().to_owned(),
+                            provider_ref: receipt.provider_ref,
+                            template_version: rendered.version.clone(),
+                            subject,
+                            body: out.body.clone(),
+                        },
+                        Outcome::Sent {
+                            message_id: id,
+                            provider: p.name().to_owned(),
+                        },
+                    ));
+                }
+                Err(ProviderError::Policy { code }) => {
+                    let reason = format!("recipient opted out ({code})");
+                    return Ok((
+                        Finish::OptedOut {
+                            provider: p.name().to_owned(),
+                            reason: reason.clone(),
+                        },
+                        Outcome::Failed {
+                            message_id: id,
+                            reason,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(message = id, provider = p.name(), "provider refused: {e}");
+                    last = Some((p.name().to_owned(), e));
+                }
+            }
+        }
+        let Some((provider, err)) = last else {
+            return Err(format!("no provider for {}", view.channel));
+        };
+        Ok(match err {
+            ProviderError::Transient { code, retry_after } if view.attempts < MAX_ATTEMPTS => {
+                let at = now + backoff(view.attempts, id, retry_after);
+                let reason = format!("transient error {code}");
+                (
+                    Finish::Retry {
+                        at,
+                        provider,
+                        reason: reason.clone(),
+                    },
+                    Outcome::Retrying {
+                        message_id: id,
+                        reason,
+                    },
+                )
+            }
+            other => {
+                let reason = other.to_string();
+                (
+                    Finish::Failed {
+                        provider,
+                        reason: reason.clone(),
+                    },
+                    Outcome::Failed {
+                        message_id: id,
+                        reason,
+                    },
+                )
+            }
+        })
+    }
+
+    /// Sends everything due at `now`; returns how many steps ran.
+    pub async fn drain(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
+        let mut outcomes = Vec::new();
+        loop {
+            match self.dispatch_next(now).await? {
+                Outcome::Idle => return Ok(outcomes),
+                o => outcomes.push(o),
+            }
+        }
+    }
+
+    /// Resolves messages left `sending` by a crash: if the provider shows the
+    /// attempt arrived, it is `sent`; otherwise `unknown`, never resent
+    /// blindly.
+    pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let (mut sent, mut unknown) = (0, 0);
+        for (id, attempt, channel) in self.store.in_flight().await? {
+            let mut found = None;
+            for p in self.router.for_channel(channel) {
+                if let Some(r) = p.lookup(id, &attempt).await {
+                    found = Some((p.name().to_owned(), r));
+                    break;
+                }
+            }
+            let finish = match found {
+                Some((provider, r)) => {
+                    sent += 1;
+                    Finish::Sent {
+                        provider,
+                        provider_ref: r.provider_ref,
+                        template_version: String::new(),
+                        subject: None,
+                        body: String::new(),
+                    }
+                }
+                None => {
+                    unknown += 1;
+                    Finish::Unknown { reason: "interrupted between claim and the provider's answer; the provider cannot confirm it".into() }
+                }
+            };
+            self.store.finish(now, id, &attempt, &finish).await?;
+        }
+        Ok((sent, unknown))
+    }
+}
+
+/// The opaque token in an unsubscribe link. (Signing arrives with the HTTP
+/// API that honours it.)
+pub fn unsubscribe_token(message_id: i64) -> String {
+    format!("m{message_id}")
+}

@@ -1,0 +1,87 @@
+//! The engine: policy, compliance gate, templates and providers assembled
+//! from config into a planner and a dispatcher. `duebell run`, `plan` and
+//! `simulate` all drive this one engine, so a simulation predicts the daemon.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::compliance::Gate;
+use crate::config::Config;
+use crate::dispatch::{Dispatcher, Outcome};
+use crate::planner::{self, Planner, TickReport};
+use crate::providers::Router;
+use crate::store::{Store, StoreError};
+use crate::templates::context::ContextSource;
+use crate::templates::TemplateSet;
+
+#[derive(Clone)]
+pub struct Engine {
+    pub dispatcher: Dispatcher,
+}
+
+impl Engine {
+    /// Assembles the engine. `router` replaces the configured providers
+    /// (simulate uses a recorder). Errors are full problem lines.
+    pub fn build(
+        config: &Config,
+        store: Arc<dyn Store>,
+        router: Option<Router>,
+    ) -> Result<Engine, Vec<String>> {
+        let gate = Gate::build(&config.quiet_hours, &config.caps).map_err(|p| {
+            p.into_iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+        })?;
+        let templates = TemplateSet::load(&config.templates)
+            .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let router = match router {
+            Some(r) => r,
+            None => Router::build(&config.providers, &config.routing).map_err(|p| {
+                p.into_iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect::<Vec<_>>()
+            })?,
+        };
+        Ok(Engine {
+            dispatcher: Dispatcher {
+                store,
+                gate: Arc::new(gate),
+                policy: Arc::new(config.policy.clone()),
+                templates: Arc::new(templates),
+                router,
+                context: Arc::new(ContextSource {
+                    lender: config.lender.clone(),
+                    opt_out: config.opt_out.clone(),
+                }),
+                default_tz: config.defaults.timezone.0,
+                default_locale: config.defaults.locale.as_str().to_owned(),
+                sms_signature: config.templates.sms_signature.clone(),
+                unsubscribe_base: config.opt_out.unsubscribe_url.clone(),
+            },
+        })
+    }
+
+    pub fn planner(&self) -> Planner<'_> {
+        Planner {
+            policy: &self.dispatcher.policy,
+            gate: &self.dispatcher.gate,
+            default_tz: self.dispatcher.default_tz,
+        }
+    }
+
+    pub async fn plan(&self, now: DateTime<Utc>) -> Result<TickReport, StoreError> {
+        planner::tick(self.dispatcher.store.as_ref(), &self.planner(), now).await
+    }
+
+    pub async fn dispatch(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
+        self.dispatcher.drain(now).await
+    }
+
+    /// Swaps in a new template set (hot reload).
+    pub fn with_templates(&self, templates: TemplateSet) -> Engine {
+        let mut e = self.clone();
+        e.dispatcher.templates = Arc::new(templates);
+        e
+    }
+}

@@ -1,0 +1,579 @@
+//! The planner: on each tick, for every borrower with active loans, decides
+//! which reminder step is due on each loan in the borrower's local calendar,
+//! and records that decision (planned, deferred, suppressed or expired) with
+//! its reason. Each (loan, due date, step, channel) is decided once, ever.
+//! Loans of one borrower due on the same channel in the same tick go out as
+//! one message. The book is read in pages, so memory does not grow with it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::compliance::caps::{self, Subject};
+use crate::compliance::zones::ZoneSet;
+use crate::compliance::Gate;
+use crate::domain::{Channel, HoldKind, PhoneNumber};
+use crate::policy::{PolicyConfig, Step};
+use crate::store::{HoldView, LoanRow, MessageState, NewMessage, PlanBorrower, Store, StoreError};
+
+/// Borrowers per page.
+pub const PAGE: u32 = 500;
+
+/// One line of `duebell plan`: a decision with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanLine {
+    pub loan_id: String,
+    pub borrower_id: String,
+    pub step: Option<String>,
+    pub channel: Option<Channel>,
+    pub decision: Decision,
+    pub reason: String,
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// What the planner decided for a (loan, step, channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Goes out at `not_before` (now, or the step's preferred time).
+    Due,
+    /// Waits for quiet hours or a cap.
+    Deferred,
+    /// Will not go (paid, hold, opted out, no address).
+    Suppressed,
+    /// Its window passed before it could go.
+    Expired,
+    /// Decided on an earlier tick.
+    AlreadyPlanned,
+    /// No step is due today.
+    NothingDue,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Due => "due",
+            Decision::Deferred => "deferred",
+            Decision::Suppressed => "suppressed",
+            Decision::Expired => "expired",
+            Decision::AlreadyPlanned => "already_planned",
+            Decision::NothingDue => "nothing_due",
+        }
+    }
+}
+
+/// The planner's rules: policy, gate, default zone.
+pub struct Planner<'a> {
+    pub policy: &'a PolicyConfig,
+    pub gate: &'a Gate,
+    pub default_tz: Tz,
+}
+
+/// A loan's step due on a channel, before consolidation.
+struct Item<'a> {
+    loan: &'a LoanRow,
+    step: &'a Step,
+    channel: Channel,
+    expires_at: DateTime<Utc>,
+}
+
+/// The zones a borrower may be in.
+pub fn borrower_zones(b: &PlanBorrower, default_tz: Tz) -> ZoneSet {
+    let stated = b.timezone.as_deref().and_then(|z| z.parse::<Tz>().ok());
+    let phone = b
+        .contact(Channel::Sms)
+        .and_then(|c| PhoneNumber::parse(&c.address).ok());
+    ZoneSet::resolve(stated, phone.as_ref(), default_tz)
+}
+
+/// First instant of local `date` + `minutes` in `tz` (gap-safe).
+pub fn local_instant(tz: Tz, date: NaiveDate, minutes: u32) -> DateTime<Utc> {
+    let day = caps::local_midnight(tz, date);
+    if minutes == 0 {
+        return day;
+    }
+    let w = crate::compliance::window::LocalWindow::parse(&format!(
+        "{:02}:{:02}-24:00",
+        minutes / 60,
+        minutes % 60
+    ));
+    match w {
+        Ok(w) => crate::compliance::window::day_intervals(tz, date, &[w])
+            .first()
+            .map_or(day, |(s, _)| *s),
+        Err(_) => day,
+    }
+}
+
+/// The active hold that stops contact about `loan` on local `today`.
+pub fn active_hold<'h>(
+    holds: &'h [HoldView],
+    loan: Option<i64>,
+    today: NaiveDate,
+) -> Option<&'h HoldView> {
+    holds
+        .iter()
+        .filter(|h| h.loan.is_none() || h.loan == loan)
+        .find(|h| h.until.is_none_or(|u| u >= today))
+}
+
+pub fn hold_reason(h: &HoldView) -> String {
+    let scope = if h.loan.is_some() { "loan" } else { "borrower" };
+    match (h.kind, h.until) {
+        (HoldKind::PromiseToPay, Some(u)) => format!("{scope} hold: promise to pay until {u}"),
+        (k, Some(u)) => format!("{scope} hold: {} until {u}", k.as_str()),
+        (k, None) => format!("{scope} hold: {}", k.as_str()),
+    }
+}
+
+impl Planner<'_> {
+    /// Decides for one borrower at `now`: the messages to record and the
+    /// lines `plan` prints.
+    pub fn decide(&self, now: DateTime<Utc>, b: &PlanBorrower) -> (Vec<NewMessage>, Vec<PlanLine>) {
+        let zones = borrower_zones(b, self.default_tz);
+        let tz = zones.primary;
+        let today = now.with_timezone(&tz).date_naive();
+        let mut messages = Vec::new();
+        let mut lines = Vec::new();
+        let mut items: Vec<Item<'_>> = Vec::new();
+        let planned = |loan: &LoanRow, step: &str, ch: Channel| {
+            b.planned
+                .iter()
+                .any(|(l, d, s, c)| *l == loan.pk && *d == loan.due_date && s == step && *c == ch)
+        };
+        let line = |loan: &LoanRow,
+                    step: Option<&Step>,
+                    ch: Option<Channel>,
+                    decision,
+                    reason: String,
+                    nb| PlanLine {
+            loan_id: loan.external_id.clone(),
+            borrower_id: b.external_id.clone(),
+            step: step.map(|s| s.id.clone()),
+            channel: ch,
+            decision,
+            reason,
+            not_before: nb,
+        };
+
+        for loan in &b.loans {
+            let days = (today - loan.due_date).num_days();
+            let pos = self.policy.position(days);
+            // Steps whose window passed unsent while the loan was known
+            // (the daemon was down): recorded as expired, with why.
+            for step in &pos.passed {
+                let started = local_instant(
+                    tz,
+                    loan.due_date + Duration::days(i64::from(step.offset_days)),
+                    0,
+                );
+                if started < loan.created_at {
+                    continue;
+                }
+                for &ch in &step.channels {
+                    if planned(loan, &step.id, ch) {
+                        continue;
+                    }
+                    let reason = format!("missed: its window closed before it went out (local day {today} is {days} from the due date)");
+                    lines.push(line(
+                        loan,
+                        Some(step),
+                        Some(ch),
+                        Decision::Expired,
+                        reason.clone(),
+                        None,
+                    ));
+                    messages.push(self.message(
+                        b,
+                        &[(loan, step)],
+                        ch,
+                        MessageState::Expired,
+                        reason,
+                        now,
+                        None,
+                        None,
+                    ));
+                }
+            }
+            match pos.current {
+                Some((step, end_day)) => {
+                    let expires_at = local_instant(tz, loan.due_date + Duration::days(end_day), 0);
+                    for &ch in &step.channels {
+                        if planned(loan, &step.id, ch) {
+                            lines.push(line(
+                                loan,
+                                Some(step),
+                                Some(ch),
+                                Decision::AlreadyPlanned,
+                                "decided on an earlier tick".into(),
+                                None,
+                            ));
+                        } else {
+                            items.push(Item {
+                                loan,
+                                step,
+                                channel: ch,
+                                expires_at,
+                            });
+                        }
+                    }
+                }
+                None => {
+                    let reason = match pos.next {
+                        Some(s) => format!(
+                            "next: {} on {}",
+                            s.id,
+                            loan.due_date + Duration::days(i64::from(s.offset_days))
+                        ),
+                        None => "past the last step".to_owned(),
+                    };
+                    lines.push(line(loan, None, None, Decision::NothingDue, reason, None));
+                }
+            }
+        }
+
+        // Consolidate per channel; suppressed items stay separate so each
+        // keeps its own reason.
+        let mut by_channel: BTreeMap<Channel, Vec<&Item<'_>>> = BTreeMap::new();
+        for item in &items {
+            by_channel.entry(item.channel).or_default().push(item);
+        }
+        for (ch, group) in by_channel {
+            let contact = b.contact(ch);
+            let contact_problem = match contact {
+                None => Some(format!("no {ch} address on file")),
+                Some(c) if c.opted_out => Some(format!("{ch} address opted out")),
+                Some(c) if c.invalid => Some(format!("{ch} address marked invalid")),
+                Some(_) => None,
+            };
+            let mut sendable = Vec::new();
+            for item in group {
+                let why = contact_problem
+                    .clone()
+                    .or_else(|| active_hold(&b.holds, Some(item.loan.pk), today).map(hold_reason));
+                match why {
+                    Some(reason) => {
+                        lines.push(line(
+                            item.loan,
+                            Some(item.step),
+                            Some(ch),
+                            Decision::Suppressed,
+                            reason.clone(),
+                            None,
+                        ));
+                        messages.push(self.message(
+                            b,
+                            &[(item.loan, item.step)],
+                            ch,
+                            MessageState::Suppressed,
+                            reason,
+                            now,
+                            None,
+                            contact.map(|c| c.id),
+                        ));
+                    }
+                    None => sendable.push(item),
+                }
+            }
+            if sendable.is_empty() {
+                continue;
+            }
+            let lead = sendable
+                .iter()
+                .max_by_key(|i| i.step.offset_days)
+                .map(|i| i.step)
+                .expect("non-empty");
+            let pairs: Vec<(&LoanRow, &Step)> = sendable.iter().map(|i| (i.loan, i.step)).collect();
+            let expires_at = sendable.iter().map(|i| i.expires_at).min();
+            let key = dedupe_key(b.pk, ch, &pairs);
+            let (state, reason, not_before) = self.schedule(
+                now,
+                &zones,
+                lead,
+                ch,
+                &key,
+                expires_at,
+                contact.map(|c| c.id),
+                &sendable,
+                &b.recent,
+            );
+            let decision = match state {
+                MessageState::Planned => Decision::Due,
+                MessageState::Deferred => Decision::Deferred,
+                _ => Decision::Expired,
+            };
+            for i in &sendable {
+                lines.push(line(
+                    i.loan,
+                    Some(i.step),
+                    Some(ch),
+                    decision,
+                    reason.clone(),
+                    Some(not_before),
+                ));
+            }
+            let mut m = self.message(
+                b,
+                &pairs,
+                ch,
+                state,
+                reason,
+                not_before,
+                expires_at,
+                contact.map(|c| c.id),
+            );
+            m.step = lead.id.clone();
+            m.template = lead.template.clone();
+            m.dedupe_key = key;
+            messages.push(m);
+        }
+        // Hand-offs go with the first recorded message of their loan and
+        // step, whatever its channel or state: a loan reaching the step is
+        // handed to people even if no message can be sent.
+        for m in &mut messages {
+            for (loan, due, step) in &m.loans {
+                if self.policy.steps.iter().any(|s| s.id == *step && s.handoff) {
+                    m.handoffs.push((*loan, *due, step.clone()));
+                }
+            }
+        }
+        (messages, lines)
+    }
+
+    /// When a due message may go: preferred time, quiet hours, caps, spread.
+    #[allow(clippy::too_many_arguments)]
+    fn schedule(
+        &self,
+        now: DateTime<Utc>,
+        zones: &ZoneSet,
+        step: &Step,
+        ch: Channel,
+        key: &str,
+        expires_at: Option<DateTime<Utc>>,
+        contact_point: Option<i64>,
+        items: &[&Item<'_>],
+        recent: &[caps::Contact],
+    ) -> (MessageState, String, DateTime<Utc>) {
+        let today = now.with_timezone(&zones.primary).date_naive();
+        let preferred = step
+            .send_at_minutes()
+            .map(|m| local_instant(zones.primary, today, m))
+            .filter(|t| *t > now);
+        let base = preferred.unwrap_or(now);
+        let Some((open, end, window)) = self.gate.next_window(ch, zones, base) else {
+            return (
+                MessageState::Expired,
+                format!(
+                    "no allowed {ch} window in {} within a year",
+                    zone_names(zones)
+                ),
+                now,
+            );
+        };
+        let (mut state, mut reason, mut at) = if open > base {
+            (
+                MessageState::Deferred,
+                format!(
+                    "quiet hours in {}; released when {window} opens",
+                    zone_names(zones)
+                ),
+                self.gate.spread_from(open, end, key),
+            )
+        } else if preferred.is_some() {
+            (
+                MessageState::Planned,
+                format!(
+                    "due: step {}; preferred send time {}",
+                    step.id,
+                    step.send_at.as_deref().unwrap_or("")
+                ),
+                self.gate.spread_from(base, end, key),
+            )
+        } else {
+            (MessageState::Planned, format!("due: step {}", step.id), now)
+        };
+        let loans: Vec<i64> = items.iter().map(|i| i.loan.pk).collect();
+        let subject = Subject {
+            channel: ch,
+            contact_point,
+            loans: &loans,
+        };
+        if let Some(block) = caps::check_all(self.gate.caps(), at, zones.primary, &subject, recent)
+        {
+            let next = self
+                .gate
+                .next_window(ch, zones, block.until)
+                .map_or(block.until, |(o, _, _)| o);
+            state = MessageState::Deferred;
+            reason = format!(
+                "contact cap {} is full until {}",
+                block.rule,
+                block.until.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+            at = next;
+        }
+        if let Some(exp) = expires_at {
+            if at >= exp {
+                return (
+                    MessageState::Expired,
+                    format!(
+                        "{reason}, which is after the step's window closes at {}",
+                        exp.format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                    now,
+                );
+            }
+        }
+        (state, reason, at)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &self,
+        b: &PlanBorrower,
+        pairs: &[(&LoanRow, &Step)],
+        ch: Channel,
+        state: MessageState,
+        reason: String,
+        not_before: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+        contact_point: Option<i64>,
+    ) -> NewMessage {
+        let (_, lead) = pairs[0];
+        NewMessage {
+            dedupe_key: dedupe_key(b.pk, ch, pairs),
+            borrower_pk: b.pk,
+            contact_point,
+            channel: ch,
+            step: lead.id.clone(),
+            template: lead.template.clone(),
+            state,
+            reason,
+            not_before,
+            expires_at,
+            loans: pairs
+                .iter()
+                .map(|(l, s)| (l.pk, l.due_date, s.id.clone()))
+                .collect(),
+            handoffs: vec![],
+        }
+    }
+}
+
+fn zone_names(z: &ZoneSet) -> String {
+    z.all.iter().map(|t| t.name()).collect::<Vec<_>>().join("+")
+}
+
+fn dedupe_key(borrower: i64, ch: Channel, pairs: &[(&LoanRow, &Step)]) -> String {
+    let mut parts: Vec<String> = pairs
+        .iter()
+        .map(|(l, s)| format!("{}@{}/{}", l.pk, l.due_date, s.id))
+        .collect();
+    parts.sort();
+    format!("{borrower}:{ch}:{}", parts.join(","))
+}
+
+/// What a tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    pub borrowers: u64,
+    pub recorded: u64,
+    pub cancelled: u64,
+}
+
+/// One planning pass over the whole book, in pages.
+pub async fn tick(
+    store: &dyn Store,
+    planner: &Planner<'_>,
+    now: DateTime<Utc>,
+) -> Result<TickReport, StoreError> {
+    let mut report = TickReport {
+        cancelled: store.cancel_ineligible(now).await?,
+        ..Default::default()
+    };
+    let since = now - caps::lookback(planner.gate.caps());
+    let mut after = 0;
+    loop {
+        let page = store.planning_batch(after, PAGE, since).await?;
+        let Some(last) = page.last() else { break };
+        after = last.pk;
+        let mut messages = Vec::new();
+        for b in &page {
+            messages.extend(planner.decide(now, b).0);
+        }
+        report.borrowers += page.len() as u64;
+        report.recorded += store.record_plan(now, &messages).await?;
+    }
+    Ok(report)
+}
+
+/// Every decision at `now` without recording anything (`duebell plan`).
+pub async fn preview(
+    store: &dyn Store,
+    planner: &Planner<'_>,
+    now: DateTime<Utc>,
+    borrower: Option<&str>,
+) -> Result<Vec<PlanLine>, StoreError> {
+    let since = now - caps::lookback(planner.gate.caps());
+    let mut lines = Vec::new();
+    if let Some(id) = borrower {
+        if let Some(b) = store.plan_borrower(id, since).await? {
+            lines.extend(planner.decide(now, &b).1);
+        }
+        return Ok(lines);
+    }
+    let mut after = 0;
+    loop {
+        let page = store.planning_batch(after, PAGE, since).await?;
+        let Some(last) = page.last() else { break };
+        after = last.pk;
+        for b in &page {
+            lines.extend(planner.decide(now, b).1);
+        }
+    }
+    Ok(lines)
+}
+
+/// A template context for a borrower's active loans (`duebell render --borrower`).
+pub async fn borrower_context(
+    config: &crate::config::Config,
+    id: &str,
+    channel: Channel,
+    locale: Option<&str>,
+) -> anyhow::Result<crate::templates::MessageContext> {
+    let store = crate::store::open(&config.store).await?;
+    let b = store
+        .plan_borrower(id, Utc::now())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no borrower `{id}` in the store"))?;
+    store.close().await;
+    if b.loans.is_empty() {
+        anyhow::bail!("borrower `{id}` has no active loans");
+    }
+    let zones = borrower_zones(&b, config.defaults.timezone.0);
+    let today = Utc::now().with_timezone(&zones.primary).date_naive();
+    let loan_ids: Vec<i64> = b.loans.iter().map(|l| l.pk).collect();
+    let locale = locale
+        .map(str::to_owned)
+        .or(b.locale.clone())
+        .unwrap_or_else(|| config.defaults.locale.as_str().to_owned());
+    let days = (today - b.loans[0].due_date).num_days();
+    let pos = config.policy.position(days);
+    let (step, stage) = pos
+        .current
+        .map(|(s, _)| (s.id.clone(), s.stage.clone()))
+        .unwrap_or_default();
+    Ok(crate::dispatch::context_for(
+        &crate::cli::context_source(config),
+        &b,
+        &b.loans,
+        &loan_ids,
+        channel,
+        &locale,
+        &step,
+        &stage,
+        today,
+    ))
+}

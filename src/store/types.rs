@@ -1,0 +1,245 @@
+//! Values the planner and dispatcher exchange with the store.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::compliance::caps::Contact;
+use crate::domain::{Channel, HoldKind, Money};
+
+/// The lifecycle of a message. Every transition is stored with its reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Planned,
+    Deferred,
+    Sending,
+    Sent,
+    Delivered,
+    Undelivered,
+    Failed,
+    Suppressed,
+    Cancelled,
+    Expired,
+    Unknown,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 11] = [
+        MessageState::Planned,
+        MessageState::Deferred,
+        MessageState::Sending,
+        MessageState::Sent,
+        MessageState::Delivered,
+        MessageState::Undelivered,
+        MessageState::Failed,
+        MessageState::Suppressed,
+        MessageState::Cancelled,
+        MessageState::Expired,
+        MessageState::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Planned => "planned",
+            MessageState::Deferred => "deferred",
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::Undelivered => "undelivered",
+            MessageState::Failed => "failed",
+            MessageState::Suppressed => "suppressed",
+            MessageState::Cancelled => "cancelled",
+            MessageState::Expired => "expired",
+            MessageState::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Waiting to be claimed.
+    pub fn is_pending(self) -> bool {
+        matches!(self, MessageState::Planned | MessageState::Deferred)
+    }
+}
+
+impl std::fmt::Display for MessageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A contact point as the planner and dispatcher see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactView {
+    pub id: i64,
+    pub channel: Channel,
+    pub address: String,
+    pub opted_out: bool,
+    pub invalid: bool,
+}
+
+/// An active hold on a borrower (loan `None`) or one loan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldView {
+    pub kind: HoldKind,
+    pub loan: Option<i64>,
+    /// Last local date the hold covers; `None` until cleared.
+    pub until: Option<NaiveDate>,
+}
+
+/// A loan as the planner and dispatcher see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoanRow {
+    pub pk: i64,
+    pub external_id: String,
+    pub due_date: NaiveDate,
+    pub amount_due: Money,
+    pub status: crate::domain::LoanStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A borrower with everything planning needs, loaded in one batch.
+#[derive(Debug, Clone)]
+pub struct PlanBorrower {
+    pub pk: i64,
+    pub external_id: String,
+    pub name: String,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub contacts: Vec<ContactView>,
+    pub holds: Vec<HoldView>,
+    /// Active loans only.
+    pub loans: Vec<LoanRow>,
+    /// (loan pk, due date, step, channel) already planned, ever.
+    pub planned: Vec<(i64, NaiveDate, String, Channel)>,
+    /// Contacts made recently (as far back as the caps look).
+    pub recent: Vec<Contact>,
+}
+
+impl PlanBorrower {
+    pub fn contact(&self, channel: Channel) -> Option<&ContactView> {
+        self.contacts.iter().find(|c| c.channel == channel)
+    }
+}
+
+/// A message the planner decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub dedupe_key: String,
+    pub borrower_pk: i64,
+    pub contact_point: Option<i64>,
+    pub channel: Channel,
+    pub step: String,
+    pub template: String,
+    pub state: MessageState,
+    pub reason: String,
+    pub not_before: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// (loan pk, due date, step of that loan).
+    pub loans: Vec<(i64, NaiveDate, String)>,
+    /// Post a hand-off for these (loan pk, due date, step).
+    pub handoffs: Vec<(i64, NaiveDate, String)>,
+}
+
+/// A message the dispatcher is looking at, inside the claim transaction.
+#[derive(Debug, Clone)]
+pub struct ClaimView {
+    pub message_id: i64,
+    pub state: MessageState,
+    pub channel: Channel,
+    pub step: String,
+    pub template: String,
+    pub not_before: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub attempts: i64,
+    pub borrower: PlanBorrower,
+    /// This message's contact point (also when no longer active).
+    pub contact: Option<ContactView>,
+    /// This message's loans, whatever their status now.
+    pub loans: Vec<LoanRow>,
+}
+
+/// What the dispatcher decided inside the claim transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Mark `sending` with this attempt id and log the contact.
+    Send {
+        attempt_id: String,
+        loans: Vec<i64>,
+        window: String,
+    },
+    Defer {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    Cancel {
+        reason: String,
+    },
+    Expire {
+        reason: String,
+    },
+}
+
+/// How a send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Sent {
+        provider: String,
+        provider_ref: String,
+        template_version: String,
+        subject: Option<String>,
+        body: String,
+    },
+    /// Try again at `at` (transient failure); the contact is un-logged.
+    Retry {
+        at: DateTime<Utc>,
+        provider: String,
+        reason: String,
+    },
+    Failed {
+        provider: String,
+        reason: String,
+    },
+    /// The recipient refused at the provider: suppressed, and the contact
+    /// point opted out.
+    OptedOut {
+        provider: String,
+        reason: String,
+    },
+    /// Rendering failed: nothing was sent.
+    NotRendered {
+        reason: String,
+    },
+    Unknown {
+        reason: String,
+    },
+}
+
+/// A message for listings and the audit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageView {
+    pub id: i64,
+    pub borrower_id: String,
+    pub loan_ids: Vec<String>,
+    pub channel: Channel,
+    pub step: String,
+    pub template: String,
+    pub template_version: Option<String>,
+    pub state: MessageState,
+    pub reason: Option<String>,
+    pub not_before: DateTime<Utc>,
+    pub provider: Option<String>,
+    pub address: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters for listing messages.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub state: Option<MessageState>,
+    pub borrower: Option<String>,
+    pub limit: Option<u32>,
+}
