@@ -130,6 +130,17 @@ impl From<ChannelArg> for Channel {
     }
 }
 
+/// Prints a line to stdout; on a closed pipe (`duebell plan | head`) stops
+/// the command quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            return ExitStatus::Ok;
+        }
+    }};
+}
+
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -412,16 +423,21 @@ async fn plan(
     match format {
         PlanFormat::Json => {
             for l in &lines {
-                println!("{}", serde_json::to_string(l).unwrap_or_default());
+                out!("{}", serde_json::to_string(l).unwrap_or_default());
             }
         }
         PlanFormat::Table => {
-            println!(
+            out!(
                 "{:<12} {:<10} {:<9} {:<6} {:<16} {:<21} reason",
-                "loan", "borrower", "step", "chan", "decision", "not_before"
+                "loan",
+                "borrower",
+                "step",
+                "chan",
+                "decision",
+                "not_before"
             );
             for l in &lines {
-                println!(
+                out!(
                     "{:<12} {:<10} {:<9} {:<6} {:<16} {:<21} {}",
                     l.loan_id,
                     l.borrower_id,
@@ -476,12 +492,18 @@ async fn messages(
     };
     match store.messages(&query).await {
         Ok(list) => {
-            println!(
+            out!(
                 "{:<7} {:<10} {:<6} {:<9} {:<10} {:<21} {:<22} reason",
-                "id", "borrower", "chan", "step", "state", "not_before", "loans"
+                "id",
+                "borrower",
+                "chan",
+                "step",
+                "state",
+                "not_before",
+                "loans"
             );
             for m in list {
-                println!(
+                out!(
                     "{:<7} {:<10} {:<6} {:<9} {:<10} {:<21} {:<22} {}",
                     m.id,
                     m.borrower_id,

@@ -108,11 +108,11 @@ pub fn local_instant(tz: Tz, date: NaiveDate, minutes: u32) -> DateTime<Utc> {
 }
 
 /// The active hold that stops contact about `loan` on local `today`.
-pub fn active_hold<'h>(
-    holds: &'h [HoldView],
+pub fn active_hold(
+    holds: &[HoldView],
     loan: Option<i64>,
     today: NaiveDate,
-) -> Option<&'h HoldView> {
+) -> Option<&HoldView> {
     holds
         .iter()
         .filter(|h| h.loan.is_none() || h.loan == loan)
@@ -481,6 +481,11 @@ pub struct TickReport {
     pub borrowers: u64,
     pub recorded: u64,
     pub cancelled: u64,
+    /// The earliest instant a decision can change without new input: the
+    /// next local midnight among the borrowers' zones (the ladder moves by
+    /// local days; holds end at local midnights). Imports and events
+    /// trigger a re-plan of their own.
+    pub next_change: Option<DateTime<Utc>>,
 }
 
 /// One planning pass over the whole book, in pages.
@@ -502,6 +507,14 @@ pub async fn tick(
         let mut messages = Vec::new();
         for b in &page {
             messages.extend(planner.decide(now, b).0);
+            let tz = borrower_zones(b, planner.default_tz).primary;
+            let midnight =
+                caps::local_midnight(tz, now.with_timezone(&tz).date_naive() + Duration::days(1));
+            report.next_change = Some(
+                report
+                    .next_change
+                    .map_or(midnight, |t: DateTime<Utc>| t.min(midnight)),
+            );
         }
         report.borrowers += page.len() as u64;
         report.recorded += store.record_plan(now, &messages).await?;

@@ -140,12 +140,14 @@ pub fn read_events(path: &Path) -> Result<Vec<(DateTime<Utc>, Event)>, Vec<Strin
                     from: PhoneNumber::parse(&field("from")?).map_err(|e| at_line("from", e.0))?,
                     body: field("body")?,
                 },
-                other => return Err(at_line(
-                    "type",
-                    format!(
+                other => {
+                    return Err(at_line(
+                        "type",
+                        format!(
                         "`{other}` is not an event type; use payment, opt_out, hold or inbound_sms"
                     ),
-                )),
+                    ))
+                }
             };
             Ok((at, ev))
         })();
@@ -295,8 +297,13 @@ pub async fn simulate(
             touched = true;
         }
         if touched || now >= next_tick {
-            engine.plan(now).await?;
-            next_tick = schedule.after(&now).next().unwrap_or(end);
+            let tick = engine.plan(now).await?;
+            // Ticks before the next local midnight would decide nothing new:
+            // jump to the first cron tick at or after it.
+            let from_instant = tick
+                .next_change
+                .map_or(now, |t| (t - Duration::seconds(1)).max(now));
+            next_tick = schedule.after(&from_instant).next().unwrap_or(end);
         }
         engine.dispatch(now).await?;
         let mut next = next_tick;
