@@ -45,6 +45,7 @@ pub struct App {
     templates_version: Option<String>,
     templates_checked: Instant,
     http: reqwest::Client,
+    reload: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -82,6 +83,7 @@ impl App {
             templates_version,
             templates_checked: now,
             http: reqwest::Client::new(),
+            reload: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -96,6 +98,11 @@ impl App {
     /// The template set in use (its `version` changes on reload).
     pub fn templates_version(&self) -> String {
         self.engine.dispatcher.templates.version.clone()
+    }
+
+    /// Notify this to reload templates now (SIGHUP).
+    pub fn reload_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.reload.clone()
     }
 
     /// Counts completed cycles; tests await a change instead of sleeping.
@@ -122,6 +129,10 @@ impl App {
         if version == self.templates_version {
             return false;
         }
+        self.force_reload_templates(version)
+    }
+
+    fn force_reload_templates(&mut self, version: Option<String>) -> bool {
         self.templates_version = version;
         match TemplateSet::load(&self.config.templates) {
             Ok(set) => {
@@ -253,9 +264,15 @@ impl App {
                 tracing::error!("cycle failed: {e:#}; retrying");
             }
             let wake = self.next_wake().await;
+            let reload = self.reload.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = reload.notified() => {
+                    tracing::info!("reload requested");
+                    let version = crate::templates::folder_version(&self.config.templates.dir);
+                    self.force_reload_templates(version);
+                }
             }
         }
         tracing::info!("shutting down");

@@ -603,7 +603,7 @@ async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
         };
     }
     let shutdown = CancellationToken::new();
-    let signals = match shutdown_on_signal(shutdown.clone()) {
+    let signals = match shutdown_on_signal(shutdown.clone(), app.reload_handle()) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");
@@ -621,17 +621,28 @@ async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
     }
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-fn shutdown_on_signal(token: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// Cancels `token` on SIGTERM or SIGINT; notifies `reload` on SIGHUP.
+fn shutdown_on_signal(
+    token: CancellationToken,
+    reload: Arc<tokio::sync::Notify>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "stop requested");
-        token.cancel();
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    reload.notify_one();
+                    continue;
+                }
+            };
+            tracing::info!(signal = name, "stop requested");
+            token.cancel();
+            return;
+        }
     }))
 }

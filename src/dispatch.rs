@@ -306,6 +306,12 @@ impl Dispatcher {
                 .filter(|l| loans.contains(&l.pk))
                 .map(|l| l.external_id.clone())
                 .collect(),
+            loan_steps: view
+                .loans
+                .iter()
+                .filter(|l| loans.contains(&l.pk))
+                .map(|l| l.step.clone().unwrap_or_default())
+                .collect(),
             unsubscribe_url: unsubscribe,
             provider_params: rendered.provider.clone(),
         };

@@ -108,11 +108,7 @@ pub fn local_instant(tz: Tz, date: NaiveDate, minutes: u32) -> DateTime<Utc> {
 }
 
 /// The active hold that stops contact about `loan` on local `today`.
-pub fn active_hold(
-    holds: &[HoldView],
-    loan: Option<i64>,
-    today: NaiveDate,
-) -> Option<&HoldView> {
+pub fn active_hold(holds: &[HoldView], loan: Option<i64>, today: NaiveDate) -> Option<&HoldView> {
     holds
         .iter()
         .filter(|h| h.loan.is_none() || h.loan == loan)

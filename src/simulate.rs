@@ -170,6 +170,9 @@ pub struct SimSend {
     pub message_id: i64,
     pub borrower_id: String,
     pub loan_ids: Vec<String>,
+    /// Each loan's own step (a consolidated message may carry loans at
+    /// different steps; `step` is the message's lead step).
+    pub loan_steps: Vec<String>,
     pub channel: Channel,
     pub step: String,
     pub template: String,
@@ -334,6 +337,7 @@ pub async fn simulate(
             message_id: m.message_id,
             borrower_id: m.borrower_id,
             loan_ids: m.loan_ids,
+            loan_steps: m.loan_steps,
             channel: m.channel,
             step: m.step,
             template: m.template,

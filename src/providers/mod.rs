@@ -32,6 +32,8 @@ pub struct Outbound {
     pub step: String,
     pub borrower_id: String,
     pub loan_ids: Vec<String>,
+    /// Each loan's own step, parallel to `loan_ids`.
+    pub loan_steps: Vec<String>,
     /// RFC 8058 one-click unsubscribe URL (email).
     pub unsubscribe_url: Option<String>,
     /// Pre-approved template parameters for providers that need them.

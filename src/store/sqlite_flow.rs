@@ -169,6 +169,7 @@ pub(super) fn loan_row(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<LoanR
         status: LoanStatus::parse(&row.get::<String, _>(at + 5))
             .map_err(|e| StoreError::Corrupt(e.0))?,
         created_at: from_millis(row.get(at + 6))?,
+        step: None,
     })
 }
 
@@ -197,14 +198,16 @@ pub(super) async fn claim_view(
     };
     let mut loans = Vec::new();
     for r in sqlx::query(
-        "SELECT l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at
+        "SELECT l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
            FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = ? ORDER BY l.due_date, l.id",
     )
     .bind(message_id)
     .fetch_all(&mut *conn)
     .await?
     {
-        loans.push(loan_row(&r, 0)?);
+        let mut loan = loan_row(&r, 0)?;
+        loan.step = Some(r.get(7));
+        loans.push(loan);
     }
     Ok(ClaimView {
         message_id,

@@ -97,6 +97,8 @@ pub struct LoanRow {
     pub amount_due: Money,
     pub status: crate::domain::LoanStatus,
     pub created_at: DateTime<Utc>,
+    /// In a claimed message: the step this loan is in it for.
+    pub step: Option<String>,
 }
 
 /// A borrower with everything planning needs, loaded in one batch.

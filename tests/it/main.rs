@@ -5,4 +5,5 @@
 mod check;
 mod daemon;
 mod import;
+mod pipeline;
 mod support;

@@ -88,3 +88,117 @@ pub async fn open_store(dir: &Path) -> std::sync::Arc<dyn duebell::store::Store>
     };
     duebell::store::open(&cfg).await.unwrap()
 }
+
+/// The shipped config with its store and outbox moved into `dir`, plus
+/// `extra` TOML appended (later keys of a table must not repeat earlier ones).
+pub fn shipped_config(dir: &Path, env: &[(&str, &str)]) -> duebell::config::Config {
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "DUEBELL_STORE__URL".into(),
+            format!("sqlite://{}", dir.join("state/duebell.db").display()),
+        ),
+        ("DUEBELL_STORE__SYNCHRONOUS".into(), "off".into()),
+        (
+            "DUEBELL_PROVIDERS__0__DIR".into(),
+            dir.join("outbox").display().to_string(),
+        ),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut cfg = duebell::config::load(&repo_root().join("config/duebell.toml"), vars)
+        .unwrap()
+        .config;
+    cfg.sources.clear();
+    cfg
+}
+
+/// A store, an engine whose providers are one recorder, and a test clock.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config: duebell::config::Config,
+    pub store: std::sync::Arc<dyn duebell::store::Store>,
+    pub engine: duebell::engine::Engine,
+    pub recorder: std::sync::Arc<duebell::providers::recorder::Recorder>,
+    pub clock: duebell::clock::TestClock,
+}
+
+pub fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+impl Harness {
+    pub async fn new(start: &str) -> Harness {
+        Harness::with(start, |_| {}).await
+    }
+
+    pub async fn with(start: &str, tweak: impl FnOnce(&mut duebell::config::Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = shipped_config(dir.path(), &[]);
+        tweak(&mut config);
+        let store = duebell::store::open(&config.store).await.unwrap();
+        let clock = duebell::clock::TestClock::at(utc(start));
+        let recorder = std::sync::Arc::new(duebell::providers::recorder::Recorder::new(
+            std::sync::Arc::new(clock.clone()),
+        ));
+        let engine = duebell::engine::Engine::build(
+            &config,
+            store.clone(),
+            Some(duebell::providers::Router::single(recorder.clone())),
+        )
+        .unwrap();
+        Harness {
+            dir,
+            config,
+            store,
+            engine,
+            recorder,
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use duebell::clock::Clock;
+        self.clock.now()
+    }
+
+    /// Imports CSV text (a loan book or payments) at the clock's time.
+    pub async fn import(&self, name: &str, csv: &str) -> duebell::sources::ImportReport {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, csv).unwrap();
+        duebell::sources::import_file(
+            self.store.as_ref(),
+            &path,
+            self.now(),
+            duebell::sources::Progress::Off,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn tick(&self) -> duebell::planner::TickReport {
+        self.engine.plan(self.now()).await.unwrap()
+    }
+
+    pub async fn drain(&self) -> Vec<duebell::dispatch::Outcome> {
+        self.engine.dispatch(self.now()).await.unwrap()
+    }
+
+    pub async fn messages(&self) -> Vec<duebell::store::MessageView> {
+        self.store.messages(&Default::default()).await.unwrap()
+    }
+
+    pub fn set(&self, t: &str) {
+        self.clock.set(utc(t));
+    }
+}
+
+/// A loan-book CSV with a status column.
+pub fn book(rows: &[&str]) -> String {
+    let mut s = format!("{LOAN_HEADER},status\n");
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
+}
