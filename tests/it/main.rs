@@ -3,7 +3,10 @@
 //! temporary state folder.
 
 mod check;
+mod cli_pipeline;
+mod compliance;
 mod daemon;
 mod import;
 mod pipeline;
+mod properties;
 mod support;

@@ -1,0 +1,242 @@
+//! `duebell plan` and `duebell simulate` on the shipped config and the
+//! sample book.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::support::{duebell, run};
+
+fn env_for(dir: &std::path::Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "DUEBELL_STORE__URL".into(),
+            format!("sqlite://{}", dir.join("state/duebell.db").display()),
+        ),
+        (
+            "DUEBELL_PROVIDERS__0__DIR".into(),
+            dir.join("outbox").display().to_string(),
+        ),
+    ]
+}
+
+#[test]
+fn plan_shows_each_decision_with_its_reason_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(dir.path());
+    let (code, _, stderr) =
+        run(duebell(&["import", "examples/loans.csv", "examples/payments.csv"]).envs(env.clone()));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(duebell(&[
+        "plan",
+        "--at",
+        "2026-12-01T09:00:00+08:00",
+        "--format",
+        "json",
+    ])
+    .envs(env.clone()));
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decisions: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["decision"].as_str().unwrap())
+        .collect();
+    for d in ["due", "nothing_due", "suppressed"] {
+        assert!(decisions.contains(d), "no {d} in {decisions:?}");
+    }
+    for l in &lines {
+        for key in [
+            "loan_id",
+            "borrower_id",
+            "step",
+            "channel",
+            "decision",
+            "reason",
+            "not_before",
+        ] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+    }
+    // Read-only: a second plan at the same instant shows the same, and no message was recorded.
+    let (_, again, _) = run(duebell(&[
+        "plan",
+        "--at",
+        "2026-12-01T09:00:00+08:00",
+        "--format",
+        "json",
+    ])
+    .envs(env.clone()));
+    assert_eq!(stdout, again);
+    let (_, listed, _) = run(duebell(&["messages"]).envs(env.clone()));
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    // One borrower, as a table.
+    let (code, table, _) = run(duebell(&[
+        "plan",
+        "--at",
+        "2026-12-01T09:00:00+08:00",
+        "--borrower",
+        "B0016",
+    ])
+    .envs(env));
+    assert_eq!(code, 0);
+    assert!(
+        table.lines().skip(1).all(|l| l.contains("B0016")),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_30_day_simulation_of_the_sample_book_follows_the_ladder_and_honours_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sends.jsonl");
+    let (code, _, stderr) = run(duebell(&[
+        "simulate",
+        "--data",
+        "examples/loans.csv",
+        "--data",
+        "examples/payments.csv",
+        "--events",
+        "examples/events.jsonl",
+        "--from",
+        "2026-12-01T00:00:00Z",
+        "--days",
+        "30",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .envs(env_for(dir.path())));
+    assert_eq!(code, 0, "{stderr}");
+    let sends: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(sends.len() > 500, "{}", sends.len());
+    let steps: HashSet<&str> = sends.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    for step in [
+        "pre_3", "pre_1", "due", "late_1", "late_3", "late_7", "late_15", "late_30",
+    ] {
+        assert!(steps.contains(step), "no {step} sent");
+    }
+    for s in &sends {
+        for key in [
+            "at",
+            "borrower_id",
+            "loan_ids",
+            "channel",
+            "step",
+            "template",
+            "provider",
+            "body",
+        ] {
+            assert!(s.get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(s["provider"], "outbox");
+        if s["channel"] == "sms" {
+            assert!(s["segments"].as_u64().unwrap() >= 1);
+        } else {
+            assert!(s["subject"].as_str().is_some_and(|x| !x.is_empty()));
+        }
+    }
+    assert!(
+        sends
+            .iter()
+            .any(|s| s["loan_ids"].as_array().unwrap().len() > 1),
+        "no consolidated message"
+    );
+    // Paid loans of the events file get nothing after their payment.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string("examples/events.jsonl")
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paid: HashMap<String, String> = events
+        .iter()
+        .filter(|e| e["type"] == "payment")
+        .map(|e| {
+            (
+                e["loan_id"].as_str().unwrap().to_owned(),
+                e["at"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(!paid.is_empty());
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    let mut reminded_before_paying = 0;
+    for s in &sends {
+        for loan in s["loan_ids"].as_array().unwrap() {
+            if let Some(p) = paid.get(loan.as_str().unwrap()) {
+                assert!(
+                    at(s["at"].as_str().unwrap()) < at(p),
+                    "{loan} reminded after paying"
+                );
+                reminded_before_paying += 1;
+            }
+        }
+    }
+    assert!(
+        reminded_before_paying > 0,
+        "the paid loans were never reminded at all; the test shows nothing"
+    );
+    // The opted-out borrower gets no SMS after opting out.
+    let opt = events.iter().find(|e| e["type"] == "opt_out").unwrap();
+    assert!(!sends.iter().any(|s| s["borrower_id"] == opt["borrower_id"]
+        && s["channel"] == "sms"
+        && at(s["at"].as_str().unwrap()) > at(opt["at"].as_str().unwrap())));
+
+    for format in ["table", "svg"] {
+        let (code, stdout, stderr) = run(duebell(&[
+            "simulate",
+            "--data",
+            "examples/loans.csv",
+            "--from",
+            "2026-12-01T00:00:00Z",
+            "--days",
+            "3",
+            "--format",
+            format,
+        ])
+        .envs(env_for(dir.path())));
+        assert_eq!(code, 0, "{stderr}");
+        match format {
+            "table" => assert!(stdout.contains("total:"), "{stdout}"),
+            _ => assert!(
+                stdout.starts_with("<svg") && stdout.contains("<rect"),
+                "{stdout}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_bad_events_file_is_refused_with_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = dir.path().join("ev.jsonl");
+    std::fs::write(&ev, "{\"at\":\"2026-12-01T00:00:00Z\",\"type\":\"payment\",\"loan_id\":\"L1\",\"payment_id\":\"P\",\"amount\":\"1\"}\n{\"at\":\"soon\",\"type\":\"opt_out\",\"borrower_id\":\"B\",\"channel\":\"sms\"}\n{\"at\":\"2026-12-01T00:00:00Z\",\"type\":\"hold\",\"loan_id\":\"L1\",\"kind\":\"vacation\"}\n").unwrap();
+    let (code, _, stderr) = run(duebell(&[
+        "simulate",
+        "--events",
+        ev.to_str().unwrap(),
+        "--from",
+        "2026-12-01T00:00:00Z",
+        "--days",
+        "1",
+    ])
+    .envs(env_for(dir.path())));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: at: `soon` is not an RFC 3339 instant",
+            ev.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: kind: `vacation` is not a hold kind",
+            ev.display()
+        )),
+        "{stderr}"
+    );
+}
