@@ -320,8 +320,8 @@ impl Dispatcher {
         for p in providers {
             match p.send(&out).await {
                 Ok(receipt) => {
-                    tracing::info!(message = id, provider = p.name(), channel = %view.channel, step = %view.step, "sent");
-                    tracing::trace!(message = id, body = %out.body, "sent body");
+                    tracing::info!(message_id = id, provider = p.name(), channel = %view.channel, step = %view.step, "sent");
+                    tracing::trace!(message_id = id, body = %out.body, "sent body");
                     return Ok((
                         Finish::Sent {
                             provider: p.name().to_owned(),
@@ -350,7 +350,11 @@ impl Dispatcher {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(message = id, provider = p.name(), "provider refused: {e}");
+                    tracing::warn!(
+                        message_id = id,
+                        provider = p.name(),
+                        "provider refused: {e}"
+                    );
                     last = Some((p.name().to_owned(), e));
                 }
             }

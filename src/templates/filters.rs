@@ -22,8 +22,23 @@ fn invalid(msg: String) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg)
 }
 
+/// Strict mode does not stop an undefined value being passed to a filter;
+/// the filters refuse it themselves, so a typo'd variable is an error, never
+/// a blank or a zero.
+fn defined(value: &Value) -> Result<(), Error> {
+    if value.is_undefined() {
+        Err(Error::from(ErrorKind::UndefinedError))
+    } else {
+        Ok(())
+    }
+}
+
 /// `{{ loan.amount_due | money(loan.currency) }}` → `¥1,234.50`.
-pub fn money(value: Value, currency: &str) -> Result<String, Error> {
+pub fn money(value: Value, currency: Value) -> Result<String, Error> {
+    defined(&value)?;
+    defined(&currency)?;
+    let currency = currency.to_string();
+    let currency = currency.as_str();
     let text = value.to_string();
     let amount: Decimal = text
         .parse()
@@ -76,6 +91,7 @@ pub fn format_money(amount: Decimal, currency: Currency) -> String {
 /// `{{ loan.due_date | date }}` → `2026年12月1日` or `Dec 1, 2026`;
 /// `| date("short")` → `12月1日` or `Dec 1`.
 pub fn date(state: &State, value: Value, form: Option<&str>) -> Result<String, Error> {
+    defined(&value)?;
     let text = value.to_string();
     let d = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
         .map_err(|_| invalid(format!("date: `{text}` is not a date")))?;
@@ -112,6 +128,7 @@ pub fn format_date(d: NaiveDate, locale: &str) -> String {
 /// `{{ loan.days_past_due | days }}` → `3天` or `3 days`. Negative counts
 /// are shown as their magnitude (the template says "in" or "ago").
 pub fn days(state: &State, value: Value) -> Result<String, Error> {
+    defined(&value)?;
     let n = i64::try_from(value.clone())
         .map_err(|_| invalid(format!("days: `{value}` is not a whole number")))?;
     Ok(format_days(n.abs(), &locale(state)))

@@ -17,9 +17,10 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn config_for(dir: &std::path::Path, book: &std::path::Path) -> duebell::config::Config {
     let text = format!(
-        "[store]\nurl = \"sqlite://{}\"\n\n[[sources]]\nkind = \"file\"\npath = \"{}\"\npoll_interval = \"100ms\"\n",
+        "[store]\nurl = \"sqlite://{}\"\n\n[[sources]]\nkind = \"file\"\npath = \"{}\"\npoll_interval = \"100ms\"\n\n[[providers]]\nname = \"outbox\"\nkind = \"file\"\ndir = \"{}\"\n",
         dir.join("state/duebell.db").display(),
-        book.display()
+        book.display(),
+        dir.join("outbox").display()
     );
     duebell::config::load_from_str(&text, std::path::Path::new("test.toml"), std::iter::empty())
         .unwrap()
@@ -116,6 +117,7 @@ async fn run_on_the_shipped_config_imports_the_sample_book_and_stops_on_sigterm(
     let url = format!("sqlite://{}", dir.path().join("state/duebell.db").display());
     let mut child = duebell(&["run", "--log-format", "json"])
         .env("DUEBELL_STORE__URL", &url)
+        .env("DUEBELL_PROVIDERS__0__DIR", dir.path().join("outbox"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -10,3 +10,4 @@ mod import;
 mod pipeline;
 mod properties;
 mod support;
+mod templates;
