@@ -179,8 +179,11 @@ async fn run_on_the_shipped_config_imports_the_sample_book_and_stops_on_sigterm(
 async fn run_once_imports_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("state/duebell.db").display());
-    let (code, _, stderr) =
-        crate::support::run(duebell(&["run", "--once"]).env("DUEBELL_STORE__URL", &url));
+    let (code, _, stderr) = crate::support::run(
+        duebell(&["run", "--once"])
+            .env("DUEBELL_STORE__URL", &url)
+            .env("DUEBELL_PROVIDERS__0__DIR", dir.path().join("outbox")),
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(
         !stderr.contains("+86138"),
