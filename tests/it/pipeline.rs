@@ -169,6 +169,19 @@ async fn loans_of_one_borrower_due_together_go_as_one_message() {
     assert_eq!(sms.len(), 1);
     assert_eq!(sms[0].1.loan_ids, vec!["L1", "L2"]);
     assert!(sms[0].1.body.contains("您有2笔借款"), "{}", sms[0].1.body);
+    // The message records what was really sent: body and template version.
+    let stored = h
+        .messages()
+        .await
+        .into_iter()
+        .find(|m| m.channel == Channel::Sms)
+        .unwrap();
+    assert_eq!(stored.state, MessageState::Sent);
+    assert_eq!(stored.body.as_deref(), Some(sms[0].1.body.as_str()));
+    assert_eq!(
+        stored.template_version.as_deref(),
+        Some(sms[0].1.template_version.as_str())
+    );
 }
 
 #[tokio::test]

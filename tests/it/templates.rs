@@ -320,3 +320,84 @@ fn templates_reload_under_a_running_daemon_and_a_broken_edit_keeps_the_last_good
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn provider_template_parameters_are_evaluated_from_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_templates(dir.path(), "");
+    std::fs::write(
+        dir.path().join("templates/zh-CN/upcoming.sms.toml"),
+        "[aliyun]\ntemplate_code = \"SMS_123456\"\nparams = { name = \"borrower.name\", amount = \"loan.amount_due | money(loan.currency)\" }\n\n[tencent]\ntemplate_id = \"1234567\"\nparams = [\"borrower.name\", \"loan.due_date | date\"]\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(duebell(&[
+        "render",
+        "upcoming",
+        "--locale",
+        "zh-CN",
+        "--sample",
+        "one_loan_before_due",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(r#"aliyun: TemplateCode SMS_123456 TemplateParam {"amount":"¥1,234.50","name":"王小明"}"#), "{stdout}");
+    assert!(
+        stdout
+            .contains(r#"tencent: TemplateId 1234567 TemplateParamSet ["王小明","2026年12月1日"]"#),
+        "{stdout}"
+    );
+    // A sidecar naming an undefined variable fails the check.
+    std::fs::write(
+        dir.path().join("templates/zh-CN/upcoming.sms.toml"),
+        "[tencent]\ntemplate_id = \"1\"\nparams = [\"borrower.nmae\"]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(duebell(&[
+        "templates",
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+}
+
+#[test]
+fn render_for_a_borrower_uses_their_loans_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_templates(dir.path(), "");
+    let (code, _, stderr) = run(duebell(&[
+        "import",
+        "examples/loans.csv",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(duebell(&[
+        "render",
+        "late_firm",
+        "--borrower",
+        "B0003",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let book = std::fs::read_to_string("examples/loans.csv").unwrap();
+    let row: Vec<&str> = book
+        .lines()
+        .find(|l| l.contains(",B0003,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert!(stdout.contains(row[2]), "{stdout}");
+    let (code, _, stderr) = run(duebell(&[
+        "render",
+        "late_firm",
+        "--borrower",
+        "NOBODY",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no borrower `NOBODY`"), "{stderr}");
+}
