@@ -92,13 +92,15 @@ fn main() {
         let db = dir.join(format!("{n}.db"));
         let _ = std::fs::remove_file(&db);
         let _ = std::fs::remove_file(db.with_extension("db-wal"));
-        let mut config = Config::default();
-        config.store = StoreConfig {
-            url: format!("sqlite://{}", db.display()),
-            synchronous: Synchronous::Normal,
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut config = Config {
+            store: StoreConfig {
+                url: format!("sqlite://{}", db.display()),
+                synchronous: Synchronous::Normal,
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         config.templates.dir = repo.join("templates");
         config.quiet_hours.calendars_dir = repo.join("config/holidays");
         rt.block_on(async {
