@@ -83,6 +83,17 @@ pub enum Command {
     },
     /// Run the real planner, gate and dispatcher in virtual time over a copy of the data.
     Simulate(crate::simulate::SimulateArgs),
+    /// Export every contact attempt for compliance review.
+    Audit {
+        /// First UTC date to include (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last UTC date to include (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::audit::AuditFormat,
+    },
     /// List messages.
     Messages {
         /// Only messages in this state (planned, deferred, sending, sent, unknown, …).
@@ -233,6 +244,9 @@ pub async fn execute(cli: Cli) -> ExitStatus {
         Command::Simulate(args) => {
             logging::init(cli.log_format, "warn");
             crate::simulate::run(&loaded.config, args).await
+        }
+        Command::Audit { from, to, format } => {
+            audit(&loaded.config, from.as_deref(), to.as_deref(), *format).await
         }
         Command::Messages {
             state,
@@ -453,6 +467,49 @@ async fn plan(
         }
     }
     ExitStatus::Ok
+}
+
+async fn audit(
+    config: &crate::config::Config,
+    from: Option<&str>,
+    to: Option<&str>,
+    format: crate::audit::AuditFormat,
+) -> ExitStatus {
+    let parse = |flag: &str, v: Option<&str>| -> Result<Option<chrono::NaiveDate>, ExitStatus> {
+        v.map(crate::domain::parse_date).transpose().map_err(|e| {
+            eprintln!("duebell: {flag}: {e}");
+            ExitStatus::BadConfig
+        })
+    };
+    let (from, to) = match (parse("--from", from), parse("--to", to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(s), _) | (_, Err(s)) => return s,
+    };
+    let store = match crate::store::open(&config.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
+            return ExitStatus::Failed;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let result = crate::audit::export(
+        store.as_ref(),
+        from,
+        to,
+        format,
+        config.defaults.timezone.0,
+        &mut out,
+    )
+    .await;
+    store.close().await;
+    match result {
+        Ok(_) => ExitStatus::Ok,
+        Err(e) => {
+            eprintln!("duebell: {e}");
+            ExitStatus::Failed
+        }
+    }
 }
 
 async fn messages(

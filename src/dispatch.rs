@@ -111,10 +111,10 @@ pub fn decide(view: &ClaimView, now: DateTime<Utc>, gate: &Gate, default_tz: Tz)
         loans: &eligible,
     };
     match gate.evaluate(now, &zones, &subject, &view.borrower.recent) {
-        GateDecision::Allow { window, .. } => Verdict::Send {
+        GateDecision::Allow { window, caps, .. } => Verdict::Send {
             attempt_id: format!("a{}", view.attempts + 1),
             loans: eligible,
-            window: format!("window {window}"),
+            window: format!("window {window}; caps {}", caps.join(", ")),
         },
         GateDecision::Defer { until, because } => match view.expires_at {
             Some(exp) if until >= exp => Verdict::Expire {

@@ -62,8 +62,13 @@ impl fmt::Display for CapWindow {
             CapWindow::Day => f.write_str("local day"),
             CapWindow::Week => f.write_str("local week"),
             CapWindow::Rolling(d) => {
-                let std = d.to_std().unwrap_or_default();
-                write!(f, "rolling {}", humantime::format_duration(std))
+                let secs = d.num_seconds();
+                match secs {
+                    s if s % 86_400 == 0 => write!(f, "rolling {}d", s / 86_400),
+                    s if s % 3_600 == 0 => write!(f, "rolling {}h", s / 3_600),
+                    s if s % 60 == 0 => write!(f, "rolling {}m", s / 60),
+                    s => write!(f, "rolling {s}s"),
+                }
             }
         }
     }
@@ -176,6 +181,36 @@ impl CapRule {
             until,
         })
     }
+}
+
+/// How full each applicable rule is for `subject` at `now`:
+/// `name used/max (window)`, for the audit trail of an allowed contact.
+pub fn usage(
+    rules: &[CapRule],
+    now: DateTime<Utc>,
+    tz: Tz,
+    subject: &Subject<'_>,
+    log: &[Contact],
+) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|r| r.applies_to(subject.channel))
+        .map(|r| {
+            let used = match r.window {
+                CapWindow::Rolling(d) => log
+                    .iter()
+                    .filter(|c| c.at > now - d && c.at <= now && r.counts(c, subject))
+                    .count(),
+                CapWindow::Day | CapWindow::Week => {
+                    let (start, end) = calendar_bounds(r.window, tz, now);
+                    log.iter()
+                        .filter(|c| c.at >= start && c.at < end && r.counts(c, subject))
+                        .count()
+                }
+            };
+            format!("{} {}/{} per {}", r.name, used, r.max, r.window)
+        })
+        .collect()
 }
 
 /// Checks every rule; when several are full, the latest `until` is when the

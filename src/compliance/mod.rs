@@ -224,6 +224,8 @@ pub enum GateDecision {
     Allow {
         window: String,
         window_end: DateTime<Utc>,
+        /// Each applicable cap as `name used/max per window`.
+        caps: Vec<String>,
     },
     /// Must wait until `until`.
     Defer {
@@ -398,9 +400,11 @@ impl Gate {
                 because: DeferReason::Cap { rule },
             };
         }
+        let usage = caps::usage(&self.caps, now, zones.primary, subject, log);
         GateDecision::Allow {
             window,
             window_end: end,
+            caps: usage,
         }
     }
 

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use chrono::NaiveDate;
 
 pub use money::{parse_amount as money_amount, Currency, Money};
-pub use phone::PhoneNumber;
+pub use phone::{mask_phone as mask_phone_text, PhoneNumber};
 
 /// Why a value from outside was refused: a sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -242,6 +242,12 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         result: Result<(), (String, Option<DateTime<Utc>>)>,
     ) -> Result<(), StoreError>;
+    /// Every contact attempt (a claim to `sending`) in `[from, to)`, in order.
+    async fn audit(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditRow>, StoreError>;
     /// Writes a consistent copy of the store to `path` (simulate's scratch copy).
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
     /// Checks the store answers (for readiness).

@@ -20,7 +20,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_flow::{self, channel as parse_channel, claim_view, load_borrowers, transition};
 use super::{
-    effective_status, from_millis, to_millis, ClaimView, Finish, ImportRecord, ImportTx,
+    effective_status, from_millis, to_millis, AuditRow, ClaimView, Finish, ImportRecord, ImportTx,
     LoanBookRow, LoanView, MessageQuery, MessageState, MessageView, NewMessage, PaymentRow,
     PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
 };
@@ -783,6 +783,61 @@ impl Store for SqliteStore {
         };
         q.execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn audit(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        // Each `sending` event is one attempt; its outcome is the next event
+        // of the same message.
+        let rows = sqlx::query(
+            "SELECT e.message_id, e.at, e.reason, m.channel, m.step, m.template, m.template_version, m.provider,
+                    b.external_id, b.timezone, cp.address,
+                    (SELECT COUNT(*) FROM message_events p WHERE p.message_id = e.message_id AND p.to_state = 'sending' AND p.id <= e.id),
+                    (SELECT n.to_state FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
+                    (SELECT n.reason FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
+                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
+               FROM message_events e JOIN messages m ON m.id = e.message_id
+               JOIN borrowers b ON b.id = m.borrower_id
+               LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
+              WHERE e.to_state = 'sending' AND e.at >= ? AND e.at < ?
+              ORDER BY e.at, e.id",
+        )
+        .bind(to_millis(from))
+        .bind(to_millis(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let outcome: Option<String> = r.get(12);
+                Ok(AuditRow {
+                    message_id: r.get(0),
+                    at: from_millis(r.get(1))?,
+                    allowed_by: r.get::<Option<String>, _>(2).unwrap_or_default(),
+                    channel: parse_channel(&r.get::<String, _>(3))?,
+                    step: r.get(4),
+                    template: r.get(5),
+                    template_version: r.get(6),
+                    provider: r.get(7),
+                    borrower_id: r.get(8),
+                    borrower_timezone: r.get(9),
+                    address: r.get(10),
+                    attempt: r.get(11),
+                    outcome: outcome
+                        .as_deref()
+                        .map(sqlite_flow::state)
+                        .transpose()?
+                        .unwrap_or(MessageState::Sending),
+                    outcome_reason: r.get::<Option<String>, _>(13).unwrap_or_default(),
+                    loan_ids: r
+                        .get::<Option<String>, _>(14)
+                        .map(|s| s.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {

@@ -245,3 +245,26 @@ pub struct MessageQuery {
     pub borrower: Option<String>,
     pub limit: Option<u32>,
 }
+
+/// One contact attempt, for `duebell audit`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub message_id: i64,
+    pub attempt: i64,
+    pub borrower_id: String,
+    pub borrower_timezone: Option<String>,
+    pub channel: Channel,
+    /// The full address; masked by the audit command before output.
+    pub address: Option<String>,
+    pub step: String,
+    pub template: String,
+    pub template_version: Option<String>,
+    pub loan_ids: Vec<String>,
+    pub at: DateTime<Utc>,
+    /// Which window and caps allowed the attempt.
+    pub allowed_by: String,
+    /// The state the attempt ended in (`sending` if still in flight).
+    pub outcome: MessageState,
+    pub outcome_reason: String,
+    pub provider: Option<String>,
+}

@@ -240,3 +240,66 @@ fn a_bad_events_file_is_refused_with_line_and_field() {
         "{stderr}"
     );
 }
+
+#[test]
+fn audit_exports_each_attempt_with_masked_address_local_time_window_caps_and_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(dir.path());
+    let (code, _, stderr) = run(duebell(&["run", "--once"]).envs(env.clone()));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, csv_text, stderr) = run(duebell(&["audit", "--format", "csv"]).envs(env.clone()));
+    assert_eq!(code, 0, "{stderr}");
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    for h in [
+        "borrower_id",
+        "channel",
+        "address",
+        "template",
+        "template_version",
+        "sent_at_utc",
+        "sent_at_local",
+        "allowed_by",
+        "outcome",
+    ] {
+        assert!(headers.iter().any(|x| x == h), "no {h} column");
+    }
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert!(!rows.is_empty(), "the run sent nothing to audit");
+    let col = |r: &csv::StringRecord, name: &str| {
+        r[headers.iter().position(|h| h == name).unwrap()].to_owned()
+    };
+    let book = std::fs::read_to_string("examples/loans.csv").unwrap();
+    for r in &rows {
+        let address = col(r, "address");
+        assert!(
+            address.contains("****") || address.contains("***@"),
+            "unmasked: {address}"
+        );
+        assert!(
+            !book.contains(&address),
+            "an address from the book appears in full: {address}"
+        );
+        assert!(col(r, "allowed_by").contains("window default@"), "{r:?}");
+        assert!(col(r, "allowed_by").contains("all_per_day"), "{r:?}");
+        assert_eq!(col(r, "outcome"), "sent");
+        assert_eq!(col(r, "template_version").len(), 16);
+        let local = chrono::DateTime::parse_from_rfc3339(&col(r, "sent_at_local")).unwrap();
+        let utc = chrono::DateTime::parse_from_rfc3339(&col(r, "sent_at_utc")).unwrap();
+        assert_eq!(local, utc);
+    }
+    let (code, jsonl, _) = run(duebell(&[
+        "audit",
+        "--format",
+        "jsonl",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2000-01-02",
+    ])
+    .envs(env.clone()));
+    assert_eq!((code, jsonl.as_str()), (0, ""));
+    let (code, jsonl, _) = run(duebell(&["audit", "--format", "jsonl"]).envs(env));
+    assert_eq!(code, 0);
+    assert_eq!(jsonl.lines().count(), rows.len());
+}
