@@ -4,7 +4,8 @@
 //!     cargo bench --bench planning -- 100000 1000000
 //!
 //! Each size is seeded once (through the real importer) into
-//! `target/bench-planning/<n>.db`; the tick is then timed twice: the first
+//! `target/bench-planning/<n>.db` as if imported at the tick's instant (a
+//! first deployment); the tick is then timed twice: the first
 //! records every due decision, the second is the steady state (everything
 //! already decided). Peak RSS is the kernel's high-water mark, reset before
 //! each tick through /proc/self/clear_refs.

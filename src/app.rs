@@ -46,6 +46,8 @@ pub struct App {
     templates_checked: Instant,
     http: reqwest::Client,
     reload: Arc<tokio::sync::Notify>,
+    api: crate::api::ApiState,
+    api_addr: watch::Sender<Option<std::net::SocketAddr>>,
 }
 
 impl App {
@@ -55,8 +57,28 @@ impl App {
         let store = store::open(&config.store)
             .await
             .with_context(|| format!("while opening the store {}", config.store.url))?;
-        let engine = Engine::build(&config, store.clone(), None)
+        let key = store
+            .secret("unsubscribe_key")
+            .await
+            .context("while reading the signing key")?;
+        let parts = crate::engine::Parts {
+            unsubscribe: Arc::new(crate::api::unsubscribe::Signer::new(key)),
+            pauses: Arc::default(),
+            metrics: Arc::default(),
+        };
+        let engine = Engine::build_with(&config, store.clone(), None, parts.clone())
             .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
+        let api = crate::api::ApiState {
+            store: store.clone(),
+            clock: clock.clone(),
+            tokens: Arc::new(config.api.tokens.clone()),
+            unsubscribe: parts.unsubscribe.clone(),
+            pauses: parts.pauses.clone(),
+            metrics: parts.metrics.clone(),
+            replan: Arc::new(tokio::sync::Notify::new()),
+            default_tz: config.defaults.timezone.0,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         let (sent, unknown) = engine
             .dispatcher
             .reconcile(clock.now())
@@ -84,6 +106,8 @@ impl App {
             templates_checked: now,
             http: reqwest::Client::new(),
             reload: Arc::new(tokio::sync::Notify::new()),
+            api,
+            api_addr: watch::channel(None).0,
         })
     }
 
@@ -103,6 +127,16 @@ impl App {
     /// Notify this to reload templates now (SIGHUP).
     pub fn reload_handle(&self) -> Arc<tokio::sync::Notify> {
         self.reload.clone()
+    }
+
+    /// The API's bound address once it listens (port 0 picks a free one).
+    pub fn api_addr(&self) -> watch::Receiver<Option<std::net::SocketAddr>> {
+        self.api_addr.subscribe()
+    }
+
+    /// What API handlers share (tests call handlers' logic through it).
+    pub fn api_state(&self) -> crate::api::ApiState {
+        self.api.clone()
     }
 
     /// Counts completed cycles; tests await a change instead of sleeping.
@@ -197,6 +231,11 @@ impl App {
         if changed || self.next_tick.is_none_or(|t| now >= t) {
             let started = std::time::Instant::now();
             let tick = self.engine.plan(now).await.context("while planning")?;
+            self.api.metrics.observe(
+                "duebell_planner_tick_seconds",
+                &[],
+                started.elapsed().as_secs_f64(),
+            );
             report.planned = tick.recorded;
             tracing::info!(
                 borrowers = tick.borrowers,
@@ -259,6 +298,36 @@ impl App {
     /// lets the send in hand finish and claims nothing new.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(store = %self.config.store.url, sources = self.watches.len(), "duebell started");
+        let server_stop = shutdown.child_token();
+        let server = if self.config.api.listen.is_empty() {
+            None
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let listen = self.config.api.listen.clone();
+            let state = self.api.clone();
+            let stop = server_stop.clone();
+            let task =
+                tokio::spawn(async move { crate::api::serve(&listen, state, stop, tx).await });
+            match rx.await {
+                Ok(addr) => {
+                    self.api_addr.send_replace(Some(addr));
+                }
+                Err(_) => {
+                    // The server ended before binding: surface its error.
+                    return match task.await {
+                        Ok(Err(e)) => Err(e),
+                        _ => Err(anyhow::anyhow!(
+                            "the API server stopped before it could listen"
+                        )),
+                    };
+                }
+            }
+            Some(task)
+        };
+        self.api
+            .ready
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let replan = self.api.replan.clone();
         loop {
             if let Err(e) = self.cycle(&shutdown).await {
                 tracing::error!("cycle failed: {e:#}; retrying");
@@ -268,6 +337,10 @@ impl App {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = replan.notified() => {
+                    // A change through the API: plan at once.
+                    self.next_tick = None;
+                }
                 _ = reload.notified() => {
                     tracing::info!("reload requested");
                     let version = crate::templates::folder_version(&self.config.templates.dir);
@@ -276,6 +349,10 @@ impl App {
             }
         }
         tracing::info!("shutting down");
+        server_stop.cancel();
+        if let Some(task) = server {
+            let _ = task.await;
+        }
         self.store.close().await;
         Ok(())
     }

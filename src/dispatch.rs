@@ -58,6 +58,9 @@ pub struct Dispatcher {
     pub sms_signature: String,
     /// Base URL for one-click unsubscribe links in email.
     pub unsubscribe_base: String,
+    pub unsubscribe: Arc<crate::api::unsubscribe::Signer>,
+    pub pauses: Arc<crate::api::Pauses>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Decides a claim: eligibility, then the gate.
@@ -193,6 +196,9 @@ pub fn context_for(
 impl Dispatcher {
     /// Claims, renders, sends and records one message.
     pub async fn dispatch_next(&self, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
+        if self.pauses.is_paused(None) {
+            return Ok(Outcome::Idle);
+        }
         let since = now - caps::lookback(self.gate.caps());
         let gate = self.gate.clone();
         let tz = self.default_tz;
@@ -264,9 +270,9 @@ impl Dispatcher {
         );
         let unsubscribe = (view.channel == Channel::Email).then(|| {
             format!(
-                "{}/{}",
+                "{}/u/{}",
                 self.unsubscribe_base.trim_end_matches('/'),
-                unsubscribe_token(id)
+                self.unsubscribe.token(id)
             )
         });
         if let Some(u) = &unsubscribe {
@@ -318,7 +324,35 @@ impl Dispatcher {
         let providers = self.router.for_channel(view.channel);
         let mut last = None;
         for p in providers {
-            match p.send(&out).await {
+            if self.pauses.is_paused(Some(p.name())) {
+                last = Some((
+                    p.name().to_owned(),
+                    ProviderError::Transient {
+                        code: "paused".into(),
+                        retry_after: Some(std::time::Duration::from_secs(60)),
+                    },
+                ));
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let result = p.send(&out).await;
+            self.metrics.observe(
+                "duebell_provider_latency_seconds",
+                &[("provider", p.name())],
+                started.elapsed().as_secs_f64(),
+            );
+            let class = match &result {
+                Ok(_) => "ok",
+                Err(ProviderError::Transient { .. }) => "transient",
+                Err(ProviderError::Permanent { .. }) => "permanent",
+                Err(ProviderError::Policy { .. }) => "policy",
+            };
+            self.metrics.inc(
+                "duebell_provider_results_total",
+                &[("provider", p.name()), ("class", class)],
+                1.0,
+            );
+            match result {
                 Ok(receipt) => {
                     tracing::info!(message_id = id, provider = p.name(), channel = %view.channel, step = %view.step, "sent");
                     tracing::trace!(message_id = id, body = %out.body, "sent body");
@@ -438,10 +472,4 @@ impl Dispatcher {
         }
         Ok((sent, unknown))
     }
-}
-
-/// The opaque token in an unsubscribe link. (Signing arrives with the HTTP
-/// API that honours it.)
-pub fn unsubscribe_token(message_id: i64) -> String {
-    format!("m{message_id}")
 }

@@ -15,6 +15,26 @@ use crate::store::{Store, StoreError};
 use crate::templates::context::ContextSource;
 use crate::templates::TemplateSet;
 
+/// Shared pieces the daemon hands the engine (defaults for tools).
+#[derive(Clone)]
+pub struct Parts {
+    pub unsubscribe: Arc<crate::api::unsubscribe::Signer>,
+    pub pauses: Arc<crate::api::Pauses>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            // Tools that never serve the unsubscribe endpoint (plan,
+            // simulate) sign with a throwaway key.
+            unsubscribe: Arc::new(crate::api::unsubscribe::Signer::new(b"not-served".to_vec())),
+            pauses: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Engine {
     pub dispatcher: Dispatcher,
@@ -27,6 +47,16 @@ impl Engine {
         config: &Config,
         store: Arc<dyn Store>,
         router: Option<Router>,
+    ) -> Result<Engine, Vec<String>> {
+        Engine::build_with(config, store, router, Parts::default())
+    }
+
+    /// As `build`, sharing the daemon's signing key, pauses and metrics.
+    pub fn build_with(
+        config: &Config,
+        store: Arc<dyn Store>,
+        router: Option<Router>,
+        parts: Parts,
     ) -> Result<Engine, Vec<String>> {
         let gate = Gate::build(&config.quiet_hours, &config.caps).map_err(|p| {
             p.into_iter()
@@ -57,7 +87,10 @@ impl Engine {
                 default_tz: config.defaults.timezone.0,
                 default_locale: config.defaults.locale.as_str().to_owned(),
                 sms_signature: config.templates.sms_signature.clone(),
-                unsubscribe_base: config.opt_out.unsubscribe_url.clone(),
+                unsubscribe_base: config.api.public_url.clone(),
+                unsubscribe: parts.unsubscribe,
+                pauses: parts.pauses,
+                metrics: parts.metrics,
             },
         })
     }

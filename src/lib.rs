@@ -2,6 +2,7 @@
 //! humanely and lawfully. See ARCHITECTURE.md for the module map.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod handoff;
 pub mod logging;
+pub mod metrics;
 pub mod planner;
 pub mod policy;
 pub mod providers;

@@ -41,6 +41,7 @@ pub struct Config {
     pub providers: Vec<crate::providers::ProviderConfig>,
     pub routing: crate::providers::RoutingConfig,
     pub handoff: crate::handoff::HandoffConfig,
+    pub api: crate::api::ApiConfig,
 }
 
 impl Default for Config {
@@ -59,6 +60,7 @@ impl Default for Config {
             providers: crate::providers::default_providers(),
             routing: Default::default(),
             handoff: Default::default(),
+            api: Default::default(),
         }
     }
 }
@@ -242,6 +244,7 @@ impl Config {
             ));
         }
         problems.extend(self.policy.validate());
+        problems.extend(self.api.validate());
         if let Err(e) = crate::domain::Locale::parse(&self.templates.default_locale) {
             problems.push(("templates.default_locale".to_owned(), e.0));
         }

@@ -16,7 +16,7 @@ use crate::store::{
     ImportCounts, ImportKind, ImportRecord, LoanBookRow, PaymentRow, RowOutcome, Store, StoreError,
 };
 
-pub use rows::{RowError, LOAN_COLUMNS, PAYMENT_COLUMNS};
+pub use rows::{loan_row, RawRecord, RowError, LOAN_COLUMNS, PAYMENT_COLUMNS};
 
 /// Rows handed to the store at once.
 const CHUNK: usize = 1000;

@@ -227,7 +227,28 @@ pub trait Store: Send + Sync + 'static {
         loan: Option<&str>,
         kind: crate::domain::HoldKind,
         until: Option<NaiveDate>,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Clears an active hold.
+    async fn clear_hold(&self, now: DateTime<Utc>, id: i64) -> Result<bool, StoreError>;
+    /// Opts out the contact point a message was addressed to (one-click
+    /// unsubscribe). Returns whether anything changed.
+    async fn opt_out_message_contact(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        source: &str,
     ) -> Result<bool, StoreError>;
+    /// A message's state history.
+    async fn message_events(&self, message_id: i64) -> Result<Vec<MessageEvent>, StoreError>;
+    /// Contacts made since `since`.
+    async fn sent_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Message counts by (state, channel, provider, reason).
+    #[allow(clippy::type_complexity)]
+    async fn message_breakdown(
+        &self,
+    ) -> Result<Vec<(MessageState, Channel, Option<String>, Option<String>, u64)>, StoreError>;
+    /// A deployment-wide secret of 32 random bytes, created on first use.
+    async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError>;
     /// Message counts by state.
     async fn message_counts(&self) -> Result<Vec<(MessageState, u64)>, StoreError>;

@@ -643,7 +643,7 @@ impl Store for SqliteStore {
         loan: Option<&str>,
         kind: crate::domain::HoldKind,
         until: Option<NaiveDate>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let (b, l): (Option<i64>, Option<i64>) = match (borrower, loan) {
             (_, Some(loan)) => (
                 None,
@@ -662,17 +662,130 @@ impl Store for SqliteStore {
             (None, None) => (None, None),
         };
         if b.is_none() && l.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
-        sqlx::query("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?)")
+        let id: i64 = sqlx::query_scalar("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id")
             .bind(b)
             .bind(l)
             .bind(kind.as_str())
             .bind(until.map(|d| d.format("%Y-%m-%d").to_string()))
             .bind(to_millis(now))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(id))
+    }
+
+    async fn clear_hold(&self, now: DateTime<Utc>, id: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE holds SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL")
+            .bind(to_millis(now))
+            .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(true)
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn opt_out_message_contact(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        source: &str,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let r = sqlx::query(
+            "UPDATE contact_points SET opted_out_at = ?, opt_out_source = ?, updated_at = ?
+              WHERE id = (SELECT contact_point_id FROM messages WHERE id = ?) AND opted_out_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(source)
+        .bind(now_ms)
+        .bind(message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn message_events(
+        &self,
+        message_id: i64,
+    ) -> Result<Vec<super::MessageEvent>, StoreError> {
+        let rows = sqlx::query("SELECT at, from_state, to_state, reason FROM message_events WHERE message_id = ? ORDER BY id")
+            .bind(message_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(super::MessageEvent {
+                    at: from_millis(r.get(0))?,
+                    from: r
+                        .get::<Option<String>, _>(1)
+                        .as_deref()
+                        .map(sqlite_flow::state)
+                        .transpose()?,
+                    to: sqlite_flow::state(&r.get::<String, _>(2))?,
+                    reason: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    async fn sent_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contact_log WHERE at >= ?")
+            .bind(to_millis(since))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn message_breakdown(
+        &self,
+    ) -> Result<
+        Vec<(
+            MessageState,
+            crate::domain::Channel,
+            Option<String>,
+            Option<String>,
+            u64,
+        )>,
+        StoreError,
+    > {
+        let rows = sqlx::query("SELECT state, channel, provider, reason, COUNT(*) FROM messages GROUP BY state, channel, provider, reason")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    sqlite_flow::state(&r.get::<String, _>(0))?,
+                    parse_channel(&r.get::<String, _>(1))?,
+                    r.get(2),
+                    r.get(3),
+                    r.get::<i64, _>(4) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let mut fresh = [0u8; 32];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut fresh))
+            .map_err(|source| StoreError::Io {
+                path: "/dev/urandom".into(),
+                source,
+            })?;
+        // Insert-if-absent, then read: concurrent first starts agree.
+        sqlx::query("INSERT INTO settings (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&fresh[..])
+            .bind(to_millis(Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError> {
@@ -956,10 +1069,14 @@ impl SqliteImport {
         &mut self,
         borrower: i64,
         channel: Channel,
-        address: Option<&str>,
+        address: Option<(&str, Option<&str>)>,
         active: &mut HashMap<(i64, Channel), Vec<String>>,
     ) -> Result<bool, StoreError> {
         let current = active.entry((borrower, channel)).or_default();
+        let (address, region) = match address {
+            Some((a, r)) => (Some(a), r),
+            None => (None, None),
+        };
         match address {
             Some(addr) if current.len() == 1 && current[0] == addr => Ok(false),
             None if current.is_empty() => Ok(false),
@@ -974,15 +1091,16 @@ impl SqliteImport {
                     .await?;
                 }
                 sqlx::query(
-                    "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at)
-                     VALUES (?, ?, ?, 1, ?, ?)
-                     ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at",
+                    "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at, region)
+                     VALUES (?, ?, ?, 1, ?, ?, ?)
+                     ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at, region = excluded.region",
                 )
                 .bind(borrower)
                 .bind(channel.as_str())
                 .bind(addr)
                 .bind(self.now)
                 .bind(self.now)
+                .bind(region)
                 .execute(&mut *self.tx)
                 .await?;
                 *current = vec![addr.to_owned()];
@@ -1148,8 +1266,8 @@ impl ImportTx for SqliteImport {
                     id
                 }
             };
-            let phone = b.phone.as_ref().map(|p| p.as_str());
-            let email = b.email.as_ref().map(|e| e.as_str());
+            let phone = b.phone.as_ref().map(|p| (p.as_str(), p.region()));
+            let email = b.email.as_ref().map(|e| (e.as_str(), None));
             borrower_changed |= self
                 .sync_contact(borrower_pk, Channel::Sms, phone, &mut contacts)
                 .await?;

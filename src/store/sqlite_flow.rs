@@ -60,7 +60,7 @@ pub(super) async fn load_borrowers(
                 recent: vec![],
             });
         }
-        for row in select_in_i64(conn, "SELECT borrower_id, id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL
+        for row in select_in_i64(conn, "SELECT borrower_id, id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region
                         FROM contact_points WHERE active = 1 AND borrower_id IN ({})", chunk).await?
         {
             let b = &mut out[by_pk[&row.get::<i64, _>(0)]];
@@ -70,6 +70,7 @@ pub(super) async fn load_borrowers(
                 address: row.get(3),
                 opted_out: row.get(4),
                 invalid: row.get(5),
+                region: row.get(6),
             });
         }
         let holds_sql = format!(
@@ -186,12 +187,12 @@ pub(super) async fn claim_view(
         .pop()
         .ok_or_else(|| StoreError::Corrupt(format!("message {message_id} has no borrower")))?;
     let contact = match row.get::<Option<i64>, _>("contact_point_id") {
-        Some(cp) => sqlx::query("SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL FROM contact_points WHERE id = ?")
+        Some(cp) => sqlx::query("SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id = ?")
             .bind(cp)
             .fetch_optional(&mut *conn)
             .await?
             .map(|r| -> Result<ContactView, StoreError> {
-                Ok(ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4) })
+                Ok(ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) })
             })
             .transpose()?,
         None => None,

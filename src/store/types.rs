@@ -77,6 +77,8 @@ pub struct ContactView {
     pub address: String,
     pub opted_out: bool,
     pub invalid: bool,
+    /// ISO region of a phone number (`CN`, `US`), when known.
+    pub region: Option<String>,
 }
 
 /// An active hold on a borrower (loan `None`) or one loan.
@@ -267,4 +269,13 @@ pub struct AuditRow {
     pub outcome: MessageState,
     pub outcome_reason: String,
     pub provider: Option<String>,
+}
+
+/// One state change of a message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageEvent {
+    pub at: DateTime<Utc>,
+    pub from: Option<MessageState>,
+    pub to: MessageState,
+    pub reason: Option<String>,
 }

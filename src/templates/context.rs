@@ -53,8 +53,6 @@ impl Default for LenderConfig {
 pub struct OptOutConfig {
     pub sms: BTreeMap<String, String>,
     pub email: BTreeMap<String, String>,
-    /// Base of the one-click unsubscribe link every email carries.
-    pub unsubscribe_url: String,
     /// Inbound SMS bodies that opt a number out (whole body, case- and
     /// width-insensitive).
     pub stop_words: Vec<String>,
@@ -79,7 +77,6 @@ impl Default for OptOutConfig {
                     "To stop these emails, use the unsubscribe link below.",
                 ),
             ]),
-            unsubscribe_url: "https://duebell.example.com/u".to_owned(),
             stop_words: crate::compliance::default_stop_words(),
             start_words: crate::compliance::default_start_words(),
         }

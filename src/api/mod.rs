@@ -1,0 +1,245 @@
+//! The HTTP API (axum), JSON in and out. Open: `/healthz`, `/readyz`,
+//! `/metrics`, `/openapi.json` and the one-click unsubscribe links (which
+//! carry their own signature). Everything under `/v1` needs a bearer token
+//! from `api.tokens`, compared in constant time. Client errors are 4xx with
+//! a message naming the field; server errors are an opaque 500 with the
+//! full chain in the log.
+
+pub mod routes;
+pub mod unsubscribe;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Deserializer};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::store::Store;
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on; empty disables the API.
+    pub listen: String,
+    /// The URL borrowers and providers reach this API at (unsubscribe links,
+    /// webhook signatures).
+    pub public_url: String,
+    /// Bearer tokens allowed to call `/v1`. A list, or (through
+    /// `tokens_file`) one token per line.
+    #[serde(deserialize_with = "tokens")]
+    pub tokens: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            tokens: vec![],
+        }
+    }
+}
+
+fn tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tokens {
+        List(Vec<String>),
+        Lines(String),
+    }
+    Ok(match Tokens::deserialize(d)? {
+        Tokens::List(v) => v,
+        Tokens::Lines(s) => s
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+impl ApiConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
+            p.push((
+                "api.listen".into(),
+                format!(
+                    "`{}` is not an address; write e.g. 127.0.0.1:8080",
+                    self.listen
+                ),
+            ));
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            p.push((
+                "api.public_url".into(),
+                format!("`{}` is not an http(s) URL", self.public_url),
+            ));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.len() < 16 {
+                p.push((
+                    format!("api.tokens[{i}]"),
+                    "is shorter than 16 characters; use a long random token".into(),
+                ));
+            }
+        }
+        p
+    }
+}
+
+/// Sending switches the API can flip.
+#[derive(Debug, Default)]
+pub struct Pauses {
+    pub all: AtomicBool,
+    pub providers: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Pauses {
+    pub fn is_paused(&self, provider: Option<&str>) -> bool {
+        self.all.load(Ordering::SeqCst)
+            || provider.is_some_and(|p| {
+                self.providers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(p)
+            })
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: Arc<Vec<String>>,
+    pub unsubscribe: Arc<unsubscribe::Signer>,
+    pub pauses: Arc<Pauses>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Wakes the daemon to re-plan after a change through the API.
+    pub replan: Arc<tokio::sync::Notify>,
+    pub default_tz: chrono_tz::Tz,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A JSON error `{"error": "...", "field": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    pub fn bad(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            field: None,
+        }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("API request failed: {e}");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error; see the daemon's log".into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.field {
+            Some(f) => serde_json::json!({ "error": self.message, "field": f }),
+            None => serde_json::json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// Bearer-token check for `/v1`.
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(serde_json::json!({"error": "missing bearer token; send Authorization: Bearer <token>"}))).into_response();
+    };
+    // Compare against every token in constant time, whatever matches.
+    let mut ok = subtle::Choice::from(0u8);
+    for t in state.tokens.iter() {
+        ok |= presented.as_bytes().ct_eq(t.as_bytes());
+    }
+    if !bool::from(ok) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({"error": "token not accepted"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// The router: open routes plus `/v1` behind the token check.
+pub fn router(state: ApiState) -> axum::Router {
+    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state,
+        |s, r, n| async move {
+            // Only /v1 needs a token; the rest is open by design.
+            if r_path_is_v1(&r) {
+                require_token(s, r, n).await
+            } else {
+                n.run(r).await
+            }
+        },
+    ))
+}
+
+fn r_path_is_v1(r: &Request) -> bool {
+    r.uri().path().starts_with("/v1/") || r.uri().path() == "/v1"
+}
+
+/// Serves until `shutdown`; returns the bound address through `bound`.
+pub async fn serve(
+    listen: &str,
+    state: ApiState,
+    shutdown: CancellationToken,
+    bound: tokio::sync::oneshot::Sender<SocketAddr>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let _ = bound.send(addr);
+    tracing::info!(%addr, "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
