@@ -111,7 +111,7 @@ fn main() {
             let report = duebell::sources::import_file(
                 store.as_ref(),
                 &csv,
-                at - Duration::days(60),
+                at,
                 duebell::sources::Progress::Off,
             )
             .await

@@ -275,11 +275,13 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut doomed: Vec<(i64, String, String)> = Vec::new();
         for row in sqlx::query(
-            "SELECT m.id, m.state, (SELECT group_concat(DISTINCT l.status) FROM message_loans ml JOIN loans l ON l.id = ml.loan_id
+            // CROSS JOIN fixes the join order: from the message's few loans,
+            // never from all active loans (which SQLite otherwise picks).
+            "SELECT m.id, m.state, (SELECT group_concat(DISTINCT l.status) FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
                                      WHERE ml.message_id = m.id)
                FROM messages m
               WHERE m.state IN ('planned', 'deferred')
-                AND NOT EXISTS (SELECT 1 FROM message_loans ml JOIN loans l ON l.id = ml.loan_id
+                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
                                  WHERE ml.message_id = m.id AND l.status = 'active')",
         )
         .fetch_all(&mut *tx)
@@ -792,7 +794,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT m.id, b.external_id, m.channel, m.step, m.template, m.template_version, m.state, m.reason, m.not_before,
                     m.provider, cp.address, m.subject, m.body, m.updated_at,
-                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
+                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
                FROM messages m JOIN borrowers b ON b.id = m.borrower_id
                LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
               WHERE (? IS NULL OR m.state = ?) AND (? IS NULL OR b.external_id = ?)
@@ -911,7 +913,7 @@ impl Store for SqliteStore {
                     (SELECT COUNT(*) FROM message_events p WHERE p.message_id = e.message_id AND p.to_state = 'sending' AND p.id <= e.id),
                     (SELECT n.to_state FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
                     (SELECT n.reason FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
-                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
+                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
                FROM message_events e JOIN messages m ON m.id = e.message_id
                JOIN borrowers b ON b.id = m.borrower_id
                LEFT JOIN contact_points cp ON cp.id = m.contact_point_id

@@ -108,8 +108,9 @@ pub(super) async fn load_borrowers(
             let idx = by_pk[&row.get::<i64, _>(0)];
             out[idx].loans.push(loan_row(&row, 1)?);
         }
-        for row in select_in_i64(conn, "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel FROM message_loans ml
-                        JOIN loans l ON l.id = ml.loan_id WHERE l.status = 'active' AND l.borrower_id IN ({})", chunk).await?
+        for row in select_in_i64(conn, "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
+                 FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
+                WHERE l.status = 'active' AND l.borrower_id IN ({})", chunk).await?
         {
             let idx = by_pk[&row.get::<i64, _>(0)];
             out[idx].planned.push((row.get(1), date(&row.get::<String, _>(2))?, row.get(3), channel(&row.get::<String, _>(4))?));
@@ -200,7 +201,7 @@ pub(super) async fn claim_view(
     let mut loans = Vec::new();
     for r in sqlx::query(
         "SELECT l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
-           FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = ? ORDER BY l.due_date, l.id",
+           FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = ? ORDER BY l.due_date, l.id",
     )
     .bind(message_id)
     .fetch_all(&mut *conn)

@@ -2,6 +2,7 @@
 //! real `duebell` binary or the whole daemon in-process, each on its own
 //! temporary state folder.
 
+mod api;
 mod check;
 mod cli_pipeline;
 mod compliance;
