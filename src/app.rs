@@ -48,7 +48,13 @@ pub struct App {
     reload: Arc<tokio::sync::Notify>,
     api: crate::api::ApiState,
     api_addr: watch::Sender<Option<std::net::SocketAddr>>,
+    loader: Option<ConfigLoader>,
+    parts: crate::engine::Parts,
 }
+
+/// Re-reads the configuration (SIGHUP): the file, the environment, the
+/// credential files. Errors are full problem lines.
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, Vec<String>> + Send + Sync>;
 
 impl App {
     /// Opens the store (creating and migrating it), assembles the engine and
@@ -108,6 +114,8 @@ impl App {
             reload: Arc::new(tokio::sync::Notify::new()),
             api,
             api_addr: watch::channel(None).0,
+            loader: None,
+            parts,
         })
     }
 
@@ -127,6 +135,62 @@ impl App {
     /// Notify this to reload templates now (SIGHUP).
     pub fn reload_handle(&self) -> Arc<tokio::sync::Notify> {
         self.reload.clone()
+    }
+
+    /// How SIGHUP re-reads the configuration; without one, SIGHUP reloads
+    /// templates only.
+    pub fn with_config_loader(mut self, loader: ConfigLoader) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// Applies a new configuration if it is valid as a whole; otherwise logs
+    /// every problem and keeps the running one. The store and the API
+    /// address are fixed for the life of the process.
+    pub fn reload_config(&mut self) -> bool {
+        let Some(loader) = self.loader.clone() else {
+            let version = crate::templates::folder_version(&self.config.templates.dir);
+            return self.force_reload_templates(version);
+        };
+        let mut new = match loader() {
+            Ok(c) => c,
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!("config reload rejected: {p}");
+                }
+                tracing::error!("keeping the running configuration");
+                return false;
+            }
+        };
+        if new.store.url != self.config.store.url || new.api.listen != self.config.api.listen {
+            tracing::warn!("store.url and api.listen take effect at the next restart; keeping the running values");
+            new.store = self.config.store.clone();
+            new.api.listen = self.config.api.listen.clone();
+        }
+        match Engine::build_with(&new, self.store.clone(), None, self.parts.clone()) {
+            Ok(engine) => {
+                let now = Instant::now();
+                self.watches = new
+                    .sources
+                    .iter()
+                    .map(|s| (FileWatch::new(s.path.clone(), s.poll_interval.get()), now))
+                    .collect();
+                self.templates_version = crate::templates::folder_version(&new.templates.dir);
+                self.engine = engine;
+                self.config = Arc::new(new);
+                // Plan again under the new rules.
+                self.next_tick = None;
+                tracing::info!(templates = %self.engine.dispatcher.templates.version, "configuration reloaded");
+                true
+            }
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!("config reload rejected: {p}");
+                }
+                tracing::error!("keeping the running configuration");
+                false
+            }
+        }
     }
 
     /// The API's bound address once it listens (port 0 picks a free one).
@@ -276,7 +340,7 @@ impl App {
     }
 
     /// When the loop should wake next (wall clock).
-    async fn next_wake(&self) -> Instant {
+    async fn next_wake(&self, watchdog: Option<Duration>) -> Instant {
         let wall = Instant::now();
         let now = self.clock.now();
         let until = |t: DateTime<Utc>| wall + (t - now).to_std().unwrap_or(Duration::ZERO);
@@ -285,6 +349,9 @@ impl App {
             wake = wake.min(*n);
         }
         wake = wake.min(self.templates_checked);
+        if let Some(w) = watchdog {
+            wake = wake.min(wall + w);
+        }
         if let Some(t) = self.next_tick {
             wake = wake.min(until(t));
         }
@@ -298,6 +365,8 @@ impl App {
     /// lets the send in hand finish and claims nothing new.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(store = %self.config.store.url, sources = self.watches.len(), "duebell started");
+        let notify = crate::notify::Notifier::from_env();
+        let watchdog = notify.watchdog_interval();
         let server_stop = shutdown.child_token();
         let server = if self.config.api.listen.is_empty() {
             None
@@ -313,7 +382,6 @@ impl App {
                     self.api_addr.send_replace(Some(addr));
                 }
                 Err(_) => {
-                    // The server ended before binding: surface its error.
                     return match task.await {
                         Ok(Err(e)) => Err(e),
                         _ => Err(anyhow::anyhow!(
@@ -324,16 +392,48 @@ impl App {
             }
             Some(task)
         };
+        // Ready: the store is migrated and the API listens.
         self.api
             .ready
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        notify.ready();
         let replan = self.api.replan.clone();
+        let reload = self.reload.clone();
+        let deadline = self.config.daemon.stop_deadline.get();
+        let mut last_status = String::new();
         loop {
-            if let Err(e) = self.cycle(&shutdown).await {
-                tracing::error!("cycle failed: {e:#}; retrying");
+            // A stop lets the cycle in hand (at most one send in flight, as
+            // nothing new is claimed once `shutdown` is cancelled) finish up
+            // to the deadline; a send cut off stays `sending` and is
+            // reconciled at the next start.
+            let stopping = shutdown.clone();
+            let outcome = tokio::select! {
+                r = self.cycle(&shutdown) => Some(r),
+                _ = async { stopping.cancelled().await; tokio::time::sleep(deadline).await } => None,
+            };
+            match outcome {
+                Some(Err(e)) => tracing::error!("cycle failed: {e:#}; retrying"),
+                Some(Ok(_)) => {}
+                None => {
+                    tracing::warn!("stop deadline passed with a send in flight; it will be reconciled at the next start");
+                    break;
+                }
             }
-            let wake = self.next_wake().await;
-            let reload = self.reload.clone();
+            if watchdog.is_some() {
+                notify.watchdog();
+            }
+            if notify.enabled() {
+                if let Ok(status) = crate::api::routes::summary(&self.api).await {
+                    if status.summary != last_status {
+                        notify.status(&status.summary);
+                        last_status = status.summary;
+                    }
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let wake = self.next_wake(watchdog).await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
@@ -343,12 +443,14 @@ impl App {
                 }
                 _ = reload.notified() => {
                     tracing::info!("reload requested");
-                    let version = crate::templates::folder_version(&self.config.templates.dir);
-                    self.force_reload_templates(version);
+                    notify.reloading();
+                    self.reload_config();
+                    notify.ready();
                 }
             }
         }
         tracing::info!("shutting down");
+        notify.stopping();
         server_stop.cancel();
         if let Some(task) = server {
             let _ = task.await;

@@ -94,6 +94,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "csv")]
         format: crate::audit::AuditFormat,
     },
+    /// Print the running daemon's summary (through its API).
+    Status,
     /// List messages.
     Messages {
         /// Only messages in this state (planned, deferred, sending, sent, unknown, …).
@@ -245,6 +247,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             logging::init(cli.log_format, "warn");
             crate::simulate::run(&loaded.config, args).await
         }
+        Command::Status => status(&loaded.config).await,
         Command::Audit { from, to, format } => {
             audit(&loaded.config, from.as_deref(), to.as_deref(), *format).await
         }
@@ -469,6 +472,53 @@ async fn plan(
     ExitStatus::Ok
 }
 
+async fn status(config: &crate::config::Config) -> ExitStatus {
+    if config.api.listen.is_empty() {
+        eprintln!("duebell: the API is disabled (api.listen is empty); status needs it");
+        return ExitStatus::BadConfig;
+    }
+    let Some(token) = config.api.tokens.first() else {
+        eprintln!("duebell: status needs a token in api.tokens (or api.tokens_file)");
+        return ExitStatus::BadConfig;
+    };
+    // A daemon listening on every interface is reached on loopback.
+    let addr = config
+        .api
+        .listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    let url = format!("http://{addr}/v1/status");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await;
+    match resp {
+        Ok(r) if r.status().is_success() => match r.json::<crate::api::routes::Status>().await {
+            Ok(s) => {
+                out!("{}", s.summary);
+                for (state, n) in &s.counts {
+                    out!("  {state:<12} {n}");
+                }
+                ExitStatus::Ok
+            }
+            Err(e) => {
+                eprintln!("duebell: unexpected answer from {url}: {e}");
+                ExitStatus::Failed
+            }
+        },
+        Ok(r) => {
+            eprintln!("duebell: {url} answered {}", r.status());
+            ExitStatus::Failed
+        }
+        Err(e) => {
+            eprintln!("duebell: cannot reach the daemon at {url}: {e}; is it running?");
+            ExitStatus::Failed
+        }
+    }
+}
+
 async fn audit(
     config: &crate::config::Config,
     from: Option<&str>,
@@ -628,6 +678,12 @@ async fn import(loaded: LoadedConfig, paths: &[PathBuf], no_progress: bool) -> E
 
 async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let path = loaded.path.clone();
+    let loader: crate::app::ConfigLoader = Arc::new(move || {
+        config::load(&path, std::env::vars())
+            .map(|l| l.config)
+            .map_err(|p| p.0.iter().map(ToString::to_string).collect())
+    });
     let mut app = match App::build(loaded.config, clock).await {
         Ok(a) => a,
         Err(e) => {
@@ -659,6 +715,7 @@ async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
             }
         };
     }
+    let app = app.with_config_loader(loader);
     let shutdown = CancellationToken::new();
     let signals = match shutdown_on_signal(shutdown.clone(), app.reload_handle()) {
         Ok(h) => h,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod handoff;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod planner;
 pub mod policy;
 pub mod providers;

@@ -42,6 +42,25 @@ pub struct Config {
     pub routing: crate::providers::RoutingConfig,
     pub handoff: crate::handoff::HandoffConfig,
     pub api: crate::api::ApiConfig,
+    pub daemon: DaemonConfig,
+}
+
+/// `[daemon]`: how the process stops.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// On SIGTERM/SIGINT, how long a send already handed to a provider may
+    /// take to finish. A send still in flight after it stays `sending` and is
+    /// reconciled (never resent blindly) at the next start.
+    pub stop_deadline: ConfigDuration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            stop_deadline: ConfigDuration(Duration::from_secs(20)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -61,6 +80,7 @@ impl Default for Config {
             routing: Default::default(),
             handoff: Default::default(),
             api: Default::default(),
+            daemon: Default::default(),
         }
     }
 }

@@ -351,6 +351,9 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?
         else {
+            // Release the write lock now, not whenever the pooled
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(None);
         };
         let view = claim_view(&mut tx, &row, since).await?;
@@ -443,9 +446,11 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((st, attempt, cp)) = current else {
+            tx.rollback().await?;
             return Ok(false);
         };
         if st != "sending" || attempt.as_deref() != Some(attempt_id) {
+            tx.rollback().await?;
             return Ok(false);
         }
         let from = Some(MessageState::Sending);

@@ -108,12 +108,22 @@ pub(super) async fn load_borrowers(
             let idx = by_pk[&row.get::<i64, _>(0)];
             out[idx].loans.push(loan_row(&row, 1)?);
         }
-        for row in select_in_i64(conn, "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
+        for row in select_in_i64(
+            conn,
+            "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
                  FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
-                WHERE l.status = 'active' AND l.borrower_id IN ({})", chunk).await?
+                WHERE l.status = 'active' AND l.borrower_id IN ({})",
+            chunk,
+        )
+        .await?
         {
             let idx = by_pk[&row.get::<i64, _>(0)];
-            out[idx].planned.push((row.get(1), date(&row.get::<String, _>(2))?, row.get(3), channel(&row.get::<String, _>(4))?));
+            out[idx].planned.push((
+                row.get(1),
+                date(&row.get::<String, _>(2))?,
+                row.get(3),
+                channel(&row.get::<String, _>(4))?,
+            ));
         }
         let sql = format!(
             "SELECT c.borrower_id, c.at, c.channel, c.contact_point_id, ml.loan_id FROM contact_log c

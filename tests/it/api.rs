@@ -44,18 +44,40 @@ impl Daemon {
         let mut cycles = app.cycles();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
-        let addr = tokio::time::timeout(Duration::from_secs(30), addr.wait_for(Option::is_some)).await.unwrap().unwrap().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), cycles.changed()).await.unwrap().unwrap();
-        Daemon { base: format!("http://{addr}"), store, clock, dir, shutdown, task, cycles }
+        let addr = tokio::time::timeout(Duration::from_secs(30), addr.wait_for(Option::is_some))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), cycles.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        Daemon {
+            base: format!("http://{addr}"),
+            store,
+            clock,
+            dir,
+            shutdown,
+            task,
+            cycles,
+        }
     }
 
     async fn next_cycle(&mut self) {
-        tokio::time::timeout(Duration::from_secs(30), self.cycles.changed()).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.cycles.changed())
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -63,22 +85,42 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-const AMY: &str = "A1,BA,Amy Chen,+8613812345678,amy@example.com,en,Asia/Shanghai,2026-12-10,100.00,CNY,active";
+const AMY: &str =
+    "A1,BA,Amy Chen,+8613812345678,amy@example.com,en,Asia/Shanghai,2026-12-10,100.00,CNY,active";
 
 #[tokio::test]
 async fn only_v1_needs_a_token_and_it_must_be_the_right_one() {
     let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
     let c = client();
     for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
-        assert_eq!(c.get(format!("{}{open}", d.base)).send().await.unwrap().status(), 200, "{open}");
+        assert_eq!(
+            c.get(format!("{}{open}", d.base))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{open}"
+        );
     }
     let url = format!("{}/v1/status", d.base);
     assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
-    assert_eq!(c.get(&url).bearer_auth("wrong-token-0123456789").send().await.unwrap().status(), 403);
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth("wrong-token-0123456789")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
     let ok = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let status: serde_json::Value = ok.json().await.unwrap();
-    assert!(status["summary"].as_str().unwrap().starts_with("due "), "{status}");
+    assert!(
+        status["summary"].as_str().unwrap().starts_with("due "),
+        "{status}"
+    );
     d.stop().await;
 }
 
@@ -86,7 +128,14 @@ async fn only_v1_needs_a_token_and_it_must_be_the_right_one() {
 async fn every_route_in_openapi_exists_and_every_route_is_in_it() {
     let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
     let c = client();
-    let doc: serde_json::Value = c.get(format!("{}/openapi.json", d.base)).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = c
+        .get(format!("{}/openapi.json", d.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut listed: Vec<(String, String)> = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
@@ -94,19 +143,33 @@ async fn every_route_in_openapi_exists_and_every_route_is_in_it() {
         }
     }
     listed.sort();
-    let mut routes: Vec<(String, String)> =
-        duebell::api::routes::documented().into_iter().map(|(m, p)| (m.to_owned(), p.to_owned())).collect();
+    let mut routes: Vec<(String, String)> = duebell::api::routes::documented()
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect();
     routes.sort();
     assert_eq!(listed, routes);
     for (method, path) in &listed {
-        let concrete = path.replace("{token}", "m1.00").replace("{loan_id}", "A1").replace("{hold_id}", "999").replace("{borrower_id}", "BA");
-        let req = c.request(method.to_uppercase().parse().unwrap(), format!("{}{concrete}", d.base)).bearer_auth(TOKEN);
+        let concrete = path
+            .replace("{token}", "m1.00")
+            .replace("{loan_id}", "A1")
+            .replace("{hold_id}", "999")
+            .replace("{borrower_id}", "BA");
+        let req = c
+            .request(
+                method.to_uppercase().parse().unwrap(),
+                format!("{}{concrete}", d.base),
+            )
+            .bearer_auth(TOKEN);
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let body = resp.text().await.unwrap();
         // An unrouted request is a 404 with an empty body or a 405; the
         // handlers' own 404s and 4xxs carry a JSON or HTML body.
-        assert!(status != 405 && !(status == 404 && body.is_empty()), "{method} {path}: {status}");
+        assert!(
+            status != 405 && !(status == 404 && body.is_empty()),
+            "{method} {path}: {status}"
+        );
     }
     d.stop().await;
 }
@@ -116,20 +179,41 @@ async fn one_click_unsubscribe_opts_out_on_post_only_and_repeats_are_harmless() 
     // Due day at 10:30 local: the email goes out on the first cycle.
     let mut d = Daemon::start("2026-12-10T02:30:00Z", &[AMY]).await;
     let eml = loop {
-        let found = std::fs::read_dir(d.dir.path().join("outbox")).ok().and_then(|rd| {
-            rd.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "eml"))
-        });
+        let found = std::fs::read_dir(d.dir.path().join("outbox"))
+            .ok()
+            .and_then(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|x| x == "eml"))
+            });
         if let Some(p) = found {
             break std::fs::read_to_string(p).unwrap();
         }
         d.next_cycle().await;
     };
-    assert!(eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{eml}");
-    let link = eml.lines().find_map(|l| l.strip_prefix("List-Unsubscribe: <")).unwrap().trim_end_matches('>').to_owned();
-    assert!(link.starts_with("https://lender.example.com/duebell/u/m"), "{link}");
+    assert!(
+        eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{eml}"
+    );
+    let link = eml
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .unwrap()
+        .trim_end_matches('>')
+        .to_owned();
+    assert!(
+        link.starts_with("https://lender.example.com/duebell/u/m"),
+        "{link}"
+    );
     let local = format!("{}/u/{}", d.base, link.rsplit('/').next().unwrap());
     let opted_out = |s: Arc<dyn duebell::store::Store>| async move {
-        s.plan_borrower("BA", utc("2026-12-10T00:00:00Z")).await.unwrap().unwrap().contact(Channel::Email).unwrap().opted_out
+        s.plan_borrower("BA", utc("2026-12-10T00:00:00Z"))
+            .await
+            .unwrap()
+            .unwrap()
+            .contact(Channel::Email)
+            .unwrap()
+            .opted_out
     };
     let c = client();
     // GET (a link scanner) shows a page and changes nothing.
@@ -139,7 +223,12 @@ async fn one_click_unsubscribe_opts_out_on_post_only_and_repeats_are_harmless() 
     assert!(!opted_out(d.store.clone()).await);
     // POST with no cookies or auth unsubscribes; a repeat is harmless.
     for _ in 0..2 {
-        let r = c.post(&local).form(&[("List-Unsubscribe", "One-Click")]).send().await.unwrap();
+        let r = c
+            .post(&local)
+            .form(&[("List-Unsubscribe", "One-Click")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     assert!(opted_out(d.store.clone()).await);
@@ -154,7 +243,12 @@ async fn an_opt_out_through_the_api_cancels_the_planned_message() {
     // 08:00 local on the due day: planned for the 10:00 preferred time.
     let d = Daemon::start("2026-12-10T00:00:00Z", &[AMY]).await;
     let planned = d.store.messages(&Default::default()).await.unwrap();
-    assert!(planned.iter().any(|m| m.channel == Channel::Sms && m.state == MessageState::Planned), "{planned:#?}");
+    assert!(
+        planned
+            .iter()
+            .any(|m| m.channel == Channel::Sms && m.state == MessageState::Planned),
+        "{planned:#?}"
+    );
     let c = client();
     let r = c
         .post(format!("{}/v1/opt-outs", d.base))
@@ -168,7 +262,13 @@ async fn an_opt_out_through_the_api_cancels_the_planned_message() {
     let store = d.store.clone();
     let mut d = d;
     for _ in 0..50 {
-        let sms = store.messages(&Default::default()).await.unwrap().into_iter().find(|m| m.channel == Channel::Sms).unwrap();
+        let sms = store
+            .messages(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.channel == Channel::Sms)
+            .unwrap();
         if sms.state == MessageState::Cancelled {
             assert!(sms.reason.unwrap().contains("opted out"));
             d.stop().await;
@@ -183,7 +283,12 @@ async fn an_opt_out_through_the_api_cancels_the_planned_message() {
 async fn bad_requests_name_the_field_and_payments_are_idempotent() {
     let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
     let c = client();
-    let post = |body: serde_json::Value| c.post(format!("{}/v1/payments", d.base)).bearer_auth(TOKEN).json(&body).send();
+    let post = |body: serde_json::Value| {
+        c.post(format!("{}/v1/payments", d.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
     let r = post(serde_json::json!({"payment_id": "P1", "loan_id": "A1", "amount": "1,000", "paid_at": "2026-12-01T00:00:00Z"})).await.unwrap();
     assert_eq!(r.status(), 422);
     let e: serde_json::Value = r.json().await.unwrap();
@@ -196,11 +301,25 @@ async fn bad_requests_name_the_field_and_payments_are_idempotent() {
     assert_eq!(post(good.clone()).await.unwrap().status(), 201);
     let again: serde_json::Value = post(good).await.unwrap().json().await.unwrap();
     assert_eq!(again["result"], "unchanged");
-    let loan = d.store.loan(&duebell::domain::LoanId::parse("A1").unwrap()).await.unwrap().unwrap();
+    let loan = d
+        .store
+        .loan(&duebell::domain::LoanId::parse("A1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loan.status, duebell::domain::LoanStatus::Paid);
-    let r = c.post(format!("{}/v1/holds", d.base)).bearer_auth(TOKEN).json(&serde_json::json!({"loan_id": "A1", "kind": "promise_to_pay"})).send().await.unwrap();
+    let r = c
+        .post(format!("{}/v1/holds", d.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"loan_id": "A1", "kind": "promise_to_pay"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["field"], "until");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["field"],
+        "until"
+    );
     d.stop().await;
 }
 
@@ -208,25 +327,86 @@ async fn bad_requests_name_the_field_and_payments_are_idempotent() {
 async fn pause_stops_sending_and_metrics_show_the_outbox() {
     let d = Daemon::start("2026-12-10T00:00:00Z", &[AMY]).await;
     let c = client();
-    assert_eq!(c.post(format!("{}/v1/pause", d.base)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.post(format!("{}/v1/pause", d.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     d.clock.set(utc("2026-12-10T03:00:00Z"));
     let mut d = d;
     d.next_cycle().await;
     d.next_cycle().await;
-    let pending = d.store.messages(&Default::default()).await.unwrap().into_iter().filter(|m| m.state.is_pending()).count();
+    let pending = d
+        .store
+        .messages(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.state.is_pending())
+        .count();
     assert!(pending > 0, "paused, yet sent");
-    let metrics = c.get(format!("{}/metrics", d.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(format!("{}/metrics", d.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("duebell_paused 1"), "{metrics}");
-    assert!(metrics.contains(&format!("duebell_outbox_depth {pending}")), "{metrics}");
-    assert!(metrics.contains("duebell_messages{state=\"planned\",channel=\"sms\""), "{metrics}");
-    assert!(metrics.contains("duebell_planner_tick_seconds_count"), "{metrics}");
-    assert_eq!(c.post(format!("{}/v1/resume", d.base)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    assert!(
+        metrics.contains(&format!("duebell_outbox_depth {pending}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("duebell_messages{state=\"planned\",channel=\"sms\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("duebell_planner_tick_seconds_count"),
+        "{metrics}"
+    );
+    assert_eq!(
+        c.post(format!("{}/v1/resume", d.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     for _ in 0..50 {
-        if d.store.messages(&Default::default()).await.unwrap().iter().all(|m| !m.state.is_pending()) {
-            let timeline: serde_json::Value =
-                c.get(format!("{}/v1/borrowers/BA/timeline", d.base)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        if d.store
+            .messages(&Default::default())
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !m.state.is_pending())
+        {
+            let timeline: serde_json::Value = c
+                .get(format!("{}/v1/borrowers/BA/timeline", d.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             let first = &timeline["messages"][0];
-            assert!(first["message"]["address"].as_str().unwrap().contains("****") || first["message"]["address"].as_str().unwrap().contains("***@"));
+            assert!(
+                first["message"]["address"]
+                    .as_str()
+                    .unwrap()
+                    .contains("****")
+                    || first["message"]["address"]
+                        .as_str()
+                        .unwrap()
+                        .contains("***@")
+            );
             assert!(first["events"].as_array().unwrap().len() >= 2, "{timeline}");
             d.stop().await;
             return;

@@ -10,5 +10,6 @@ mod daemon;
 mod import;
 mod pipeline;
 mod properties;
+mod service;
 mod support;
 mod templates;

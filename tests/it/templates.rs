@@ -42,7 +42,8 @@ fn config_with_templates(dir: &Path, extra: &str) -> std::path::PathBuf {
                 "calendars_dir = \"{}/config/holidays\"",
                 repo_root().display()
             ),
-        );
+        )
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"");
     // Without the shipped sample-book sources.
     let start = text.find("[[sources]]").unwrap();
     let end = text.find("# ---------------------------------------------------------------------------\n# Who the messages").unwrap();
@@ -313,7 +314,8 @@ fn templates_reload_under_a_running_daemon_and_a_broken_edit_keeps_the_last_good
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
-    wait_for(&rx, &mut seen, |v| v["message"] == "templates reloaded");
+    wait_for(&rx, &mut seen, |v| v["message"] == "reload requested");
+    wait_for(&rx, &mut seen, |v| v["message"] == "configuration reloaded");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

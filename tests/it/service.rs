@@ -1,0 +1,233 @@
+//! Running under systemd: the notify protocol, SIGHUP reloads, the unit.
+
+use std::io::BufRead;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::support::{duebell, repo_root};
+
+/// The shipped config with state in `dir`, no sources, API on a free port.
+fn service_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(repo_root().join("config/duebell.toml")).unwrap();
+    let start = shipped.find("[[sources]]").unwrap();
+    let end = shipped.find("# ---------------------------------------------------------------------------\n# Who the messages").unwrap();
+    let text = format!("{}{}", &shipped[..start], &shipped[end..])
+        .replace(
+            "url = \"sqlite://var/duebell.db\"",
+            &format!("url = \"sqlite://{}/s.db\"", dir.display()),
+        )
+        .replace(
+            "dir = \"var/outbox\"",
+            &format!("dir = \"{}/outbox\"", dir.display()),
+        )
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"");
+    let path = dir.join("duebell.toml");
+    std::fs::write(&path, format!("{text}\n{extra}")).unwrap();
+    path
+}
+
+fn recv_until(sock: &UnixDatagram, seen: &mut Vec<String>, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let hit = msg.lines().any(|l| l.starts_with(want));
+            seen.push(msg);
+            if hit {
+                return;
+            }
+        }
+    }
+    panic!("no {want} in {seen:#?}");
+}
+
+#[test]
+fn the_daemon_speaks_the_systemd_notify_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = service_config(dir.path(), "");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    recv_until(&sock, &mut seen, "READY=1");
+    recv_until(&sock, &mut seen, "STATUS=due ");
+    // Pings at half of WatchdogSec: several within a couple of seconds.
+    for _ in 0..3 {
+        recv_until(&sock, &mut seen, "WATCHDOG=1");
+    }
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    recv_until(&sock, &mut seen, "RELOADING=1");
+    recv_until(&sock, &mut seen, "READY=1");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    recv_until(&sock, &mut seen, "STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+fn spawn_logged(
+    cfg: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    let mut child = duebell(&[
+        "run",
+        "--log-format",
+        "json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ])
+    .stderr(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn wait_log(
+    rx: &std::sync::mpsc::Receiver<serde_json::Value>,
+    seen: &mut Vec<String>,
+    pred: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("timed out:\n{}", seen.join("\n")));
+        seen.push(v.to_string());
+        if v["message"].as_str().is_some_and(&pred) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = service_config(dir.path(), "");
+    let (mut child, rx) = spawn_logged(&cfg);
+    let mut seen = Vec::new();
+    wait_log(&rx, &mut seen, |m| m == "API listening");
+
+    // Invalid: an unknown key and a bad zone. Rejected, with file and line.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        good.replace(
+            "timezone = \"Asia/Shanghai\"",
+            "timezone = \"Asia/Atlantis\"\ncolour = \"red\"",
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rejected = wait_log(&rx, &mut seen, |m| m.starts_with("config reload rejected"));
+    let text = rejected["message"].as_str().unwrap();
+    assert!(text.contains(&format!("{}:", cfg.display())), "{text}");
+    wait_log(&rx, &mut seen, |m| m == "keeping the running configuration");
+
+    // Valid: applied, and the daemon keeps running.
+    std::fs::write(
+        &cfg,
+        good.replace("name = \"Example Finance\"", "name = \"Renamed Finance\""),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_log(&rx, &mut seen, |m| m == "configuration reloaded");
+    assert!(child.try_wait().unwrap().is_none(), "the daemon exited");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("skipped: systemd-analyze is not installed on this machine");
+        return;
+    };
+    // Verify against a root holding the binary where the unit expects it,
+    // /bin/kill for ExecReload, and the system's own units.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for d in [
+        "usr/local/bin",
+        "bin",
+        "etc/systemd/system",
+        "usr/lib/systemd",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::copy(crate::support::bin(), r.join("usr/local/bin/duebell")).unwrap();
+    std::fs::copy(which("kill").unwrap(), r.join("bin/kill")).unwrap();
+    let status = std::process::Command::new("cp")
+        .args(["-a", "/usr/lib/systemd/system"])
+        .arg(r.join("usr/lib/systemd/"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let verify = |unit: &str| {
+        std::fs::write(r.join("etc/systemd/system/duebell.service"), unit).unwrap();
+        std::process::Command::new(&analyze)
+            .arg("verify")
+            .arg(format!("--root={}", r.display()))
+            .arg("duebell.service")
+            .output()
+            .unwrap()
+    };
+    let shipped = std::fs::read_to_string(repo_root().join("config/duebell.service")).unwrap();
+    let out = verify(&shipped);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: a unit naming a missing binary does not verify.
+    let out = verify(&shipped.replace(
+        "ExecStart=/usr/local/bin/duebell",
+        "ExecStart=/usr/local/bin/nonexistent",
+    ));
+    assert!(!out.status.success());
+}
+
+fn which(cmd: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
