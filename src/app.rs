@@ -84,6 +84,19 @@ impl App {
             replan: Arc::new(tokio::sync::Notify::new()),
             default_tz: config.defaults.timezone.0,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            twilio_tokens: Arc::new(
+                config
+                    .providers
+                    .iter()
+                    .filter(|p| p.kind == crate::providers::ProviderKind::Twilio)
+                    .filter_map(|p| Some((p.name.clone(), p.auth_token.clone()?)))
+                    .collect(),
+            ),
+            public_url: config.api.public_url.clone(),
+            stop_words: Arc::new(crate::compliance::StopWords::new(
+                &config.opt_out.stop_words,
+                &config.opt_out.start_words,
+            )),
         };
         let (sent, unknown) = engine
             .dispatcher

@@ -96,8 +96,10 @@ pub enum Command {
     },
     /// Print the running daemon's summary (through its API).
     Status,
-    /// List messages.
+    /// List messages, or decide on ones left `unknown`.
     Messages {
+        #[command(subcommand)]
+        action: Option<MessagesAction>,
         /// Only messages in this state (planned, deferred, sending, sent, unknown, …).
         #[arg(long)]
         state: Option<String>,
@@ -120,6 +122,20 @@ pub enum TemplatesCommand {
     /// Render every template in every locale against templates/samples.toml
     /// and report FILE:LINE: message for each problem.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesAction {
+    /// Send these `unknown` or `failed` messages again (the provider did not get them).
+    Release {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Close these `unknown` or `failed` messages without sending.
+    Cancel {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -252,6 +268,11 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             audit(&loaded.config, from.as_deref(), to.as_deref(), *format).await
         }
         Command::Messages {
+            action: Some(action),
+            ..
+        } => decide_messages(&loaded.config, action).await,
+        Command::Messages {
+            action: None,
             state,
             borrower,
             limit,
@@ -517,6 +538,41 @@ async fn status(config: &crate::config::Config) -> ExitStatus {
             ExitStatus::Failed
         }
     }
+}
+
+async fn decide_messages(config: &crate::config::Config, action: &MessagesAction) -> ExitStatus {
+    let (ids, release) = match action {
+        MessagesAction::Release { ids } => (ids, true),
+        MessagesAction::Cancel { ids } => (ids, false),
+    };
+    let store = match crate::store::open(&config.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
+            return ExitStatus::Failed;
+        }
+    };
+    let mut status = ExitStatus::Ok;
+    for id in ids {
+        match store.operator_decide(SystemClock.now(), *id, release).await {
+            Ok(Some(crate::store::MessageState::Planned)) => out!("{id}: released"),
+            Ok(Some(crate::store::MessageState::Cancelled)) if !release => out!("{id}: cancelled"),
+            Ok(Some(other)) => {
+                eprintln!("duebell: message {id} is {other}; only unknown or failed messages can be released or cancelled");
+                status = ExitStatus::Failed;
+            }
+            Ok(None) => {
+                eprintln!("duebell: no message {id}");
+                status = ExitStatus::Failed;
+            }
+            Err(e) => {
+                eprintln!("duebell: {e}");
+                status = ExitStatus::Failed;
+            }
+        }
+    }
+    store.close().await;
+    status
 }
 
 async fn audit(

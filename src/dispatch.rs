@@ -321,15 +321,19 @@ impl Dispatcher {
             unsubscribe_url: unsubscribe,
             provider_params: rendered.provider.clone(),
         };
-        let providers = self.router.for_channel(view.channel);
+        let providers = self.router.for_recipient(view.channel, &out.to);
+        // Try providers in order. A transient failure that certainly did not
+        // deliver moves to the next provider at once (and, repeated, opens
+        // that provider's breaker); anything else ends the attempt here.
         let mut last = None;
-        for p in providers {
+        for p in &providers {
             if self.pauses.is_paused(Some(p.name())) {
                 last = Some((
                     p.name().to_owned(),
                     ProviderError::Transient {
                         code: "paused".into(),
                         retry_after: Some(std::time::Duration::from_secs(60)),
+                        maybe_delivered: false,
                     },
                 ));
                 continue;
@@ -371,10 +375,45 @@ impl Dispatcher {
                     ));
                 }
                 Err(ProviderError::Policy { code }) => {
+                    // The recipient refused: never fail over.
                     let reason = format!("recipient opted out ({code})");
                     return Ok((
                         Finish::OptedOut {
                             provider: p.name().to_owned(),
+                            reason: reason.clone(),
+                        },
+                        Outcome::Failed {
+                            message_id: id,
+                            reason,
+                        },
+                    ));
+                }
+                Err(ProviderError::Permanent { code }) => {
+                    let reason = format!("permanent error {code}");
+                    return Ok((
+                        Finish::Failed {
+                            provider: p.name().to_owned(),
+                            reason: reason.clone(),
+                        },
+                        Outcome::Failed {
+                            message_id: id,
+                            reason,
+                        },
+                    ));
+                }
+                Err(ProviderError::Transient {
+                    code,
+                    maybe_delivered: true,
+                    ..
+                }) => {
+                    // It may have gone out: an operator (or a receipt) decides.
+                    let reason = format!(
+                        "{}: {code} after the request was sent; it may have been delivered",
+                        p.name()
+                    );
+                    tracing::warn!(message_id = id, provider = p.name(), "{reason}");
+                    return Ok((
+                        Finish::Unknown {
                             reason: reason.clone(),
                         },
                         Outcome::Failed {
@@ -394,37 +433,46 @@ impl Dispatcher {
             }
         }
         let Some((provider, err)) = last else {
-            return Err(format!("no provider for {}", view.channel));
+            return Err(format!(
+                "no provider serves {} to this recipient",
+                view.channel
+            ));
         };
-        Ok(match err {
-            ProviderError::Transient { code, retry_after } if view.attempts < MAX_ATTEMPTS => {
-                let at = now + backoff(view.attempts, id, retry_after);
-                let reason = format!("transient error {code}");
-                (
-                    Finish::Retry {
-                        at,
-                        provider,
-                        reason: reason.clone(),
-                    },
-                    Outcome::Retrying {
-                        message_id: id,
-                        reason,
-                    },
-                )
-            }
-            other => {
-                let reason = other.to_string();
-                (
-                    Finish::Failed {
-                        provider,
-                        reason: reason.clone(),
-                    },
-                    Outcome::Failed {
-                        message_id: id,
-                        reason,
-                    },
-                )
-            }
+        let ProviderError::Transient {
+            code, retry_after, ..
+        } = err
+        else {
+            unreachable!("only transient errors reach here");
+        };
+        Ok(if view.attempts < MAX_ATTEMPTS {
+            let at = now + backoff(view.attempts, id, retry_after);
+            let reason = format!("transient error {code}");
+            (
+                Finish::Retry {
+                    at,
+                    provider,
+                    reason: reason.clone(),
+                },
+                Outcome::Retrying {
+                    message_id: id,
+                    reason,
+                },
+            )
+        } else {
+            let reason = format!(
+                "transient error {code}; gave up after {} attempts",
+                view.attempts
+            );
+            (
+                Finish::Failed {
+                    provider,
+                    reason: reason.clone(),
+                },
+                Outcome::Failed {
+                    message_id: id,
+                    reason,
+                },
+            )
         })
     }
 

@@ -67,7 +67,13 @@ impl Engine {
             .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let router = match router {
             Some(r) => r,
-            None => Router::build(&config.providers, &config.routing).map_err(|p| {
+            None => Router::build(
+                &config.providers,
+                &config.routing,
+                &config.api.public_url,
+                parts.metrics.clone(),
+            )
+            .map_err(|p| {
                 p.into_iter()
                     .map(|(k, m)| format!("{k}: {m}"))
                     .collect::<Vec<_>>()

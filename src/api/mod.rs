@@ -129,6 +129,11 @@ pub struct ApiState {
     pub replan: Arc<tokio::sync::Notify>,
     pub default_tz: chrono_tz::Tz,
     pub ready: Arc<AtomicBool>,
+    /// Twilio providers by name: their auth tokens, to check callbacks.
+    pub twilio_tokens: Arc<std::collections::HashMap<String, String>>,
+    /// `api.public_url`: callbacks are signed over the URL as Twilio saw it.
+    pub public_url: String,
+    pub stop_words: Arc<crate::compliance::StopWords>,
 }
 
 /// A JSON error `{"error": "...", "field": "..."}`.

@@ -110,6 +110,18 @@ fn table() -> Vec<(
             "One-line summary and counts",
             get(status),
         ),
+        (
+            "post",
+            "/webhooks/twilio/{provider}/status",
+            "Twilio status callback (X-Twilio-Signature)",
+            post(twilio_status),
+        ),
+        (
+            "post",
+            "/webhooks/twilio/{provider}/inbound",
+            "Twilio inbound SMS: STOP and START (X-Twilio-Signature)",
+            post(twilio_inbound),
+        ),
     ]
 }
 
@@ -615,4 +627,123 @@ pub async fn summary(s: &ApiState) -> Result<Status, crate::store::StoreError> {
 
 async fn status(State(s): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(summary(&s).await?).into_response())
+}
+
+/// Checks a Twilio callback's signature; returns its form parameters.
+fn twilio_form(
+    s: &ApiState,
+    provider: &str,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let Some(token) = s.twilio_tokens.get(provider) else {
+        return Err(Box::new(
+            (StatusCode::NOT_FOUND, "no such twilio provider\n").into_response(),
+        ));
+    };
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let presented = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let url = format!("{}{path}", s.public_url.trim_end_matches('/'));
+    if !crate::providers::twilio::verify(token, &url, &params, presented) {
+        tracing::warn!(provider, "Twilio callback with a bad signature refused");
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "bad signature\n").into_response(),
+        ));
+    }
+    Ok(params)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn twilio_status(
+    State(s): State<ApiState>,
+    Path(provider): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = format!("/webhooks/twilio/{provider}/status");
+    let params = match twilio_form(&s, &provider, &path, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (Some(sid), Some(status)) = (
+        param(&params, "MessageSid"),
+        param(&params, "MessageStatus"),
+    ) else {
+        return ApiError::bad("MessageSid", "MessageSid and MessageStatus are required")
+            .into_response();
+    };
+    let delivered = match status {
+        "delivered" => true,
+        "undelivered" | "failed" => false,
+        // queued, sent, …: not final; acknowledge.
+        _ => return (StatusCode::OK, "").into_response(),
+    };
+    let detail = format!(
+        "{provider} receipt: {status}{}",
+        param(&params, "ErrorCode")
+            .map(|c| format!(" (error {c})"))
+            .unwrap_or_default()
+    );
+    match s
+        .store
+        .receipt(s.clock.now(), &provider, sid, delivered, &detail)
+        .await
+    {
+        Ok(_) => (StatusCode::OK, "").into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+async fn twilio_inbound(
+    State(s): State<ApiState>,
+    Path(provider): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = format!("/webhooks/twilio/{provider}/inbound");
+    let params = match twilio_form(&s, &provider, &path, &headers, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (Some(from), Some(text)) = (param(&params, "From"), param(&params, "Body")) else {
+        return ApiError::bad("From", "From and Body are required").into_response();
+    };
+    let Ok(phone) = crate::domain::PhoneNumber::parse(from) else {
+        return (StatusCode::OK, "").into_response();
+    };
+    let now = s.clock.now();
+    let result = match s.stop_words.classify(text) {
+        Some(true) => s
+            .store
+            .opt_out_address(now, Channel::Sms, phone.as_str(), "inbound STOP")
+            .await
+            .map(|n| (n, "opted out")),
+        Some(false) => s
+            .store
+            .opt_in_address(now, Channel::Sms, phone.as_str(), "inbound START")
+            .await
+            .map(|n| (n, "opted in")),
+        None => Ok((0, "no keyword")),
+    };
+    match result {
+        Ok((n, what)) => {
+            if n > 0 {
+                tracing::info!(phone = %phone, what, "inbound SMS keyword applied");
+                s.replan.notify_one();
+            }
+            // An empty TwiML answer: no automatic reply.
+            ([(header::CONTENT_TYPE, "text/xml")], "<Response/>").into_response()
+        }
+        Err(e) => ApiError::internal(e).into_response(),
+    }
 }

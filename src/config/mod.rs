@@ -288,7 +288,12 @@ impl Config {
         if let Err(gate) = crate::compliance::Gate::build(&self.quiet_hours, &self.caps) {
             problems.extend(gate);
         }
-        if let Err(router) = crate::providers::Router::build(&self.providers, &self.routing) {
+        if let Err(router) = crate::providers::Router::build(
+            &self.providers,
+            &self.routing,
+            &self.api.public_url,
+            Default::default(),
+        ) {
             problems.extend(router);
         }
         if !self.handoff.url.is_empty() {

@@ -37,6 +37,7 @@ fn io_error(e: std::io::Error) -> ProviderError {
     ProviderError::Transient {
         code: format!("io: {e}"),
         retry_after: None,
+        maybe_delivered: false,
     }
 }
 

@@ -3,7 +3,10 @@
 //! a provider's codes.
 
 pub mod file;
+pub mod guard;
 pub mod recorder;
+pub mod twilio;
+pub mod webhook;
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,9 +54,12 @@ pub struct Receipt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderError {
     /// Try again later (timeouts, 5xx, throttling).
+    /// With `maybe_delivered` (a timeout after the request went out) the
+    /// provider may have it: never fail over or resend blindly.
     Transient {
         code: String,
         retry_after: Option<std::time::Duration>,
+        maybe_delivered: bool,
     },
     /// This message will never go through this provider (bad number, bad template).
     Permanent { code: String },
@@ -80,7 +86,7 @@ pub trait Provider: Send + Sync {
     async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt>;
 }
 
-/// `[[providers]]`.
+/// `[[providers]]`: one adapter instance. Which keys apply depends on `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -89,6 +95,54 @@ pub struct ProviderConfig {
     /// `file`: the outbox folder.
     #[serde(default)]
     pub dir: Option<std::path::PathBuf>,
+    /// `webhook`: the gateway URL; `twilio`: the API base (tests point it at
+    /// loopback; default https://api.twilio.com).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `webhook`: HMAC-SHA256 key for `X-Duebell-Signature`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// `twilio`: account SID and auth token.
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    #[serde(default)]
+    pub auth_token: Option<String>,
+    /// `twilio`: the sender number, or a messaging service SID.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// Sends per second/minute/hour this provider accepts: `"10/s"`. SMS are
+    /// charged per part. Absent: unlimited.
+    #[serde(default)]
+    pub rate: Option<guard::Rate>,
+    /// Sends allowed at once above the steady rate (default: 5 ms worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Calls in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// How long one call may take.
+    #[serde(default = "default_timeout")]
+    pub timeout: crate::config::ConfigDuration,
+    /// Calling codes this provider serves (`[86]`); empty: all.
+    #[serde(default)]
+    pub countries: Vec<u16>,
+    /// How long an open circuit breaker waits before probing again.
+    #[serde(default = "default_cool_down")]
+    pub cool_down: crate::config::ConfigDuration,
+}
+
+fn default_cool_down() -> crate::config::ConfigDuration {
+    crate::config::ConfigDuration(guard::BREAKER_COOL_DOWN)
+}
+
+fn default_concurrency() -> u32 {
+    8
+}
+
+fn default_timeout() -> crate::config::ConfigDuration {
+    crate::config::ConfigDuration(std::time::Duration::from_secs(10))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,6 +150,10 @@ pub struct ProviderConfig {
 pub enum ProviderKind {
     /// Appends SMS to `sms.jsonl` and writes one `.eml` per email in a folder.
     File,
+    /// JSON POST of the rendered message to the lender's own gateway.
+    Webhook,
+    /// Twilio Programmable Messaging.
+    Twilio,
 }
 
 /// `[routing]`: providers per channel, in order of preference.
@@ -120,6 +178,18 @@ pub fn default_providers() -> Vec<ProviderConfig> {
         name: "outbox".into(),
         kind: ProviderKind::File,
         dir: Some("var/outbox".into()),
+        url: None,
+        secret: None,
+        account_sid: None,
+        auth_token: None,
+        from: None,
+        messaging_service_sid: None,
+        rate: None,
+        burst: None,
+        concurrency: default_concurrency(),
+        timeout: default_timeout(),
+        countries: vec![],
+        cool_down: default_cool_down(),
     }]
 }
 
@@ -128,27 +198,87 @@ pub fn default_providers() -> Vec<ProviderConfig> {
 pub struct Router {
     pub sms: Vec<Arc<dyn Provider>>,
     pub email: Vec<Arc<dyn Provider>>,
+    /// Provider name → the calling codes it serves (empty: all).
+    countries: std::collections::HashMap<String, Vec<u16>>,
 }
 
 impl Router {
+    /// Builds every configured adapter behind its guard (rate limit,
+    /// concurrency, timeout, circuit breaker). `public_url` is where
+    /// providers call back (Twilio status callbacks).
     pub fn build(
         providers: &[ProviderConfig],
         routing: &RoutingConfig,
+        public_url: &str,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Router, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let mut built: Vec<(String, Arc<dyn Provider>)> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for (i, p) in providers.iter().enumerate() {
-            match p.kind {
+            let key = |f: &str| format!("providers[{i}].{f}");
+            if !names.insert(p.name.clone()) {
+                problems.push((key("name"), format!("`{}` is used twice", p.name)));
+            }
+            let need =
+                |v: &Option<String>, f: &str, problems: &mut Vec<(String, String)>| -> String {
+                    match v {
+                        Some(x) if !x.is_empty() => x.clone(),
+                        _ => {
+                            problems.push((
+                                key(f),
+                                format!("a {:?} provider needs `{f}`", p.kind).to_lowercase(),
+                            ));
+                            String::new()
+                        }
+                    }
+                };
+            let inner: Arc<dyn Provider> = match p.kind {
                 ProviderKind::File => match &p.dir {
-                    Some(dir) => built.push((
-                        p.name.clone(),
-                        Arc::new(file::FileProvider::new(&p.name, dir.clone())),
-                    )),
-                    None => problems.push((
-                        format!("providers[{i}].dir"),
-                        "a file provider needs `dir`, the outbox folder".into(),
-                    )),
+                    Some(dir) => Arc::new(file::FileProvider::new(&p.name, dir.clone())),
+                    None => {
+                        problems.push((
+                            key("dir"),
+                            "a file provider needs `dir`, the outbox folder".into(),
+                        ));
+                        continue;
+                    }
                 },
+                ProviderKind::Webhook => {
+                    let url = need(&p.url, "url", &mut problems);
+                    let secret = need(&p.secret, "secret", &mut problems);
+                    Arc::new(webhook::WebhookProvider::new(&p.name, url, secret))
+                }
+                ProviderKind::Twilio => {
+                    let sid = need(&p.account_sid, "account_sid", &mut problems);
+                    let token = need(&p.auth_token, "auth_token", &mut problems);
+                    if p.from.is_none() && p.messaging_service_sid.is_none() {
+                        problems.push((
+                            key("from"),
+                            "a twilio provider needs `from` or `messaging_service_sid`".into(),
+                        ));
+                    }
+                    let callback = format!(
+                        "{}/webhooks/twilio/{}/status",
+                        public_url.trim_end_matches('/'),
+                        p.name
+                    );
+                    Arc::new(twilio::TwilioProvider::new(
+                        &p.name,
+                        p.url
+                            .clone()
+                            .unwrap_or_else(|| "https://api.twilio.com".into()),
+                        sid,
+                        token,
+                        p.from.clone(),
+                        p.messaging_service_sid.clone(),
+                        callback,
+                    ))
+                }
+            };
+            match guard::Guarded::new(inner, p, metrics.clone()) {
+                Ok(g) => built.push((p.name.clone(), Arc::new(g))),
+                Err(e) => problems.push((key("rate"), e)),
             }
         }
         let pick = |names: &[String], key: &str, problems: &mut Vec<(String, String)>| {
@@ -172,8 +302,16 @@ impl Router {
         };
         let sms = pick(&routing.sms, "sms", &mut problems);
         let email = pick(&routing.email, "email", &mut problems);
+        let countries = providers
+            .iter()
+            .map(|p| (p.name.clone(), p.countries.clone()))
+            .collect();
         if problems.is_empty() {
-            Ok(Router { sms, email })
+            Ok(Router {
+                sms,
+                email,
+                countries,
+            })
         } else {
             Err(problems)
         }
@@ -187,11 +325,33 @@ impl Router {
         }
     }
 
+    /// The providers for one recipient, in order: for SMS, those serving the
+    /// number's calling code (e.g. +86 through one provider, the rest
+    /// through another).
+    pub fn for_recipient(&self, channel: Channel, to: &str) -> Vec<Arc<dyn Provider>> {
+        let code = (channel == Channel::Sms)
+            .then(|| {
+                crate::domain::PhoneNumber::parse(to)
+                    .ok()
+                    .map(|p| p.country_code())
+            })
+            .flatten();
+        self.for_channel(channel)
+            .iter()
+            .filter(|p| match (self.countries.get(p.name()), code) {
+                (Some(list), Some(c)) if !list.is_empty() => list.contains(&c),
+                _ => true,
+            })
+            .cloned()
+            .collect()
+    }
+
     /// A router sending everything to one provider (simulate, tests).
     pub fn single(p: Arc<dyn Provider>) -> Router {
         Router {
             sms: vec![p.clone()],
             email: vec![p],
+            countries: Default::default(),
         }
     }
 }

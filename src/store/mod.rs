@@ -247,6 +247,33 @@ pub trait Store: Send + Sync + 'static {
     async fn message_breakdown(
         &self,
     ) -> Result<Vec<(MessageState, Channel, Option<String>, Option<String>, u64)>, StoreError>;
+    /// Applies a delivery receipt to the message a provider knows as
+    /// `provider_ref`: `sent` → `delivered` or `undelivered`. Receipts repeat;
+    /// a repeat changes nothing. Returns whether a message changed.
+    async fn receipt(
+        &self,
+        now: DateTime<Utc>,
+        provider: &str,
+        provider_ref: &str,
+        delivered: bool,
+        detail: &str,
+    ) -> Result<bool, StoreError>;
+    /// Opts every contact point with this address back in (inbound START).
+    async fn opt_in_address(
+        &self,
+        now: DateTime<Utc>,
+        channel: Channel,
+        address: &str,
+        source: &str,
+    ) -> Result<u64, StoreError>;
+    /// An operator's decision on an `unknown` (or `failed`) message:
+    /// `release` plans it again for now, otherwise it is cancelled.
+    async fn operator_decide(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        release: bool,
+    ) -> Result<Option<MessageState>, StoreError>;
     /// A deployment-wide secret of 32 random bytes, created on first use.
     async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError>;

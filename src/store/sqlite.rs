@@ -771,6 +771,110 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn receipt(
+        &self,
+        now: DateTime<Utc>,
+        provider: &str,
+        provider_ref: &str,
+        delivered: bool,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ?",
+        )
+        .bind(provider)
+        .bind(provider_ref)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let to = if delivered {
+            MessageState::Delivered
+        } else {
+            MessageState::Undelivered
+        };
+        let Some((id, st)) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let from = sqlite_flow::state(&st)?;
+        // Only a sent (or unknown) message takes a receipt; a final state
+        // is never moved back by a late or repeated callback.
+        if !matches!(
+            from,
+            MessageState::Sent | MessageState::Unknown | MessageState::Sending
+        ) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn opt_in_address(
+        &self,
+        now: DateTime<Utc>,
+        channel: crate::domain::Channel,
+        address: &str,
+        source: &str,
+    ) -> Result<u64, StoreError> {
+        let now_ms = to_millis(now);
+        let r = sqlx::query(
+            "UPDATE contact_points SET opted_out_at = NULL, opt_out_source = ?, updated_at = ? WHERE channel = ? AND address = ? AND opted_out_at IS NOT NULL",
+        )
+        .bind(source)
+        .bind(now_ms)
+        .bind(channel.as_str())
+        .bind(address)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn operator_decide(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        release: bool,
+    ) -> Result<Option<MessageState>, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let st: Option<String> = sqlx::query_scalar("SELECT state FROM messages WHERE id = ?")
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(st) = st else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let from = sqlite_flow::state(&st)?;
+        if !matches!(from, MessageState::Unknown | MessageState::Failed) {
+            tx.rollback().await?;
+            return Ok(Some(from));
+        }
+        let to = if release {
+            sqlx::query("UPDATE messages SET not_before = ?, expires_at = NULL WHERE id = ?")
+                .bind(now_ms)
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await?;
+            // The earlier attempt's contact no longer counts: it is resent.
+            unlog(&mut tx, message_id).await?;
+            MessageState::Planned
+        } else {
+            MessageState::Cancelled
+        };
+        let reason = if release {
+            "released by an operator for sending"
+        } else {
+            "cancelled by an operator"
+        };
+        transition(&mut tx, now_ms, message_id, Some(from), to, reason).await?;
+        tx.commit().await?;
+        Ok(Some(to))
+    }
+
     async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         let mut fresh = [0u8; 32];
         use std::io::Read;

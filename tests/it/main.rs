@@ -10,6 +10,7 @@ mod daemon;
 mod import;
 mod pipeline;
 mod properties;
+mod providers;
 mod service;
 mod support;
 mod templates;

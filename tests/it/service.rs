@@ -231,3 +231,168 @@ fn which(cmd: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// A config sending SMS through a webhook at `url`, any hour, one step with
+/// no preferred time, caps off, a book of `n` loans due today.
+fn webhook_config(
+    dir: &std::path::Path,
+    url: &str,
+    n: usize,
+    deadline: &str,
+) -> std::path::PathBuf {
+    let today = chrono::Utc::now().date_naive();
+    let mut book = format!("{}\n", crate::support::LOAN_HEADER);
+    for i in 0..n {
+        book.push_str(&format!(
+            "L{i},B{i},Kim Park,+1212555{:04},,en,UTC,{today},10.00,USD\n",
+            100 + i
+        ));
+    }
+    std::fs::write(dir.join("book.csv"), book).unwrap();
+    let cfg = service_config(dir, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let steps_start = text.find("[[policy.steps]]").unwrap();
+    let steps_end = text.find("# ---------------------------------------------------------------------------\n# Quiet hours").unwrap();
+    let caps_start = text.find("[[caps.rules]]").unwrap();
+    let caps_end = text.find("# ---------------------------------------------------------------------------\n[templates]").unwrap();
+    let providers_start = text.find("[[providers]]").unwrap();
+    let providers_end = text.find("# ---------------------------------------------------------------------------\n# Hand-off").unwrap();
+    let text = format!(
+        "{}[[policy.steps]]\nid = \"due\"\noffset_days = 0\nchannels = [\"sms\"]\ntemplate = \"due_today\"\nstage = \"friendly\"\n\n{}{}{}[[providers]]\nname = \"gateway\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"webhook-secret-0123456789\"\ntimeout = \"30s\"\n\n[[providers]]\nname = \"outbox\"\nkind = \"file\"\ndir = \"{}/outbox\"\n\n[routing]\nsms = [\"gateway\"]\nemail = [\"outbox\"]\n\n{}",
+        &text[..steps_start],
+        &text[steps_end..caps_start],
+        &text[caps_end..providers_start],
+        "",
+        dir.display(),
+        &text[providers_end..]
+    )
+    .replace("every_day = [\"08:00-21:00\"]", "every_day = [\"00:00-24:00\"]")
+    .replace("stop_deadline = \"20s\"", &format!("stop_deadline = \"{deadline}\""));
+    std::fs::write(&cfg, format!("{text}\n[[sources]]\nkind = \"file\"\npath = \"{}/book.csv\"\npoll_interval = \"1s\"\n", dir.display())).unwrap();
+    cfg
+}
+
+fn message_ids(requests: &[wiremock::Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .get("idempotency-key")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+async fn wait_requests(server: &wiremock::MockServer, n: usize) {
+    for _ in 0..600 {
+        if server.received_requests().await.unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway never received {n} requests");
+}
+
+#[tokio::test]
+async fn a_crash_between_sending_and_the_answer_never_sends_twice() {
+    use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(20)))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = webhook_config(dir.path(), &server.uri(), 1, "20s");
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_requests(&server, 1).await;
+    // Killed while the gateway holds the request: the message is `sending`.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, _, stderr) = crate::support::run(duebell(&[
+        "run",
+        "--once",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("reconciled messages interrupted by the last stop"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "a second copy reached the gateway"
+    );
+    let (_, listed, _) = crate::support::run(duebell(&[
+        "messages",
+        "--state",
+        "unknown",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert!(rows[0].contains("interrupted"), "{listed}");
+    // The operator decides: cancel it (the gateway log shows it arrived).
+    let id = rows[0].split_whitespace().next().unwrap();
+    let (code, out, _) = crate::support::run(duebell(&[
+        "messages",
+        "cancel",
+        id,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!((code, out.trim()), (0, format!("{id}: cancelled").as_str()));
+}
+
+#[tokio::test]
+async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
+    use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1500)))
+        .mount(&slow)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = webhook_config(dir.path(), &slow.uri(), 4, "20s");
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_requests(&slow, 1).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // The send in flight finished; nothing new was claimed after the stop.
+    let first = message_ids(&slow.received_requests().await.unwrap());
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (_, sent, _) = crate::support::run(duebell(&[
+        "messages",
+        "--state",
+        "sent",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(sent.lines().count(), 2, "{sent}");
+    // A restart sends the rest, each exactly once.
+    let (code, _, stderr) = crate::support::run(duebell(&[
+        "run",
+        "--once",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let mut all = message_ids(&slow.received_requests().await.unwrap());
+    assert_eq!(all.len(), 4, "{all:?}");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "a message reached the gateway twice");
+}
