@@ -118,6 +118,18 @@ fn table() -> Vec<(
         ),
         (
             "post",
+            "/webhooks/aliyun/{provider}/report",
+            "Aliyun SmsReport delivery receipts (repeats are harmless)",
+            post(aliyun_report),
+        ),
+        (
+            "post",
+            "/webhooks/tencent/{provider}/report",
+            "Tencent delivery callbacks (repeats are harmless)",
+            post(tencent_report),
+        ),
+        (
+            "post",
             "/webhooks/twilio/{provider}/inbound",
             "Twilio inbound SMS: STOP and START (X-Twilio-Signature)",
             post(twilio_inbound),
@@ -746,4 +758,72 @@ async fn twilio_inbound(
         }
         Err(e) => ApiError::internal(e).into_response(),
     }
+}
+
+/// Aliyun pushes a JSON array of reports and retries after 1, 5 and 10
+/// minutes: receipts repeat, and a repeat changes nothing.
+async fn aliyun_report(
+    State(s): State<ApiState>,
+    Path(provider): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let reports: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad("body", format!("expected a JSON array of reports: {e}"))
+                .into_response()
+        }
+    };
+    for r in reports {
+        let Some(biz_id) = r["biz_id"].as_str() else {
+            continue;
+        };
+        let delivered = r["success"].as_bool().unwrap_or(false);
+        let detail = format!(
+            "{provider} receipt: {}",
+            r["err_code"].as_str().unwrap_or("")
+        );
+        if let Err(e) = s
+            .store
+            .receipt(s.clock.now(), &provider, biz_id, delivered, &detail)
+            .await
+        {
+            return ApiError::internal(e).into_response();
+        }
+    }
+    Json(serde_json::json!({"code": 0, "msg": "接收成功"})).into_response()
+}
+
+/// Tencent pushes a JSON array of `{sid, report_status, …}`; repeats possible.
+async fn tencent_report(
+    State(s): State<ApiState>,
+    Path(provider): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let reports: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad("body", format!("expected a JSON array of reports: {e}"))
+                .into_response()
+        }
+    };
+    for r in reports {
+        let Some(sid) = r["sid"].as_str() else {
+            continue;
+        };
+        let delivered = r["report_status"].as_str() == Some("SUCCESS");
+        let detail = format!(
+            "{provider} receipt: {} {}",
+            r["report_status"].as_str().unwrap_or(""),
+            r["description"].as_str().unwrap_or("")
+        );
+        if let Err(e) = s
+            .store
+            .receipt(s.clock.now(), &provider, sid, delivered, &detail)
+            .await
+        {
+            return ApiError::internal(e).into_response();
+        }
+    }
+    Json(serde_json::json!({"result": 0, "errmsg": "OK"})).into_response()
 }

@@ -2,9 +2,11 @@
 //! errors (transient, permanent, policy) so the dispatcher never matches on
 //! a provider's codes.
 
+pub mod aliyun;
 pub mod file;
 pub mod guard;
 pub mod recorder;
+pub mod tencent;
 pub mod twilio;
 pub mod webhook;
 
@@ -125,6 +127,20 @@ pub struct ProviderConfig {
     /// How long one call may take.
     #[serde(default = "default_timeout")]
     pub timeout: crate::config::ConfigDuration,
+    /// `aliyun`: AccessKeyId and secret; `tencent`: SecretId and SecretKey.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_secret: Option<String>,
+    /// `aliyun`, `tencent`: the approved signature name (without 【】).
+    #[serde(default)]
+    pub sign_name: Option<String>,
+    /// `tencent`: the SmsSdkAppId.
+    #[serde(default)]
+    pub sdk_app_id: Option<String>,
+    /// `aliyun`, `tencent`: region (default cn-hangzhou / ap-guangzhou).
+    #[serde(default)]
+    pub region: Option<String>,
     /// Calling codes this provider serves (`[86]`); empty: all.
     #[serde(default)]
     pub countries: Vec<u16>,
@@ -154,6 +170,10 @@ pub enum ProviderKind {
     Webhook,
     /// Twilio Programmable Messaging.
     Twilio,
+    /// Aliyun Dysmsapi SendSms (pre-approved templates).
+    Aliyun,
+    /// Tencent Cloud SMS SendSms (pre-approved templates).
+    Tencent,
 }
 
 /// `[routing]`: providers per channel, in order of preference.
@@ -184,6 +204,11 @@ pub fn default_providers() -> Vec<ProviderConfig> {
         auth_token: None,
         from: None,
         messaging_service_sid: None,
+        access_key_id: None,
+        access_key_secret: None,
+        sign_name: None,
+        sdk_app_id: None,
+        region: None,
         rate: None,
         burst: None,
         concurrency: default_concurrency(),
@@ -275,6 +300,27 @@ impl Router {
                         callback,
                     ))
                 }
+                ProviderKind::Aliyun => Arc::new(aliyun::AliyunProvider::new(
+                    &p.name,
+                    p.url
+                        .clone()
+                        .unwrap_or_else(|| "https://dysmsapi.aliyuncs.com".into()),
+                    need(&p.access_key_id, "access_key_id", &mut problems),
+                    need(&p.access_key_secret, "access_key_secret", &mut problems),
+                    need(&p.sign_name, "sign_name", &mut problems),
+                    p.region.clone().unwrap_or_else(|| "cn-hangzhou".into()),
+                )),
+                ProviderKind::Tencent => Arc::new(tencent::TencentProvider::new(
+                    &p.name,
+                    p.url
+                        .clone()
+                        .unwrap_or_else(|| "https://sms.tencentcloudapi.com".into()),
+                    need(&p.access_key_id, "access_key_id", &mut problems),
+                    need(&p.access_key_secret, "access_key_secret", &mut problems),
+                    need(&p.sdk_app_id, "sdk_app_id", &mut problems),
+                    need(&p.sign_name, "sign_name", &mut problems),
+                    p.region.clone().unwrap_or_else(|| "ap-guangzhou".into()),
+                )),
             };
             match guard::Guarded::new(inner, p, metrics.clone()) {
                 Ok(g) => built.push((p.name.clone(), Arc::new(g))),

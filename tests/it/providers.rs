@@ -454,3 +454,256 @@ async fn twilio_callbacks_need_a_valid_signature_and_apply_receipts_and_stop_wor
     );
     let _ = header("x", "y");
 }
+
+/// Shipped templates plus provider sidecars for `due_today`.
+fn templates_with_sidecars() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(crate::support::repo_root().join("templates/."))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        dir.path().join("zh-CN/due_today.sms.toml"),
+        "[aliyun]\ntemplate_code = \"SMS_100\"\nparams = { name = \"borrower.name\", amount = \"loan.amount_due | money(loan.currency)\" }\n\n[tencent]\ntemplate_id = \"200\"\nparams = [\"borrower.name\", \"loan.amount_due | money(loan.currency)\"]\n",
+    )
+    .unwrap();
+    dir
+}
+
+async fn china_harness(
+    kind: ProviderKind,
+    url: &str,
+    templates: &std::path::Path,
+) -> (Harness, duebell::engine::Engine) {
+    let mut p = provider("cn", kind, url);
+    p.access_key_id = Some("testId".into());
+    p.access_key_secret = Some("testSecret".into());
+    p.sign_name = Some("示例金融".into());
+    p.sdk_app_id = Some("1400000000".into());
+    p.countries = vec![86];
+    let (mut h, _) = harness_with(vec![p]).await;
+    h.config.templates.dir = templates.to_owned();
+    let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
+    (h, engine)
+}
+
+/// Three Shanghai borrowers due today: numbers ending 01, 02, 03.
+async fn due_cn(h: &Harness) {
+    h.import(
+        "book.csv",
+        &book(&[
+            "C1,BC1,王伟,+8613800000001,,zh-CN,Asia/Shanghai,2026-12-10,1234.50,CNY,active",
+            "C2,BC2,李娜,+8613800000002,,zh-CN,Asia/Shanghai,2026-12-10,99.00,CNY,active",
+            "C3,BC3,张敏,+8613800000003,,zh-CN,Asia/Shanghai,2026-12-10,10.00,CNY,active",
+        ]),
+    )
+    .await;
+    h.set("2026-12-10T03:00:00Z");
+    h.tick().await;
+}
+
+struct AliyunSigned;
+
+impl wiremock::Match for AliyunSigned {
+    fn matches(&self, req: &wiremock::Request) -> bool {
+        let params: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        get("Signature") == duebell::providers::aliyun::signature("GET", "testSecret", &params)
+            && get("AccessKeyId") == "testId"
+            && get("Action") == "SendSms"
+            && get("TemplateCode") == "SMS_100"
+            && get("SignName") == "示例金融"
+            && !get("OutId").is_empty()
+            && serde_json::from_str::<serde_json::Value>(&get("TemplateParam"))
+                .is_ok_and(|v| v["amount"].is_string())
+    }
+}
+
+#[tokio::test]
+async fn aliyun_requests_are_signed_and_codes_classified() {
+    use wiremock::matchers::query_param;
+    let server = MockServer::start().await;
+    let ok = |phone: &str, code: &str| {
+        Mock::given(method("GET"))
+            .and(AliyunSigned)
+            .and(query_param("PhoneNumbers", phone))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"Code": code, "Message": code, "BizId": format!("biz-{phone}")}),
+            ))
+    };
+    ok("13800000001", "OK").mount(&server).await;
+    ok("13800000002", "isv.MOBILE_NUMBER_ILLEGAL")
+        .mount(&server)
+        .await;
+    ok("13800000003", "isv.BUSINESS_LIMIT_CONTROL")
+        .mount(&server)
+        .await;
+    let templates = templates_with_sidecars();
+    let (h, engine) = china_harness(ProviderKind::Aliyun, &server.uri(), templates.path()).await;
+    due_cn(&h).await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let states: std::collections::HashMap<String, (MessageState, String)> = h
+        .messages()
+        .await
+        .into_iter()
+        .filter(|m| m.channel == Channel::Sms)
+        .map(|m| {
+            (
+                m.borrower_id.clone(),
+                (m.state, m.reason.unwrap_or_default()),
+            )
+        })
+        .collect();
+    assert_eq!(states["BC1"].0, MessageState::Sent, "{states:?}");
+    assert_eq!(
+        states["BC2"],
+        (
+            MessageState::Failed,
+            "cn: permanent error isv.MOBILE_NUMBER_ILLEGAL".into()
+        )
+    );
+    assert_eq!(states["BC3"].0, MessageState::Deferred, "{states:?}");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        3,
+        "every request matched the signature check"
+    );
+}
+
+struct TencentSigned;
+
+impl wiremock::Match for TencentSigned {
+    fn matches(&self, req: &wiremock::Request) -> bool {
+        let h = |k: &str| {
+            req.headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let ts: i64 = h("x-tc-timestamp").parse().unwrap_or(0);
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        let sig = duebell::providers::tencent::signature(
+            "testSecret",
+            "sms",
+            &h("host"),
+            &h("x-tc-action"),
+            &h("content-type"),
+            ts,
+            &body,
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        h("authorization").ends_with(&format!("Signature={sig}"))
+            && h("authorization").contains("Credential=testId/")
+            && h("x-tc-version") == "2021-01-11"
+            && json["TemplateId"] == "200"
+            && json["SmsSdkAppId"] == "1400000000"
+            && json["TemplateParamSet"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+            && json["SessionContext"].is_string()
+    }
+}
+
+#[tokio::test]
+async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
+    let server = MockServer::start().await;
+    let answer = |phone: &str, code: &str| {
+        Mock::given(method("POST"))
+            .and(TencentSigned)
+            .and(body_string_contains(phone.to_owned()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "Response": {"SendStatusSet": [{"SerialNo": format!("serial-{phone}"), "PhoneNumber": phone, "Code": code, "Message": code}], "RequestId": "r"}
+            })))
+    };
+    answer("+8613800000001", "Ok").mount(&server).await;
+    answer("+8613800000002", "FailedOperation.PhoneNumberInBlacklist")
+        .mount(&server)
+        .await;
+    answer("+8613800000003", "LimitExceeded.PhoneNumberDailyLimit")
+        .mount(&server)
+        .await;
+    let templates = templates_with_sidecars();
+    let (h, engine) = china_harness(ProviderKind::Tencent, &server.uri(), templates.path()).await;
+    due_cn(&h).await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let states: std::collections::HashMap<String, MessageState> = h
+        .messages()
+        .await
+        .into_iter()
+        .filter(|m| m.channel == Channel::Sms)
+        .map(|m| (m.borrower_id.clone(), m.state))
+        .collect();
+    assert_eq!(states["BC1"], MessageState::Sent);
+    assert_eq!(
+        states["BC2"],
+        MessageState::Suppressed,
+        "a blacklisted number is opted out, not failed over"
+    );
+    assert!(
+        h.store
+            .plan_borrower("BC2", h.now())
+            .await
+            .unwrap()
+            .unwrap()
+            .contact(Channel::Sms)
+            .unwrap()
+            .opted_out
+    );
+    assert_eq!(states["BC3"], MessageState::Deferred);
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+    // Delivery callbacks repeat; each applies once.
+    let state = duebell::api::ApiState {
+        store: h.store.clone(),
+        clock: Arc::new(h.clock.clone()),
+        tokens: Arc::new(vec![]),
+        unsubscribe: Arc::new(duebell::api::unsubscribe::Signer::new(vec![1; 32])),
+        pauses: Arc::default(),
+        metrics: Arc::default(),
+        replan: Arc::default(),
+        default_tz: chrono_tz::Asia::Shanghai,
+        ready: Arc::default(),
+        twilio_tokens: Arc::default(),
+        public_url: "https://lender.example.com".into(),
+        stop_words: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, duebell::api::router(state)).await });
+    let report = serde_json::json!([{"sid": "serial-+8613800000001", "report_status": "SUCCESS", "mobile": "13800000001"}]);
+    for _ in 0..2 {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/webhooks/tencent/cn/report"))
+            .json(&report)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["result"], 0);
+    }
+    let m = h
+        .messages()
+        .await
+        .into_iter()
+        .find(|m| m.borrower_id == "BC1" && m.channel == Channel::Sms)
+        .unwrap();
+    assert_eq!(m.state, MessageState::Delivered);
+    assert_eq!(
+        h.store
+            .message_events(m.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.to == MessageState::Delivered)
+            .count(),
+        1
+    );
+}

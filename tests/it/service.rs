@@ -400,22 +400,37 @@ async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
 #[test]
 fn status_prints_the_running_daemons_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = service_config(dir.path(), "");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
         .replace("tokens = []", "tokens = [\"status-token-0123456789\"]");
     std::fs::write(&cfg, text).unwrap();
-    let (code, _, stderr) = crate::support::run(duebell(&["status", "--config", cfg.to_str().unwrap()]));
+    let (code, _, stderr) =
+        crate::support::run(duebell(&["status", "--config", cfg.to_str().unwrap()]));
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot reach the daemon"), "{stderr}");
     let (mut child, rx) = spawn_logged(&cfg);
     let mut seen = Vec::new();
     wait_log(&rx, &mut seen, |m| m == "API listening");
-    let (code, stdout, stderr) = crate::support::run(duebell(&["status", "--config", cfg.to_str().unwrap()]));
+    let (code, stdout, stderr) =
+        crate::support::run(duebell(&["status", "--config", cfg.to_str().unwrap()]));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("due 0, deferred 0, sent today 0"), "{stdout}");
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(
+        stdout.starts_with("due 0, deferred 0, sent today 0"),
+        "{stdout}"
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
