@@ -6,6 +6,7 @@ pub mod aliyun;
 pub mod file;
 pub mod guard;
 pub mod recorder;
+pub mod smtp;
 pub mod tencent;
 pub mod twilio;
 pub mod webhook;
@@ -135,6 +136,19 @@ pub struct ProviderConfig {
     /// `aliyun`, `tencent`: the approved signature name (without 【】).
     #[serde(default)]
     pub sign_name: Option<String>,
+    /// `smtp`: the relay's host and port, `security` (plain, starttls,
+    /// tls), and optional `username`/`password`. `from` is the sender, e.g.
+    /// "Example Finance <reminders@example.com>".
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: Option<smtp::Security>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
     /// `tencent`: the SmsSdkAppId.
     #[serde(default)]
     pub sdk_app_id: Option<String>,
@@ -174,6 +188,8 @@ pub enum ProviderKind {
     Aliyun,
     /// Tencent Cloud SMS SendSms (pre-approved templates).
     Tencent,
+    /// Email through an SMTP relay.
+    Smtp,
 }
 
 /// `[routing]`: providers per channel, in order of preference.
@@ -204,6 +220,11 @@ pub fn default_providers() -> Vec<ProviderConfig> {
         auth_token: None,
         from: None,
         messaging_service_sid: None,
+        host: None,
+        port: None,
+        security: None,
+        username: None,
+        password: None,
         access_key_id: None,
         access_key_secret: None,
         sign_name: None,
@@ -321,6 +342,31 @@ impl Router {
                     need(&p.sign_name, "sign_name", &mut problems),
                     p.region.clone().unwrap_or_else(|| "ap-guangzhou".into()),
                 )),
+                ProviderKind::Smtp => {
+                    let host = need(&p.host, "host", &mut problems);
+                    let from = need(&p.from, "from", &mut problems);
+                    let security = p.security.unwrap_or(smtp::Security::Starttls);
+                    let port = p.port.unwrap_or(match security {
+                        smtp::Security::Tls => 465,
+                        smtp::Security::Starttls => 587,
+                        smtp::Security::Plain => 25,
+                    });
+                    match smtp::SmtpProvider::new(
+                        &p.name,
+                        host,
+                        port,
+                        security,
+                        p.username.clone(),
+                        p.password.clone(),
+                        from,
+                    ) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            problems.push((key("from"), e));
+                            continue;
+                        }
+                    }
+                }
             };
             match guard::Guarded::new(inner, p, metrics.clone()) {
                 Ok(g) => built.push((p.name.clone(), Arc::new(g))),

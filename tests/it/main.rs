@@ -12,5 +12,6 @@ mod pipeline;
 mod properties;
 mod providers;
 mod service;
+mod smtp;
 mod support;
 mod templates;
