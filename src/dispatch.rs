@@ -334,6 +334,7 @@ impl Dispatcher {
                         code: "paused".into(),
                         retry_after: Some(std::time::Duration::from_secs(60)),
                         maybe_delivered: false,
+                        throttle: false,
                     },
                 ));
                 continue;

@@ -84,6 +84,7 @@ pub fn classify(code: &str) -> Result<(), ProviderError> {
                 code: code.into(),
                 retry_after: Some(std::time::Duration::from_secs(3600)),
                 maybe_delivered: false,
+                throttle: false,
             })
         }
         // The account cannot send at all: fail over.
@@ -92,6 +93,7 @@ pub fn classify(code: &str) -> Result<(), ProviderError> {
                 code: code.into(),
                 retry_after: None,
                 maybe_delivered: false,
+                throttle: false,
             })
         }
         other => Err(ProviderError::Permanent { code: other.into() }),
@@ -168,6 +170,7 @@ impl Provider for AliyunProvider {
                 code: format!("HTTP {status}"),
                 retry_after: None,
                 maybe_delivered: false,
+                throttle: false,
             }),
             None => Err(ProviderError::Permanent {
                 code: format!("HTTP {status} without a Code"),

@@ -38,6 +38,7 @@ fn io_error(e: std::io::Error) -> ProviderError {
         code: format!("io: {e}"),
         retry_after: None,
         maybe_delivered: false,
+        throttle: false,
     }
 }
 

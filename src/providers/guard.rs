@@ -130,6 +130,7 @@ impl Guarded {
                     code: "throttled".into(),
                     retry_after: Some(t - now),
                     maybe_delivered: false,
+                    throttle: false,
                 });
             }
             b.throttled_until = None;
@@ -139,11 +140,13 @@ impl Guarded {
                 code: "circuit open".into(),
                 retry_after: Some(t - now),
                 maybe_delivered: false,
+                throttle: false,
             }),
             Some(_) if b.probing => Err(ProviderError::Transient {
                 code: "circuit half-open".into(),
                 retry_after: None,
                 maybe_delivered: false,
+                throttle: false,
             }),
             Some(_) => {
                 // Cool-down over: this call is the probe.
@@ -158,9 +161,14 @@ impl Guarded {
         let mut b = self.lock();
         let name = self.inner.name();
         match result {
-            Err(ProviderError::Transient { retry_after, .. }) => {
-                if let Some(ra) = retry_after {
-                    b.throttled_until = Some(Instant::now() + *ra);
+            Err(ProviderError::Transient {
+                retry_after,
+                throttle,
+                ..
+            }) => {
+                if *throttle {
+                    b.throttled_until =
+                        Some(Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)));
                 }
                 b.failures += 1;
                 if b.probing || b.failures >= BREAKER_THRESHOLD {
@@ -205,6 +213,7 @@ impl Provider for Guarded {
                 code: "closing".into(),
                 retry_after: None,
                 maybe_delivered: false,
+                throttle: false,
             })?;
         if let Some(l) = &self.limiter {
             let started = Instant::now();
@@ -225,6 +234,7 @@ impl Provider for Guarded {
                 code: "timeout".into(),
                 retry_after: None,
                 maybe_delivered: true,
+                throttle: false,
             }),
         };
         self.record(&result);

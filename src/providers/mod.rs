@@ -63,6 +63,10 @@ pub enum ProviderError {
         code: String,
         retry_after: Option<std::time::Duration>,
         maybe_delivered: bool,
+        /// The provider itself asked us to slow down (HTTP 429, Twilio
+        /// 20429): pause it for `retry_after`. A per-recipient limit only
+        /// delays this message.
+        throttle: bool,
     },
     /// This message will never go through this provider (bad number, bad template).
     Permanent { code: String },

@@ -95,6 +95,7 @@ impl SmtpProvider {
             code,
             retry_after: None,
             maybe_delivered: false,
+            throttle: false,
         };
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -143,12 +144,14 @@ fn classify(e: &lettre::transport::smtp::Error, after_data: bool) -> ProviderErr
             code,
             retry_after: None,
             maybe_delivered: false,
+            throttle: false,
         }
     } else {
         ProviderError::Transient {
             code: e.to_string(),
             retry_after: None,
             maybe_delivered: after_data,
+            throttle: false,
         }
     }
 }

@@ -53,6 +53,7 @@ pub fn classify(code: &str) -> Result<(), ProviderError> {
             code: c.into(),
             retry_after: Some(std::time::Duration::from_secs(1800)),
             maybe_delivered: false,
+            throttle: false,
         }),
         "FailedOperation.PhoneNumberInBlacklist" => {
             Err(ProviderError::Policy { code: code.into() })
@@ -63,6 +64,7 @@ pub fn classify(code: &str) -> Result<(), ProviderError> {
                 code: c.into(),
                 retry_after: None,
                 maybe_delivered: false,
+                throttle: false,
             })
         }
         other => Err(ProviderError::Permanent { code: other.into() }),
@@ -179,6 +181,7 @@ impl Provider for TencentProvider {
                 code: format!("HTTP {status}"),
                 retry_after: None,
                 maybe_delivered: false,
+                throttle: false,
             }),
             None => Err(ProviderError::Permanent {
                 code: format!("HTTP {status} without SendStatusSet"),

@@ -126,6 +126,7 @@ impl Provider for TwilioProvider {
                     code: "no sid in the answer".into(),
                     retry_after: None,
                     maybe_delivered: true,
+                    throttle: false,
                 }),
             };
         }
@@ -138,11 +139,13 @@ impl Provider for TwilioProvider {
                 code: format!("{status}/{code}"),
                 retry_after: ra,
                 maybe_delivered: false,
+                throttle: true,
             },
             (500..=599, _) => ProviderError::Transient {
                 code: format!("HTTP {status}"),
                 retry_after: ra,
                 maybe_delivered: false,
+                throttle: false,
             },
             _ => ProviderError::Permanent {
                 code: if code != 0 {

@@ -47,6 +47,7 @@ pub fn transport_error(e: &reqwest::Error) -> ProviderError {
         },
         retry_after: None,
         maybe_delivered: !e.is_connect(),
+        throttle: false,
     }
 }
 
@@ -92,6 +93,7 @@ impl Provider for WebhookProvider {
                 code: format!("HTTP {status}"),
                 retry_after: ra,
                 maybe_delivered: false,
+                throttle: status == 429,
             }),
             _ => Err(ProviderError::Permanent {
                 code: code.unwrap_or_else(|| format!("HTTP {status}")),

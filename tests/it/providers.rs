@@ -498,6 +498,8 @@ async fn due_cn(h: &Harness) {
             "C1,BC1,王伟,+8613800000001,,zh-CN,Asia/Shanghai,2026-12-10,1234.50,CNY,active",
             "C2,BC2,李娜,+8613800000002,,zh-CN,Asia/Shanghai,2026-12-10,99.00,CNY,active",
             "C3,BC3,张敏,+8613800000003,,zh-CN,Asia/Shanghai,2026-12-10,10.00,CNY,active",
+            "C4,BC4,刘洋,+8613800000004,,zh-CN,Asia/Shanghai,2026-12-10,10.00,CNY,active",
+            "C5,BC5,陈静,+8613800000005,,zh-CN,Asia/Shanghai,2026-12-10,10.00,CNY,active",
         ]),
     )
     .await;
@@ -547,6 +549,18 @@ async fn aliyun_requests_are_signed_and_codes_classified() {
     ok("13800000003", "isv.BUSINESS_LIMIT_CONTROL")
         .mount(&server)
         .await;
+    Mock::given(method("GET"))
+        .and(AliyunSigned)
+        .and(query_param("PhoneNumbers", "13800000004"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(AliyunSigned)
+        .and(query_param("PhoneNumbers", "13800000005"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
     let templates = templates_with_sidecars();
     let (h, engine) = china_harness(ProviderKind::Aliyun, &server.uri(), templates.path()).await;
     due_cn(&h).await;
@@ -573,8 +587,18 @@ async fn aliyun_requests_are_signed_and_codes_classified() {
     );
     assert_eq!(states["BC3"].0, MessageState::Deferred, "{states:?}");
     assert_eq!(
+        states["BC4"].0,
+        MessageState::Deferred,
+        "5xx is transient: {states:?}"
+    );
+    assert_eq!(
+        states["BC5"].0,
+        MessageState::Unknown,
+        "a timeout is not resent blindly: {states:?}"
+    );
+    assert_eq!(
         server.received_requests().await.unwrap().len(),
-        3,
+        5,
         "every request matched the signature check"
     );
 }
@@ -632,6 +656,18 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
     answer("+8613800000003", "LimitExceeded.PhoneNumberDailyLimit")
         .mount(&server)
         .await;
+    Mock::given(method("POST"))
+        .and(TencentSigned)
+        .and(body_string_contains("+8613800000004"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(TencentSigned)
+        .and(body_string_contains("+8613800000005"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
     let templates = templates_with_sidecars();
     let (h, engine) = china_harness(ProviderKind::Tencent, &server.uri(), templates.path()).await;
     due_cn(&h).await;
@@ -659,8 +695,14 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
             .unwrap()
             .opted_out
     );
-    assert_eq!(states["BC3"], MessageState::Deferred);
-    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+    assert_eq!(
+        states["BC3"],
+        MessageState::Deferred,
+        "a per-number limit delays that message only"
+    );
+    assert_eq!(states["BC4"], MessageState::Deferred);
+    assert_eq!(states["BC5"], MessageState::Unknown);
+    assert_eq!(server.received_requests().await.unwrap().len(), 5);
     // Delivery callbacks repeat; each applies once.
     let state = duebell::api::ApiState {
         store: h.store.clone(),
