@@ -19,6 +19,9 @@ pub const BREAKER_THRESHOLD: u32 = 5;
 /// How long an open breaker waits before letting a probe through.
 pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
 
+/// The default burst's floor: the shipped `templates.sms_max_segments`.
+pub const MIN_BURST: u32 = 3;
+
 /// `"10/s"`, `"600/m"`, `"3600/h"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -62,7 +65,10 @@ impl<'de> Deserialize<'de> for Rate {
 /// rate let through twice the rate in the first second).
 pub fn quota(rate: Rate, burst: Option<u32>) -> Result<Quota, String> {
     let per_sec = rate.per_second();
-    let burst = burst.unwrap_or_else(|| ((per_sec * 0.005).ceil() as u32).max(1));
+    // At least 3: a message's parts are taken from the limiter at once (so
+    // its parts never straddle two windows at the provider), which needs a
+    // burst of at least its part count.
+    let burst = burst.unwrap_or_else(|| ((per_sec * 0.005).ceil() as u32).max(MIN_BURST));
     let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
     // Replenish one cell every period/(count - burst) when that leaves a
     // positive steady rate, else every period/count with a burst of 1.
@@ -91,6 +97,7 @@ pub struct Guarded {
     state: Mutex<Breaker>,
     metrics: Arc<crate::metrics::Metrics>,
     cool_down: Duration,
+    oversize: tokio::sync::Mutex<()>,
 }
 
 impl Guarded {
@@ -113,6 +120,7 @@ impl Guarded {
             state: Mutex::new(Breaker::default()),
             metrics,
             cool_down: cfg.cool_down.get(),
+            oversize: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -217,9 +225,17 @@ impl Provider for Guarded {
             })?;
         if let Some(l) = &self.limiter {
             let started = Instant::now();
-            // Providers count parts, not messages.
-            for _ in 0..m.segments.unwrap_or(1).max(1) {
-                l.until_ready().await;
+            // Providers count parts, not messages: take all of a message's
+            // parts at once, so the provider never sees more than the rate
+            // plus the burst in any window. A message with more parts than
+            // the burst takes them one by one, holding the others off.
+            let parts =
+                NonZeroU32::new(m.segments.unwrap_or(1).max(1) as u32).unwrap_or(NonZeroU32::MIN);
+            if l.until_n_ready(parts).await.is_err() {
+                let _one_at_a_time = self.oversize.lock().await;
+                for _ in 0..parts.get() {
+                    l.until_ready().await;
+                }
             }
             self.metrics.observe(
                 "duebell_rate_limit_wait_seconds",
@@ -270,6 +286,8 @@ mod tests {
         let first_second = q.burst_size().get() as f64 + 1.0 / q.replenish_interval().as_secs_f64();
         assert!(first_second <= 1000.0 + 1e-6, "{first_second}");
         let slow = quota(Rate::parse("1/s").unwrap(), None).unwrap();
-        assert_eq!(slow.burst_size().get(), 1);
+        assert_eq!(slow.burst_size().get(), MIN_BURST);
+        let set = quota(Rate::parse("1/s").unwrap(), Some(1)).unwrap();
+        assert_eq!(set.burst_size().get(), 1);
     }
 }

@@ -118,6 +118,7 @@ async fn run_on_the_shipped_config_imports_the_sample_book_and_stops_on_sigterm(
     let mut child = duebell(&["run", "--log-format", "json"])
         .env("DUEBELL_STORE__URL", &url)
         .env("DUEBELL_PROVIDERS__0__DIR", dir.path().join("outbox"))
+        .env("DUEBELL_API__LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

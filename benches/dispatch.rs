@@ -1,0 +1,194 @@
+//! Dispatch benchmarks: throughput to a loopback HTTP sink with no rate
+//! limit, and rate-limit fidelity at a configured rate. Not a test; prints
+//! figures for BENCHMARKS.md.
+//!
+//!     cargo bench --bench dispatch
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use duebell::config::Config;
+use duebell::dispatch::Outcome;
+use duebell::engine::Engine;
+
+type Stamps = Arc<Mutex<Vec<Instant>>>;
+
+async fn sink() -> (String, Stamps) {
+    let stamps: Stamps = Arc::default();
+    let kept = stamps.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(Instant::now());
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, stamps)
+}
+
+fn config(
+    dir: &std::path::Path,
+    url: &str,
+    rate: Option<&str>,
+    synchronous: duebell::config::Synchronous,
+) -> Config {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut c = Config::default();
+    c.store.url = format!("sqlite://{}/bench.db", dir.display());
+    c.store.synchronous = synchronous;
+    c.templates.dir = repo.join("templates");
+    c.quiet_hours.calendars_dir = repo.join("config/holidays");
+    c.quiet_hours.rules[0].every_day =
+        vec![duebell::compliance::window::LocalWindow::parse("00:00-24:00").unwrap()];
+    c.caps.rules.clear();
+    c.policy.steps.retain(|s| s.id == "due");
+    c.policy.steps[0].send_at = None;
+    c.policy.steps[0].channels = vec![duebell::domain::Channel::Sms];
+    let mut p = duebell::providers::default_providers().remove(0);
+    p.name = "sink".into();
+    p.kind = duebell::providers::ProviderKind::Webhook;
+    p.dir = None;
+    p.url = Some(url.into());
+    p.secret = Some("bench-secret-0123456789".into());
+    p.concurrency = 64;
+    p.rate = rate.map(|r| duebell::providers::guard::Rate::parse(r).unwrap());
+    c.providers = vec![p];
+    c.routing.sms = vec!["sink".into()];
+    c.routing.email = vec!["sink".into()];
+    c
+}
+
+async fn seed(
+    engine: &Engine,
+    store: &Arc<dyn duebell::store::Store>,
+    dir: &std::path::Path,
+    n: usize,
+    at: DateTime<Utc>,
+) {
+    let csv = dir.join("book.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+    writeln!(
+        f,
+        "loan_id,borrower_id,name,phone,email,locale,timezone,due_date,amount_due,currency"
+    )
+    .unwrap();
+    for i in 0..n {
+        writeln!(
+            f,
+            "L{i},B{i},Borrower {i},+86138{i:08},,zh-CN,Asia/Shanghai,{},100.00,CNY",
+            at.date_naive()
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+    duebell::sources::import_file(store.as_ref(), &csv, at, duebell::sources::Progress::Off)
+        .await
+        .unwrap();
+    engine.plan(at).await.unwrap();
+}
+
+/// Drains with `workers` concurrent dispatch loops; returns (sent, elapsed).
+async fn drain(engine: &Engine, at: DateTime<Utc>, workers: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let d = engine.dispatcher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0;
+            loop {
+                match d.dispatch_next(at).await.unwrap() {
+                    Outcome::Idle => return sent,
+                    Outcome::Sent { .. } => sent += 1,
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.unwrap();
+    }
+    (sent, started.elapsed())
+}
+
+fn max_in_window(stamps: &[Instant], window: Duration) -> usize {
+    let mut s = stamps.to_vec();
+    s.sort();
+    let mut best = 0;
+    let mut j = 0;
+    for i in 0..s.len() {
+        while s[i] - s[j] >= window {
+            j += 1;
+        }
+        best = best.max(i - j + 1);
+    }
+    best
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let at: DateTime<Utc> = "2026-12-10T03:00:00Z".parse().unwrap();
+    rt.block_on(async {
+        println!("## Throughput to a loopback HTTP sink, no rate limit\n");
+        println!("| messages | workers | store sync | sent | wall time | messages/s |");
+        println!("|---:|---:|---|---:|---:|---:|");
+        for (n, workers, sync) in [
+            (5000, 1, duebell::config::Synchronous::Full),
+            (5000, 4, duebell::config::Synchronous::Full),
+            (5000, 4, duebell::config::Synchronous::Normal),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (url, _) = sink().await;
+            let c = config(dir.path(), &url, None, sync);
+            let store = duebell::store::open(&c.store).await.unwrap();
+            let engine = Engine::build(&c, store.clone(), None).unwrap();
+            seed(&engine, &store, dir.path(), n, at).await;
+            let (sent, took) = drain(&engine, at, workers).await;
+            println!(
+                "| {n} | {workers} | {sync:?} | {sent} | {:.2} s | {:.0} |",
+                took.as_secs_f64(),
+                sent as f64 / took.as_secs_f64()
+            );
+            store.close().await;
+        }
+        println!("\n## Rate-limit fidelity\n");
+        println!(
+            "| configured | messages | workers | achieved (average) | most in any 1 s window |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (rate, n) in [("50/s", 500), ("200/s", 2000)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (url, stamps) = sink().await;
+            let c = config(
+                dir.path(),
+                &url,
+                Some(rate),
+                duebell::config::Synchronous::Normal,
+            );
+            let store = duebell::store::open(&c.store).await.unwrap();
+            let engine = Engine::build(&c, store.clone(), None).unwrap();
+            seed(&engine, &store, dir.path(), n, at).await;
+            let (sent, _) = drain(&engine, at, 8).await;
+            let s = stamps.lock().unwrap().clone();
+            let first = *s.iter().min().unwrap();
+            let last = *s.iter().max().unwrap();
+            let avg = (sent as f64 - 1.0) / (last - first).as_secs_f64();
+            println!(
+                "| {rate} | {sent} | 8 | {avg:.1}/s | {} |",
+                max_in_window(&s, Duration::from_secs(1))
+            );
+            store.close().await;
+        }
+    });
+}
