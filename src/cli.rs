@@ -292,6 +292,16 @@ pub async fn execute(cli: Cli) -> ExitStatus {
     }
 }
 
+/// Opens the store a command needs, or says why it cannot.
+async fn open_store(
+    config: &crate::config::StoreConfig,
+) -> Result<Arc<dyn crate::store::Store>, ExitStatus> {
+    crate::store::open(config).await.map_err(|e| {
+        eprintln!("duebell: cannot open the store {}: {e}", config.url);
+        ExitStatus::Failed
+    })
+}
+
 /// Loads the templates and renders every one against the samples.
 pub fn check_templates(config: &crate::config::Config) -> Vec<TemplateProblem> {
     let set = match TemplateSet::load(&config.templates) {
@@ -426,12 +436,9 @@ async fn plan(
             return ExitStatus::BadConfig;
         }
     };
-    let store = match crate::store::open(&config.store).await {
+    let store = match open_store(&config.store).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
-            return ExitStatus::Failed;
-        }
+        Err(status) => return status,
     };
     let engine = match crate::engine::Engine::build(config, store.clone(), None) {
         Ok(e) => e,
@@ -545,12 +552,9 @@ async fn decide_messages(config: &crate::config::Config, action: &MessagesAction
         MessagesAction::Release { ids } => (ids, true),
         MessagesAction::Cancel { ids } => (ids, false),
     };
-    let store = match crate::store::open(&config.store).await {
+    let store = match open_store(&config.store).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
-            return ExitStatus::Failed;
-        }
+        Err(status) => return status,
     };
     let mut status = ExitStatus::Ok;
     for id in ids {
@@ -591,12 +595,9 @@ async fn audit(
         (Ok(f), Ok(t)) => (f, t),
         (Err(s), _) | (_, Err(s)) => return s,
     };
-    let store = match crate::store::open(&config.store).await {
+    let store = match open_store(&config.store).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
-            return ExitStatus::Failed;
-        }
+        Err(status) => return status,
     };
     let mut out = std::io::stdout().lock();
     let result = crate::audit::export(
@@ -641,12 +642,9 @@ async fn messages(
             return ExitStatus::BadConfig;
         }
     };
-    let store = match crate::store::open(&config.store).await {
+    let store = match open_store(&config.store).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("duebell: cannot open the store {}: {e}", config.store.url);
-            return ExitStatus::Failed;
-        }
+        Err(status) => return status,
     };
     let query = crate::store::MessageQuery {
         state,
@@ -689,15 +687,9 @@ async fn messages(
 }
 
 async fn import(loaded: LoadedConfig, paths: &[PathBuf], no_progress: bool) -> ExitStatus {
-    let store = match crate::store::open(&loaded.config.store).await {
+    let store = match open_store(&loaded.config.store).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "duebell: cannot open the store {}: {e}",
-                loaded.config.store.url
-            );
-            return ExitStatus::Failed;
-        }
+        Err(status) => return status,
     };
     let progress = if no_progress {
         Progress::Off

@@ -760,70 +760,66 @@ async fn twilio_inbound(
     }
 }
 
-/// Aliyun pushes a JSON array of reports and retries after 1, 5 and 10
-/// minutes: receipts repeat, and a repeat changes nothing.
+/// Applies a provider's batch of delivery reports (a JSON array); `read`
+/// gives each report's provider id, whether it was delivered, and a detail.
+/// Providers resend reports, so a repeat changes nothing.
+async fn apply_reports(
+    s: &ApiState,
+    provider: &str,
+    body: &[u8],
+    read: impl Fn(&serde_json::Value) -> Option<(String, bool, String)>,
+) -> Result<(), Response> {
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad("body", format!("expected a JSON array of reports: {e}")).into_response()
+    })?;
+    for r in &reports {
+        let Some((id, delivered, detail)) = read(r) else {
+            continue;
+        };
+        let detail = format!("{provider} receipt: {detail}");
+        s.store
+            .receipt(s.clock.now(), provider, &id, delivered, &detail)
+            .await
+            .map_err(|e| ApiError::internal(e).into_response())?;
+    }
+    Ok(())
+}
+
+/// Aliyun SmsReport: `[{biz_id, success, err_code, …}]`; answered as Aliyun expects.
 async fn aliyun_report(
     State(s): State<ApiState>,
     Path(provider): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let reports: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return ApiError::bad("body", format!("expected a JSON array of reports: {e}"))
-                .into_response()
-        }
+    let read = |r: &serde_json::Value| {
+        Some((
+            r["biz_id"].as_str()?.to_owned(),
+            r["success"].as_bool().unwrap_or(false),
+            r["err_code"].as_str().unwrap_or("").to_owned(),
+        ))
     };
-    for r in reports {
-        let Some(biz_id) = r["biz_id"].as_str() else {
-            continue;
-        };
-        let delivered = r["success"].as_bool().unwrap_or(false);
-        let detail = format!(
-            "{provider} receipt: {}",
-            r["err_code"].as_str().unwrap_or("")
-        );
-        if let Err(e) = s
-            .store
-            .receipt(s.clock.now(), &provider, biz_id, delivered, &detail)
-            .await
-        {
-            return ApiError::internal(e).into_response();
-        }
+    match apply_reports(&s, &provider, &body, read).await {
+        Ok(()) => Json(serde_json::json!({"code": 0, "msg": "接收成功"})).into_response(),
+        Err(r) => r,
     }
-    Json(serde_json::json!({"code": 0, "msg": "接收成功"})).into_response()
 }
 
-/// Tencent pushes a JSON array of `{sid, report_status, …}`; repeats possible.
+/// Tencent delivery callback: `[{sid, report_status, description, …}]`.
 async fn tencent_report(
     State(s): State<ApiState>,
     Path(provider): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let reports: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return ApiError::bad("body", format!("expected a JSON array of reports: {e}"))
-                .into_response()
-        }
+    let read = |r: &serde_json::Value| {
+        let status = r["report_status"].as_str().unwrap_or("");
+        Some((
+            r["sid"].as_str()?.to_owned(),
+            status == "SUCCESS",
+            format!("{status} {}", r["description"].as_str().unwrap_or("")),
+        ))
     };
-    for r in reports {
-        let Some(sid) = r["sid"].as_str() else {
-            continue;
-        };
-        let delivered = r["report_status"].as_str() == Some("SUCCESS");
-        let detail = format!(
-            "{provider} receipt: {} {}",
-            r["report_status"].as_str().unwrap_or(""),
-            r["description"].as_str().unwrap_or("")
-        );
-        if let Err(e) = s
-            .store
-            .receipt(s.clock.now(), &provider, sid, delivered, &detail)
-            .await
-        {
-            return ApiError::internal(e).into_response();
-        }
+    match apply_reports(&s, &provider, &body, read).await {
+        Ok(()) => Json(serde_json::json!({"result": 0, "errmsg": "OK"})).into_response(),
+        Err(r) => r,
     }
-    Json(serde_json::json!({"result": 0, "errmsg": "OK"})).into_response()
 }

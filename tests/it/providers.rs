@@ -321,23 +321,7 @@ async fn twilio_callbacks_need_a_valid_signature_and_apply_receipts_and_stop_wor
     .await;
     due_sms(&h, 1).await;
     engine.dispatcher.drain(h.now()).await.unwrap();
-    let state = duebell::api::ApiState {
-        store: h.store.clone(),
-        clock: Arc::new(h.clock.clone()),
-        tokens: Arc::new(vec![]),
-        unsubscribe: Arc::new(duebell::api::unsubscribe::Signer::new(vec![1; 32])),
-        pauses: Arc::default(),
-        metrics: Arc::default(),
-        replan: Arc::default(),
-        default_tz: chrono_tz::Asia::Shanghai,
-        ready: Arc::default(),
-        twilio_tokens: Arc::new([("twilio".to_string(), TOKEN.to_string())].into()),
-        public_url: "https://lender.example.com".into(),
-        stop_words: Arc::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, duebell::api::router(state)).await });
+    let addr = serve_callbacks(&h, Some(TOKEN)).await;
     let c = reqwest::Client::new();
     let post = |route: &str, params: Vec<(&str, &str)>, good: bool| {
         let owned: Vec<(String, String)> = params
@@ -453,6 +437,33 @@ async fn twilio_callbacks_need_a_valid_signature_and_apply_receipts_and_stop_wor
             .opted_out
     );
     let _ = header("x", "y");
+}
+
+/// Serves the API over the harness's store on a free port, as the daemon
+/// would for provider callbacks; `twilio` is the `twilio` provider's token.
+async fn serve_callbacks(h: &Harness, twilio: Option<&str>) -> std::net::SocketAddr {
+    let state = duebell::api::ApiState {
+        store: h.store.clone(),
+        clock: Arc::new(h.clock.clone()),
+        tokens: Arc::new(vec![]),
+        unsubscribe: Arc::new(duebell::api::unsubscribe::Signer::new(vec![1; 32])),
+        pauses: Arc::default(),
+        metrics: Arc::default(),
+        replan: Arc::default(),
+        default_tz: chrono_tz::Asia::Shanghai,
+        ready: Arc::default(),
+        twilio_tokens: Arc::new(
+            twilio
+                .map(|t| [("twilio".to_string(), t.to_string())].into())
+                .unwrap_or_default(),
+        ),
+        public_url: "https://lender.example.com".into(),
+        stop_words: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, duebell::api::router(state)).await });
+    addr
 }
 
 /// Shipped templates plus provider sidecars for `due_today`.
@@ -704,23 +715,7 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
     assert_eq!(states["BC5"], MessageState::Unknown);
     assert_eq!(server.received_requests().await.unwrap().len(), 5);
     // Delivery callbacks repeat; each applies once.
-    let state = duebell::api::ApiState {
-        store: h.store.clone(),
-        clock: Arc::new(h.clock.clone()),
-        tokens: Arc::new(vec![]),
-        unsubscribe: Arc::new(duebell::api::unsubscribe::Signer::new(vec![1; 32])),
-        pauses: Arc::default(),
-        metrics: Arc::default(),
-        replan: Arc::default(),
-        default_tz: chrono_tz::Asia::Shanghai,
-        ready: Arc::default(),
-        twilio_tokens: Arc::default(),
-        public_url: "https://lender.example.com".into(),
-        stop_words: Arc::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, duebell::api::router(state)).await });
+    let addr = serve_callbacks(&h, None).await;
     let report = serde_json::json!([{"sid": "serial-+8613800000001", "report_status": "SUCCESS", "mobile": "13800000001"}]);
     for _ in 0..2 {
         let r = reqwest::Client::new()
