@@ -159,13 +159,12 @@ impl Planner<'_> {
             let pos = self.policy.position(days);
             // Steps whose window passed unsent while the loan was known
             // (the daemon was down): recorded as expired, with why.
+            // A step started after the loan was known iff its local day is
+            // after the day the loan arrived (local midnight ≥ created_at):
+            // compared as dates, without a tz lookup per step.
+            let created_day = loan.created_at.with_timezone(&tz).date_naive();
             for step in &pos.passed {
-                let started = local_instant(
-                    tz,
-                    loan.due_date + Duration::days(i64::from(step.offset_days)),
-                    0,
-                );
-                if started < loan.created_at {
+                if loan.due_date + Duration::days(i64::from(step.offset_days)) <= created_day {
                     continue;
                 }
                 for &ch in &step.channels {
