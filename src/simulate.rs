@@ -322,6 +322,23 @@ pub async fn simulate(
         }
         clock.set(next);
     }
+    // Every decision, not only the sends: what was deferred, suppressed,
+    // cancelled or expired, and why (by reason class), on stderr.
+    let mut summary: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    for (state, channel, _, reason, n) in store.message_breakdown().await? {
+        let class = crate::metrics::reason_class(reason.as_deref().unwrap_or(""));
+        *summary
+            .entry((
+                state.as_str().to_owned(),
+                channel.as_str().to_owned(),
+                class.to_owned(),
+            ))
+            .or_default() += n;
+    }
+    eprintln!("decisions at the end of the simulation (state, channel, reason):");
+    for ((state, channel, class), n) in &summary {
+        eprintln!("  {state:<11} {channel:<6} {class:<14} {n}");
+    }
     store.close().await;
     let provider_for = |ch: Channel| -> String {
         match ch {

@@ -113,6 +113,30 @@ fn a_30_day_simulation_of_the_sample_book_follows_the_ladder_and_honours_events(
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(sends.len() > 500, "{}", sends.len());
+    // Decisions other than sends are reported with their reasons.
+    assert!(
+        stderr.contains("decisions at the end of the simulation"),
+        "{stderr}"
+    );
+    // L0101-2 is paid at 09:30 local on the day its reminders were planned for 10:00.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("cancelled") && l.contains("loan_inactive")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("suppressed") && l.contains("opted_out")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("suppressed") && l.contains("no_address")),
+        "{stderr}"
+    );
     let steps: HashSet<&str> = sends.iter().map(|s| s["step"].as_str().unwrap()).collect();
     for step in [
         "pre_3", "pre_1", "due", "late_1", "late_3", "late_7", "late_15", "late_30",
