@@ -679,10 +679,15 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 async fn twilio_status(
     State(s): State<ApiState>,
     Path(provider): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let path = format!("/webhooks/twilio/{provider}/status");
+    // Twilio signs the full URL it called, query included.
+    let path = match query.get("m") {
+        Some(m) => format!("/webhooks/twilio/{provider}/status?m={m}"),
+        None => format!("/webhooks/twilio/{provider}/status"),
+    };
     let params = match twilio_form(&s, &provider, &path, &headers, &body) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -706,9 +711,21 @@ async fn twilio_status(
             .map(|c| format!(" (error {c})"))
             .unwrap_or_default()
     );
+    // The StatusCallback URL carries our message id (`?m=<id>`), so a
+    // receipt reconciles a send interrupted before Twilio's SID was stored.
+    let ours = query
+        .get("m")
+        .and_then(|m| m.parse::<i64>().ok())
+        .map(|m| format!("m:{m}"));
     match s
         .store
-        .receipt(s.clock.now(), &provider, sid, delivered, &detail)
+        .receipt(
+            s.clock.now(),
+            &provider,
+            ours.as_deref().unwrap_or(sid),
+            delivered,
+            &detail,
+        )
         .await
     {
         Ok(_) => (StatusCode::OK, "").into_response(),
@@ -793,7 +810,12 @@ async fn aliyun_report(
 ) -> Response {
     let read = |r: &serde_json::Value| {
         Some((
-            r["biz_id"].as_str()?.to_owned(),
+            // `out_id` is our message id (sent as OutId).
+            r["out_id"]
+                .as_str()
+                .filter(|o| !o.is_empty())
+                .map(|o| format!("m:{o}"))
+                .or_else(|| r["biz_id"].as_str().map(str::to_owned))?,
             r["success"].as_bool().unwrap_or(false),
             r["err_code"].as_str().unwrap_or("").to_owned(),
         ))

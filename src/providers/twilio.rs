@@ -99,7 +99,10 @@ impl Provider for TwilioProvider {
         let mut form = vec![
             ("To", m.to.clone()),
             ("Body", m.body.clone()),
-            ("StatusCallback", self.status_callback.clone()),
+            (
+                "StatusCallback",
+                format!("{}?m={}", self.status_callback, m.message_id),
+            ),
         ];
         match (&self.messaging_service_sid, &self.from) {
             (Some(ms), _) => form.push(("MessagingServiceSid", ms.clone())),

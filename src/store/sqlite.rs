@@ -781,13 +781,29 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ?",
-        )
-        .bind(provider)
-        .bind(provider_ref)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // Our own message id (`m:<id>`, echoed by providers that carry it)
+        // also matches a message whose send was interrupted before the
+        // provider's id was recorded: the receipt reconciles it.
+        let row: Option<(i64, String)> = match provider_ref
+            .strip_prefix("m:")
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            Some(id) => {
+                sqlx::query_as("SELECT id, state FROM messages WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_as(
+                    "SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ?",
+                )
+                .bind(provider)
+                .bind(provider_ref)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
         let to = if delivered {
             MessageState::Delivered
         } else {
