@@ -65,7 +65,7 @@ impl Notifier {
     }
 
     pub fn reloading(&self) {
-        let ts = nix_monotonic_usec();
+        let ts = approx_monotonic_usec();
         self.send(&format!("RELOADING=1\nMONOTONIC_USEC={ts}"));
     }
 
@@ -75,7 +75,7 @@ impl Notifier {
 }
 
 /// CLOCK_MONOTONIC in microseconds, as systemd wants with RELOADING=1.
-fn nix_monotonic_usec() -> u128 {
+fn approx_monotonic_usec() -> u128 {
     // /proc/uptime is CLOCK_BOOTTIME-ish; tokio's Instant is monotonic but
     // opaque. systemd tolerates an approximate value here.
     std::fs::read_to_string("/proc/uptime")

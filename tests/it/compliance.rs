@@ -1,6 +1,5 @@
 //! The compliance gate enforced at claim time, across concurrent workers.
 
-use chrono::Duration;
 use duebell::dispatch::Outcome;
 use duebell::domain::Channel;
 use duebell::store::{MessageState, NewMessage};
@@ -81,5 +80,4 @@ async fn two_workers_racing_for_one_borrowers_messages_never_exceed_the_cap() {
     // Deferred to tomorrow's window, not dropped.
     let next = h.store.next_pending_at().await.unwrap().unwrap();
     assert_eq!(next, crate::support::utc("2026-12-11T00:00:00Z"));
-    let _ = Duration::zero();
 }
