@@ -19,7 +19,10 @@ use crate::config::Config;
 use crate::dispatch::Outcome;
 use crate::engine::Engine;
 use crate::sources::{FileWatch, ImportReport, PollOutcome};
-use crate::store::{self, Store};
+use crate::store::{self, Fence, Store, StoreError};
+
+/// The lease name of the planner role.
+pub const PLANNER_ROLE: &str = "planner";
 use crate::templates::TemplateSet;
 
 /// What one cycle did.
@@ -50,6 +53,12 @@ pub struct App {
     api_addr: watch::Sender<Option<std::net::SocketAddr>>,
     loader: Option<ConfigLoader>,
     parts: crate::engine::Parts,
+    /// The planner lease while this instance holds it.
+    planner: Option<Fence>,
+    /// When the planner lease was last taken or renewed (wall clock).
+    lease_renewed: Instant,
+    /// Another instance asked the planner to plan.
+    plan_requested: bool,
 }
 
 /// Re-reads the configuration (SIGHUP): the file, the environment, the
@@ -71,6 +80,7 @@ impl App {
             unsubscribe: Arc::new(crate::api::unsubscribe::Signer::new(key)),
             pauses: Arc::default(),
             metrics: Arc::default(),
+            instance: Arc::from(config.daemon.instance_name()),
         };
         let engine = Engine::build_with(&config, store.clone(), None, parts.clone())
             .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
@@ -129,6 +139,9 @@ impl App {
             api_addr: watch::channel(None).0,
             loader: None,
             parts,
+            planner: None,
+            lease_renewed: now,
+            plan_requested: false,
         })
     }
 
@@ -299,15 +312,35 @@ impl App {
                 }
             }
         }
-        let now = self.clock.now();
-        // Plan on the cron tick, and at once when an import changed the book.
+        // Plan on the cron tick, and at once when an import changed the
+        // book; only the holder of the planner lease plans.
         let changed = report
             .imports
             .iter()
             .any(|r| r.counts.imported + r.counts.updated > 0);
-        if changed || self.next_tick.is_none_or(|t| now >= t) {
+        let planner = self.hold_planner().await;
+        let now = self.clock.now();
+        if !planner && (changed || self.plan_requested) {
+            self.plan_requested = false;
+            if let Err(e) = self.store.request_plan().await {
+                tracing::warn!("cannot ask the planner to plan: {e}");
+            }
+        }
+        if let (Some(fence), true) = (
+            self.planner.clone(),
+            changed || self.plan_requested || self.next_tick.is_none_or(|t| now >= t),
+        ) {
+            self.plan_requested = false;
             let started = std::time::Instant::now();
-            let tick = self.engine.plan(now).await.context("while planning")?;
+            let tick = match self.engine.plan_fenced(now, &fence).await {
+                Ok(t) => t,
+                Err(StoreError::Fenced(why)) => {
+                    tracing::warn!("planning stopped: {why}");
+                    self.planner = None;
+                    return Ok(report);
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("while planning")),
+            };
             self.api.metrics.observe(
                 "duebell_planner_tick_seconds",
                 &[],
@@ -323,9 +356,28 @@ impl App {
             );
             self.next_tick = self.config.policy.tick.schedule.after(&now).next();
         }
+        // Sends left by an instance that died (or by this one's last life):
+        // their claim leases have run out.
+        let (confirmed, unsure) = self
+            .engine
+            .dispatcher
+            .reconcile(self.clock.now())
+            .await
+            .context("while reconciling interrupted sends")?;
+        if confirmed + unsure > 0 {
+            tracing::warn!(
+                confirmed_sent = confirmed,
+                replayed_or_unknown = unsure,
+                "reconciled sends whose instance stopped mid-send"
+            );
+        }
+        let renew_every = self.config.daemon.planner_lease.get() / 3;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if self.planner.is_some() && self.lease_renewed.elapsed() >= renew_every {
+                self.hold_planner().await;
             }
             match self
                 .engine
@@ -352,12 +404,50 @@ impl App {
         Ok(report)
     }
 
+    /// Takes or renews the planner lease; whether this instance plans.
+    async fn hold_planner(&mut self) -> bool {
+        let ttl = self.config.daemon.planner_lease.get();
+        let instance = self.parts.instance.clone();
+        match self
+            .store
+            .acquire_lease(PLANNER_ROLE, &instance, self.clock.now(), ttl)
+            .await
+        {
+            Ok(Some(fence)) => {
+                if self.planner.as_ref().map(|f| f.token) != Some(fence.token) {
+                    tracing::info!(instance = %instance, token = fence.token, "this instance holds the planner lease and plans");
+                    // A new holder plans at once: the last one may have
+                    // died before its tick.
+                    self.next_tick = None;
+                }
+                self.planner = Some(fence);
+                self.lease_renewed = Instant::now();
+                true
+            }
+            Ok(None) => {
+                if self.planner.take().is_some() {
+                    tracing::warn!(instance = %instance, "the planner lease passed to another instance");
+                }
+                self.lease_renewed = Instant::now();
+                false
+            }
+            Err(e) => {
+                tracing::error!("cannot take or renew the planner lease: {e}");
+                self.planner = None;
+                false
+            }
+        }
+    }
+
     /// When the loop should wake next (wall clock).
     async fn next_wake(&self, watchdog: Option<Duration>) -> Instant {
         let wall = Instant::now();
         let now = self.clock.now();
         let until = |t: DateTime<Utc>| wall + (t - now).to_std().unwrap_or(Duration::ZERO);
-        let mut wake = wall + Duration::from_secs(60);
+        // Poll for work other instances planned or left behind, and renew
+        // (or try to take) the planner lease well before it runs out.
+        let mut wake = wall + self.config.daemon.poll_interval.get();
+        wake = wake.min(self.lease_renewed + self.config.daemon.planner_lease.get() / 3);
         for (_, n) in &self.watches {
             wake = wake.min(*n);
         }
@@ -412,6 +502,28 @@ impl App {
         notify.ready();
         let replan = self.api.replan.clone();
         let reload = self.reload.clone();
+        let wakeups = self.store.wakeups();
+        // Claims of messages being sent stay this instance's while it
+        // lives; the task stops after the last send is recorded.
+        let renewing = CancellationToken::new();
+        let renewer = {
+            let (store, clock, stop) = (self.store.clone(), self.clock.clone(), renewing.clone());
+            let instance = self.parts.instance.to_string();
+            let lease = self.config.daemon.claim_lease.get();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(lease / 3) => {}
+                    }
+                    let until = clock.now()
+                        + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+                    if let Err(e) = store.renew_claims(&instance, until).await {
+                        tracing::warn!("cannot renew claim leases: {e}");
+                    }
+                }
+            })
+        };
         let deadline = self.config.daemon.stop_deadline.get();
         let mut last_status = String::new();
         loop {
@@ -453,6 +565,13 @@ impl App {
                 _ = replan.notified() => {
                     // A change through the API: plan at once.
                     self.next_tick = None;
+                    self.plan_requested = true;
+                }
+                _ = async { match &wakeups { Some(w) => w.work.notified().await, None => std::future::pending().await } } => {
+                    // Another instance committed work.
+                }
+                _ = async { match &wakeups { Some(w) => w.plan.notified().await, None => std::future::pending().await } } => {
+                    self.plan_requested = true;
                 }
                 _ = reload.notified() => {
                     tracing::info!("reload requested");
@@ -464,6 +583,23 @@ impl App {
         }
         tracing::info!("shutting down");
         notify.stopping();
+        renewing.cancel();
+        let _ = renewer.await;
+        // A send cut off by the deadline is left for reconciliation at once
+        // (by another instance, or this one's next start), and planning
+        // passes to another instance without waiting out the lease.
+        match self.store.release_claims(&self.parts.instance).await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(messages = n, "left sends in flight for reconciliation")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot release claim leases: {e}"),
+        }
+        if let Some(fence) = self.planner.take() {
+            if let Err(e) = self.store.release_lease(&fence).await {
+                tracing::warn!("cannot release the planner lease: {e}");
+            }
+        }
         server_stop.cancel();
         if let Some(task) = server {
             let _ = task.await;

@@ -109,6 +109,14 @@ pub enum Command {
         #[arg(long, default_value = "100")]
         limit: u32,
     },
+    /// Create the store if needed and apply its migrations (the daemon also
+    /// does this at start; run it first when instances start together).
+    Migrate,
+    /// Store tools.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
         /// Run one full cycle, then exit.
@@ -122,6 +130,21 @@ pub enum TemplatesCommand {
     /// Render every template in every locale against templates/samples.toml
     /// and report FILE:LINE: message for each problem.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every row of one store into another, empty one (SQLite to
+    /// PostgreSQL or back), in one transaction, verified by counting every
+    /// table on both sides. Stop the daemons first.
+    Copy {
+        /// The store to read, e.g. sqlite://var/duebell.db.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The empty store to fill, e.g. postgres://duebell@db:5432/duebell.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +222,12 @@ fn load_config(cli: &Cli) -> Result<LoadedConfig, ExitStatus> {
 }
 
 pub async fn execute(cli: Cli) -> ExitStatus {
+    if let Command::Store {
+        command: StoreCommand::Copy { from, to },
+    } = &cli.command
+    {
+        return store_copy(from, to).await;
+    }
     let loaded = match load_config(&cli) {
         Ok(l) => l,
         Err(status) => return status,
@@ -264,6 +293,8 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             crate::simulate::run(&loaded.config, args).await
         }
         Command::Status => status(&loaded.config).await,
+        Command::Migrate => migrate(&loaded.config.store).await,
+        Command::Store { .. } => unreachable!("handled before the config is read"),
         Command::Audit { from, to, format } => {
             audit(&loaded.config, from.as_deref(), to.as_deref(), *format).await
         }
@@ -293,6 +324,60 @@ pub async fn execute(cli: Cli) -> ExitStatus {
 }
 
 /// Opens the store a command needs, or says why it cannot.
+async fn migrate(config: &crate::config::StoreConfig) -> ExitStatus {
+    let store = match open_store(config).await {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let version = store.schema_version().await;
+    store.close().await;
+    match version {
+        Ok(v) => {
+            out!(
+                "{}: {} store at schema version {v}",
+                config.url,
+                store.backend()
+            );
+            ExitStatus::Ok
+        }
+        Err(e) => {
+            eprintln!(
+                "duebell: cannot read the schema version of {}: {e}",
+                config.url
+            );
+            ExitStatus::Failed
+        }
+    }
+}
+
+async fn store_copy(from: &str, to: &str) -> ExitStatus {
+    let side = |url: &str| crate::config::StoreConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    };
+    for (flag, url) in [("--from", from), ("--to", to)] {
+        let c = side(url);
+        if c.sqlite_path().is_none() && !c.is_postgres() {
+            eprintln!("duebell: {flag} `{url}` is not a store URL; use sqlite://PATH or postgres://USER@HOST:5432/DATABASE");
+            return ExitStatus::BadConfig;
+        }
+    }
+    match crate::store::copy(&side(from), &side(to)).await {
+        Ok(report) => {
+            out!("{:<16} {:>10} {:>10}", "table", "source", "copied");
+            for (table, a, b) in &report.tables {
+                out!("{table:<16} {a:>10} {b:>10}");
+            }
+            out!("copied {from} to {to}; every table's count matches");
+            ExitStatus::Ok
+        }
+        Err(e) => {
+            eprintln!("duebell: store copy failed, the target is unchanged: {e}");
+            ExitStatus::Failed
+        }
+    }
+}
+
 async fn open_store(
     config: &crate::config::StoreConfig,
 ) -> Result<Arc<dyn crate::store::Store>, ExitStatus> {

@@ -61,6 +61,10 @@ pub struct Dispatcher {
     pub unsubscribe: Arc<crate::api::unsubscribe::Signer>,
     pub pauses: Arc<crate::api::Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This process's name on its claims.
+    pub instance: Arc<str>,
+    /// How long a claim holds without renewal.
+    pub claim_lease: std::time::Duration,
 }
 
 /// Decides a claim: eligibility, then the gate.
@@ -203,7 +207,12 @@ impl Dispatcher {
         let gate = self.gate.clone();
         let tz = self.default_tz;
         let decide = move |v: &ClaimView| decide(v, now, &gate, tz);
-        let Some((view, verdict)) = self.store.claim_next(now, since, &decide).await? else {
+        let lease = crate::store::ClaimLease {
+            holder: self.instance.to_string(),
+            until: now + Duration::from_std(self.claim_lease).unwrap_or(Duration::MAX),
+        };
+        let Some((view, verdict)) = self.store.claim_next(now, since, &lease, &decide).await?
+        else {
             return Ok(Outcome::Idle);
         };
         let Verdict::Send {
@@ -488,14 +497,18 @@ impl Dispatcher {
         }
     }
 
-    /// Resolves messages left `sending` by a crash: if the provider shows the
-    /// attempt arrived, it is `sent`; otherwise `unknown`, never resent
-    /// blindly.
+    /// Resolves messages left `sending` by a crash or a dead instance (their
+    /// claim lease ran out): if the provider shows the attempt arrived, it
+    /// is `sent`; if every provider of the channel drops a repeated
+    /// idempotency key, it is replayed; otherwise `unknown`, never resent
+    /// blindly. Returns (confirmed sent, replayed or unknown).
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
         let (mut sent, mut unknown) = (0, 0);
-        for (id, attempt, channel) in self.store.in_flight().await? {
+        for (id, attempt, channel) in self.store.in_flight(now).await? {
             let mut found = None;
-            for p in self.router.for_channel(channel) {
+            let providers = self.router.for_channel(channel);
+            let replay = !providers.is_empty() && providers.iter().all(|p| p.replay_safe());
+            for p in providers {
                 if let Some(r) = p.lookup(id, &attempt).await {
                     found = Some((p.name().to_owned(), r));
                     break;
@@ -511,6 +524,10 @@ impl Dispatcher {
                         subject: None,
                         body: String::new(),
                     }
+                }
+                None if replay => {
+                    unknown += 1;
+                    Finish::Replay { reason: "interrupted between claim and the provider's answer; replayed under the same idempotency key".into() }
                 }
                 None => {
                     unknown += 1;

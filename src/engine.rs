@@ -21,6 +21,8 @@ pub struct Parts {
     pub unsubscribe: Arc<crate::api::unsubscribe::Signer>,
     pub pauses: Arc<crate::api::Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This process's name in claims and leases.
+    pub instance: Arc<str>,
 }
 
 impl Default for Parts {
@@ -31,6 +33,7 @@ impl Default for Parts {
             unsubscribe: Arc::new(crate::api::unsubscribe::Signer::new(b"not-served".to_vec())),
             pauses: Arc::default(),
             metrics: Arc::default(),
+            instance: Arc::from(crate::config::DaemonConfig::default().instance_name()),
         }
     }
 }
@@ -72,6 +75,7 @@ impl Engine {
                 &config.routing,
                 &config.api.public_url,
                 parts.metrics.clone(),
+                store.shared_rate(),
             )
             .map_err(|p| {
                 p.into_iter()
@@ -97,6 +101,8 @@ impl Engine {
                 unsubscribe: parts.unsubscribe,
                 pauses: parts.pauses,
                 metrics: parts.metrics,
+                instance: parts.instance,
+                claim_lease: config.daemon.claim_lease.get(),
             },
         })
     }
@@ -110,7 +116,22 @@ impl Engine {
     }
 
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<TickReport, StoreError> {
-        planner::tick(self.dispatcher.store.as_ref(), &self.planner(), now).await
+        planner::tick(self.dispatcher.store.as_ref(), &self.planner(), now, None).await
+    }
+
+    /// Plans as the holder of the planner lease `fence`.
+    pub async fn plan_fenced(
+        &self,
+        now: DateTime<Utc>,
+        fence: &crate::store::Fence,
+    ) -> Result<TickReport, StoreError> {
+        planner::tick(
+            self.dispatcher.store.as_ref(),
+            &self.planner(),
+            now,
+            Some(fence),
+        )
+        .await
     }
 
     pub async fn dispatch(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {

@@ -483,14 +483,17 @@ pub struct TickReport {
     pub next_change: Option<DateTime<Utc>>,
 }
 
-/// One planning pass over the whole book, in pages.
+/// One planning pass over the whole book, in pages. With a `fence` (the
+/// planner lease of a daemon sharing the store), every page is written only
+/// while the lease is still this planner's.
 pub async fn tick(
     store: &dyn Store,
     planner: &Planner<'_>,
     now: DateTime<Utc>,
+    fence: Option<&crate::store::Fence>,
 ) -> Result<TickReport, StoreError> {
     let mut report = TickReport {
-        cancelled: store.cancel_ineligible(now).await?,
+        cancelled: store.cancel_ineligible(now, fence).await?,
         ..Default::default()
     };
     let since = now - caps::lookback(planner.gate.caps());
@@ -512,7 +515,7 @@ pub async fn tick(
             );
         }
         report.borrowers += page.len() as u64;
-        report.recorded += store.record_plan(now, &messages).await?;
+        report.recorded += store.record_plan(now, &messages, fence).await?;
     }
     Ok(report)
 }

@@ -53,13 +53,48 @@ pub struct DaemonConfig {
     /// take to finish. A send still in flight after it stays `sending` and is
     /// reconciled (never resent blindly) at the next start.
     pub stop_deadline: ConfigDuration,
+    /// This instance's name in leases and claims (default: host name,
+    /// process id and a random suffix, unique per process).
+    pub instance: Option<String>,
+    /// How long the planner role is held without renewal. When the holder
+    /// dies or stalls longer, another instance takes over planning.
+    pub planner_lease: ConfigDuration,
+    /// How long a claimed message stays with its instance without renewal
+    /// (renewed every third of it while the instance lives). A message left
+    /// `sending` past it is reconciled by any instance.
+    pub claim_lease: ConfigDuration,
+    /// Longest sleep between looks for due work. With PostgreSQL, `LISTEN`
+    /// wakes an idle instance at once when another plans; this is the
+    /// fallback when that connection is down.
+    pub poll_interval: ConfigDuration,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             stop_deadline: ConfigDuration(Duration::from_secs(20)),
+            instance: None,
+            planner_lease: ConfigDuration(Duration::from_secs(15)),
+            claim_lease: ConfigDuration(Duration::from_secs(30)),
+            poll_interval: ConfigDuration(Duration::from_secs(5)),
         }
+    }
+}
+
+impl DaemonConfig {
+    /// This process's instance name.
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = &self.instance {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        format!("{host}-{}-{:05x}", std::process::id(), nanos & 0xfffff)
     }
 }
 
@@ -89,7 +124,9 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (relative paths are from the working directory).
+    /// `sqlite://PATH` (relative paths are from the working directory), or
+    /// `postgres://USER@HOST:PORT/DATABASE` when several instances share
+    /// the work.
     pub url: String,
     /// How long a writer waits for a lock held by another connection.
     pub busy_timeout: ConfigDuration,
@@ -128,6 +165,11 @@ impl StoreConfig {
             .or_else(|| self.url.strip_prefix("sqlite:"))?;
         let rest = rest.split('?').next().unwrap_or(rest);
         Some(PathBuf::from(rest))
+    }
+
+    /// Whether this names a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
     }
 }
 
@@ -230,17 +272,21 @@ impl Config {
     /// Cross-field rules serde cannot express. Each problem names its key.
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        if self.store.sqlite_path().is_none() {
-            let scheme = self.store.url.split(':').next().unwrap_or("");
-            let msg = if scheme.starts_with("postgres") {
-                "PostgreSQL is not supported by this build yet; use sqlite://PATH".to_owned()
-            } else {
+        if self.store.is_postgres() {
+            if let Err(e) = self.store.url.parse::<sqlx::postgres::PgConnectOptions>() {
+                problems.push((
+                    "store.url".to_owned(),
+                    format!("not a PostgreSQL URL ({e}); write postgres://USER@HOST:5432/DATABASE"),
+                ));
+            }
+        } else if self.store.sqlite_path().is_none() {
+            problems.push((
+                "store.url".to_owned(),
                 format!(
-                    "`{}` is not a store URL; use sqlite://var/duebell.db",
+                    "`{}` is not a store URL; use sqlite://var/duebell.db or postgres://USER@HOST:5432/DATABASE",
                     self.store.url
-                )
-            };
-            problems.push(("store.url".to_owned(), msg));
+                ),
+            ));
         } else if self
             .store
             .sqlite_path()
@@ -293,6 +339,7 @@ impl Config {
             &self.routing,
             &self.api.public_url,
             Default::default(),
+            None,
         ) {
             problems.extend(router);
         }

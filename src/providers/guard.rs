@@ -64,21 +64,49 @@ impl<'de> Deserialize<'de> for Rate {
 /// reduced by the burst (measured on this machine kind: a burst equal to the
 /// rate let through twice the rate in the first second).
 pub fn quota(rate: Rate, burst: Option<u32>) -> Result<Quota, String> {
+    if burst == Some(0) {
+        return Err("burst must be at least 1".into());
+    }
+    let (interval, burst) = cells(rate, burst);
+    let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
+    Quota::with_period(interval)
+        .map(|q| q.allow_burst(burst))
+        .ok_or_else(|| "rate too high to express".to_owned())
+}
+
+/// A rate limiter shared by every instance on one store (PostgreSQL). It
+/// replaces the per-process governor limiter, so the providers see the
+/// configured rate from the whole cluster, not from each instance.
+#[async_trait]
+pub trait SharedRate: Send + Sync {
+    /// Reserves `cost` cells of limiter `key` (one cell per `interval`, up
+    /// to `burst` at once) and returns how long to wait before using them.
+    async fn reserve(
+        &self,
+        key: &str,
+        cost: u32,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Duration, String>;
+}
+
+/// The steady interval and burst that hold `rate` in every window: the
+/// burst comes out of the steady rate (see `quota`).
+pub fn cells(rate: Rate, burst: Option<u32>) -> (Duration, u32) {
     let per_sec = rate.per_second();
     // At least 3: a message's parts are taken from the limiter at once (so
     // its parts never straddle two windows at the provider), which needs a
     // burst of at least its part count.
-    let burst = burst.unwrap_or_else(|| ((per_sec * 0.005).ceil() as u32).max(MIN_BURST));
-    let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
+    let burst = burst
+        .unwrap_or_else(|| ((per_sec * 0.005).ceil() as u32).max(MIN_BURST))
+        .max(1);
     // Replenish one cell every period/(count - burst) when that leaves a
     // positive steady rate, else every period/count with a burst of 1.
-    let steady = rate.count.saturating_sub(burst.get()).max(1);
+    let steady = rate.count.saturating_sub(burst).max(1);
     // Rounded up to the nanosecond: truncating would let the rate be
     // exceeded by a hair.
     let interval = Duration::from_nanos(rate.per.as_nanos().div_ceil(u128::from(steady)) as u64);
-    Quota::with_period(interval)
-        .map(|q| q.allow_burst(burst))
-        .ok_or_else(|| "rate too high to express".to_owned())
+    (interval, burst)
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +120,8 @@ struct Breaker {
 pub struct Guarded {
     inner: Arc<dyn Provider>,
     limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// With several instances: the cluster's limiter, its interval and burst.
+    shared: Option<(Arc<dyn SharedRate>, Duration, u32)>,
     slots: tokio::sync::Semaphore,
     timeout: Duration,
     state: Mutex<Breaker>,
@@ -105,16 +135,26 @@ impl Guarded {
         inner: Arc<dyn Provider>,
         cfg: &ProviderConfig,
         metrics: Arc<crate::metrics::Metrics>,
+        shared_rate: Option<Arc<dyn SharedRate>>,
     ) -> Result<Guarded, String> {
-        let limiter = cfg
+        let mut limiter = cfg
             .rate
             .map(|r| quota(r, cfg.burst))
             .transpose()?
             .map(RateLimiter::direct);
+        let shared = match (cfg.rate, shared_rate) {
+            (Some(rate), Some(s)) => {
+                limiter = None;
+                let (interval, burst) = cells(rate, cfg.burst);
+                Some((s, interval, burst))
+            }
+            _ => None,
+        };
         metrics.set("duebell_circuit_open", &[("provider", inner.name())], 0.0);
         Ok(Guarded {
             inner,
             limiter,
+            shared,
             slots: tokio::sync::Semaphore::new(cfg.concurrency.max(1) as usize),
             timeout: cfg.timeout.get(),
             state: Mutex::new(Breaker::default()),
@@ -223,6 +263,27 @@ impl Provider for Guarded {
                 maybe_delivered: false,
                 throttle: false,
             })?;
+        if let Some((shared, interval, burst)) = &self.shared {
+            let started = Instant::now();
+            let parts = m.segments.unwrap_or(1).max(1) as u32;
+            let key = format!("provider:{}", self.inner.name());
+            match shared.reserve(&key, parts, *interval, *burst).await {
+                Ok(wait) => tokio::time::sleep(wait).await,
+                Err(e) => {
+                    return Err(ProviderError::Transient {
+                        code: e,
+                        retry_after: Some(Duration::from_secs(1)),
+                        maybe_delivered: false,
+                        throttle: false,
+                    })
+                }
+            }
+            self.metrics.observe(
+                "duebell_rate_limit_wait_seconds",
+                &[("provider", self.inner.name())],
+                started.elapsed().as_secs_f64(),
+            );
+        }
         if let Some(l) = &self.limiter {
             let started = Instant::now();
             // Providers count parts, not messages: take all of a message's
@@ -259,6 +320,10 @@ impl Provider for Guarded {
 
     async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt> {
         self.inner.lookup(message_id, attempt_id).await
+    }
+
+    fn replay_safe(&self) -> bool {
+        self.inner.replay_safe()
     }
 }
 

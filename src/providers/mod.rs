@@ -91,6 +91,12 @@ pub trait Provider: Send + Sync {
     /// Whether an earlier attempt reached the provider, for reconciling
     /// messages left `sending` by a crash. `None`: the provider cannot tell.
     async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt>;
+    /// Whether a send interrupted before its answer may be sent again: the
+    /// provider drops a repeat of the same idempotency key (a webhook whose
+    /// gateway is configured `idempotent = true`).
+    fn replay_safe(&self) -> bool {
+        false
+    }
 }
 
 /// `[[providers]]`: one adapter instance. Which keys apply depends on `kind`.
@@ -109,6 +115,10 @@ pub struct ProviderConfig {
     /// `webhook`: HMAC-SHA256 key for `X-Duebell-Signature`.
     #[serde(default)]
     pub secret: Option<String>,
+    /// `webhook`: the gateway drops a repeated `Idempotency-Key`, so a send
+    /// interrupted by a crash is replayed rather than left `unknown`.
+    #[serde(default)]
+    pub idempotent: bool,
     /// `twilio`: account SID and auth token.
     #[serde(default)]
     pub account_sid: Option<String>,
@@ -220,6 +230,7 @@ pub fn default_providers() -> Vec<ProviderConfig> {
         dir: Some("var/outbox".into()),
         url: None,
         secret: None,
+        idempotent: false,
         account_sid: None,
         auth_token: None,
         from: None,
@@ -261,6 +272,7 @@ impl Router {
         routing: &RoutingConfig,
         public_url: &str,
         metrics: Arc<crate::metrics::Metrics>,
+        shared_rate: Option<Arc<dyn guard::SharedRate>>,
     ) -> Result<Router, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let mut built: Vec<(String, Arc<dyn Provider>)> = Vec::new();
@@ -297,7 +309,12 @@ impl Router {
                 ProviderKind::Webhook => {
                     let url = need(&p.url, "url", &mut problems);
                     let secret = need(&p.secret, "secret", &mut problems);
-                    Arc::new(webhook::WebhookProvider::new(&p.name, url, secret))
+                    Arc::new(webhook::WebhookProvider::new(
+                        &p.name,
+                        url,
+                        secret,
+                        p.idempotent,
+                    ))
                 }
                 ProviderKind::Twilio => {
                     let sid = need(&p.account_sid, "account_sid", &mut problems);
@@ -372,7 +389,7 @@ impl Router {
                     }
                 }
             };
-            match guard::Guarded::new(inner, p, metrics.clone()) {
+            match guard::Guarded::new(inner, p, metrics.clone(), shared_rate.clone()) {
                 Ok(g) => built.push((p.name.clone(), Arc::new(g))),
                 Err(e) => problems.push((key("rate"), e)),
             }

@@ -13,15 +13,17 @@ pub struct WebhookProvider {
     name: String,
     url: String,
     secret: String,
+    idempotent: bool,
     client: reqwest::Client,
 }
 
 impl WebhookProvider {
-    pub fn new(name: &str, url: String, secret: String) -> Self {
+    pub fn new(name: &str, url: String, secret: String, idempotent: bool) -> Self {
         WebhookProvider {
             name: name.to_owned(),
             url,
             secret,
+            idempotent,
             client: reqwest::Client::new(),
         }
     }
@@ -103,5 +105,9 @@ impl Provider for WebhookProvider {
 
     async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
         None
+    }
+
+    fn replay_safe(&self) -> bool {
+        self.idempotent
     }
 }

@@ -4,6 +4,10 @@
 //! planner or dispatcher changing. Backends keep instants in UTC and money as
 //! exact decimal text.
 
+mod codec;
+mod copy;
+mod postgres;
+mod postgres_flow;
 mod sqlite;
 mod sqlite_flow;
 mod types;
@@ -14,6 +18,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::config::StoreConfig;
 use crate::domain::{Borrower, Channel, Loan, LoanId, LoanStatus, Money, Payment};
 
+pub use copy::{copy, CopyReport};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -32,7 +38,49 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// A write made in a role (planning) whose lease passed to another
+    /// instance; nothing was written.
+    #[error("fenced off: {0}")]
+    Fenced(String),
 }
+
+/// A held role: its name, the holder and the fencing token the role had
+/// when this holder took it. Writes made in the role carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub role: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+/// What wakes an idle daemon that shares its store.
+#[derive(Clone)]
+pub struct Wakeups {
+    /// New due work was committed.
+    pub work: std::sync::Arc<tokio::sync::Notify>,
+    /// Another instance asked the planner to plan.
+    pub plan: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Who claims a message and until when the claim holds unless renewed.
+#[derive(Debug, Clone)]
+pub struct ClaimLease {
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
+/// The lease SQL, identical in both dialects apart from placeholders: take
+/// the role if it is free, expired or already ours; the token rises when it
+/// changes hands (or when our own lease had lapsed).
+pub(crate) const ACQUIRE_LEASE_SQL: &str =
+    "INSERT INTO leases (name, holder, token, expires_at) VALUES ($1, $2, 1, $3)
+     ON CONFLICT (name) DO UPDATE SET
+        token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= $4
+                     THEN leases.token ELSE leases.token + 1 END,
+        holder = excluded.holder,
+        expires_at = excluded.expires_at
+      WHERE leases.holder = excluded.holder OR leases.expires_at < $4
+     RETURNING token";
 
 /// One loan-book row: a borrower as of this row and one of their loans.
 #[derive(Debug, Clone)]
@@ -171,21 +219,30 @@ pub trait Store: Send + Sync + 'static {
     /// Records planner decisions. Idempotent: a message whose dedupe key or
     /// any (loan, due date, step, channel) is already recorded is skipped.
     /// Returns how many were recorded.
+    /// With a `fence`, nothing is written unless it is still current.
     async fn record_plan(
         &self,
         now: DateTime<Utc>,
         messages: &[NewMessage],
+        fence: Option<&Fence>,
     ) -> Result<u64, StoreError>;
     /// Cancels pending messages that can no longer go: every loan paid or
     /// closed, the contact point opted out, a standing hold. Returns how many.
-    async fn cancel_ineligible(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn cancel_ineligible(
+        &self,
+        now: DateTime<Utc>,
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError>;
     /// Claims the next due message in one transaction: loads it, asks
     /// `decide`, applies the verdict (logging the contact on `Send`).
     /// `None` when nothing is due at `now`.
+    /// A message sent is held under `lease` until it expires or its holder
+    /// finishes it; several instances claim without waiting on each other.
     async fn claim_next(
         &self,
         now: DateTime<Utc>,
         since: DateTime<Utc>,
+        lease: &ClaimLease,
         decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
     ) -> Result<Option<(ClaimView, Verdict)>, StoreError>;
     /// Records how a claimed send ended. Ignored unless the message is still
@@ -199,9 +256,49 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// The earliest `not_before` of a pending message.
     async fn next_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Messages left `sending` (a crash between claim and answer), with
-    /// their attempt ids, for reconciliation.
-    async fn in_flight(&self) -> Result<Vec<(i64, String, Channel)>, StoreError>;
+    /// Messages left `sending` whose claim lease ran out by `now` (their
+    /// instance died or stopped mid-send), with their attempt ids, for
+    /// reconciliation.
+    async fn in_flight(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, Channel)>, StoreError>;
+    /// Extends the claim leases `holder` has on messages it is sending.
+    async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Ends `holder`'s claim leases at once (a stop cut a send off): the
+    /// next reconciliation, by any instance, takes them.
+    async fn release_claims(&self, holder: &str) -> Result<u64, StoreError>;
+    /// Takes or renews the exclusive `role` for `holder` until `now + ttl`.
+    /// `None` while another holder's lease is unexpired.
+    async fn acquire_lease(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Fence>, StoreError>;
+    /// Gives a role up (a clean stop), so another instance takes it at once.
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError>;
+    /// The last migration applied.
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+    /// Which backend this is (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// Notified when another instance commits new work, or asks the
+    /// planner to plan (PostgreSQL `LISTEN`); `None` when the backend cannot
+    /// tell (poll instead).
+    fn wakeups(&self) -> Option<Wakeups> {
+        None
+    }
+    /// Asks whichever instance holds the planner role to plan now (an
+    /// import or API change reached an instance that does not plan).
+    async fn request_plan(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// A rate limiter every instance on this store shares; `None`: limits
+    /// are per process.
+    fn shared_rate(&self) -> Option<std::sync::Arc<dyn crate::providers::guard::SharedRate>> {
+        None
+    }
     /// Opts a borrower's current contact point on `channel` out (or back in).
     async fn set_opt_out(
         &self,
@@ -320,12 +417,15 @@ pub trait ImportTx: Send {
 
 /// Opens (creating and migrating if needed) the store the config names.
 pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    match config.sqlite_path() {
-        Some(_) => Ok(std::sync::Arc::new(SqliteStore::open(config).await?)),
-        None => Err(StoreError::Unsupported(format!(
-            "store.url `{}` names a backend this build does not have",
+    if config.sqlite_path().is_some() {
+        Ok(std::sync::Arc::new(SqliteStore::open(config).await?))
+    } else if config.is_postgres() {
+        Ok(std::sync::Arc::new(PgStore::open(config).await?))
+    } else {
+        Err(StoreError::Unsupported(format!(
+            "store.url `{}` names a backend this build does not have; use sqlite://PATH or postgres://…",
             config.url
-        ))),
+        )))
     }
 }
 

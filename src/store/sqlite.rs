@@ -20,9 +20,10 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_flow::{self, channel as parse_channel, claim_view, load_borrowers, transition};
 use super::{
-    effective_status, from_millis, to_millis, AuditRow, ClaimView, Finish, ImportRecord, ImportTx,
-    LoanBookRow, LoanView, MessageQuery, MessageState, MessageView, NewMessage, PaymentRow,
-    PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
+    effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
+    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
+    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
+    ACQUIRE_LEASE_SQL,
 };
 use crate::config::StoreConfig;
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
@@ -65,6 +66,11 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
+    }
+
+    /// The pool (the copy tool reads and writes tables directly).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 }
 
@@ -187,12 +193,14 @@ impl Store for SqliteStore {
         &self,
         now: DateTime<Utc>,
         messages: &[NewMessage],
+        fence: Option<&Fence>,
     ) -> Result<u64, StoreError> {
         if messages.is_empty() {
             return Ok(0);
         }
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        check_fence(&mut tx, fence).await?;
         let mut recorded = 0;
         for m in messages {
             // Planned at most once, ever: skip if any of its keys exists.
@@ -270,9 +278,14 @@ impl Store for SqliteStore {
         Ok(recorded)
     }
 
-    async fn cancel_ineligible(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn cancel_ineligible(
+        &self,
+        now: DateTime<Utc>,
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        check_fence(&mut tx, fence).await?;
         let mut doomed: Vec<(i64, String, String)> = Vec::new();
         for row in sqlx::query(
             // CROSS JOIN fixes the join order: from the message's few loans,
@@ -336,6 +349,7 @@ impl Store for SqliteStore {
         &self,
         now: DateTime<Utc>,
         since: DateTime<Utc>,
+        lease: &ClaimLease,
         decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
     ) -> Result<Option<(ClaimView, Verdict)>, StoreError> {
         let now_ms = to_millis(now);
@@ -364,9 +378,11 @@ impl Store for SqliteStore {
                 attempt_id, window, ..
             } => {
                 sqlx::query(
-                    "UPDATE messages SET attempt_id = ?, attempts = attempts + 1 WHERE id = ?",
+                    "UPDATE messages SET attempt_id = ?, attempts = attempts + 1, claimed_by = ?, lease_until = ? WHERE id = ?",
                 )
                 .bind(attempt_id)
+                .bind(&lease.holder)
+                .bind(to_millis(lease.until))
                 .bind(view.message_id)
                 .execute(&mut *tx)
                 .await?;
@@ -454,6 +470,10 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         let from = Some(MessageState::Sending);
+        sqlx::query("UPDATE messages SET lease_until = NULL WHERE id = ?")
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?;
         match finish {
             Finish::Sent {
                 provider,
@@ -564,6 +584,23 @@ impl Store for SqliteStore {
                 )
                 .await?;
             }
+            Finish::Replay { reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query("UPDATE messages SET not_before = ? WHERE id = ?")
+                    .bind(now_ms)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Planned,
+                    reason,
+                )
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(true)
@@ -578,13 +615,81 @@ impl Store for SqliteStore {
         at.map(from_millis).transpose()
     }
 
-    async fn in_flight(&self) -> Result<Vec<(i64, String, crate::domain::Channel)>, StoreError> {
-        let rows = sqlx::query("SELECT id, COALESCE(attempt_id, ''), channel FROM messages WHERE state = 'sending' ORDER BY id")
+    async fn in_flight(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, String, crate::domain::Channel)>, StoreError> {
+        let rows = sqlx::query("SELECT id, COALESCE(attempt_id, ''), channel FROM messages
+                                 WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < ?) ORDER BY id")
+            .bind(to_millis(now))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| Ok((r.get(0), r.get(1), parse_channel(&r.get::<String, _>(2))?)))
             .collect()
+    }
+
+    async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query("UPDATE messages SET lease_until = ? WHERE state = 'sending' AND claimed_by = ? AND lease_until IS NOT NULL")
+            .bind(to_millis(until))
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn release_claims(&self, holder: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE messages SET lease_until = NULL WHERE state = 'sending' AND claimed_by = ?",
+        )
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn acquire_lease(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Fence>, StoreError> {
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let token: Option<i64> = sqlx::query_scalar(&ACQUIRE_LEASE_SQL.replace('$', "?"))
+            .bind(role)
+            .bind(holder)
+            .bind(to_millis(until))
+            .bind(to_millis(now))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(token.map(|token| Fence {
+            role: role.to_owned(),
+            holder: holder.to_owned(),
+            token,
+        }))
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND token = ?")
+            .bind(&fence.role)
+            .bind(&fence.holder)
+            .bind(fence.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn set_opt_out(
@@ -1098,18 +1203,7 @@ impl Store for SqliteStore {
     }
 }
 
-fn decimal(s: &str) -> Result<Decimal, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("amount `{s}`")))
-}
-
-fn date(s: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| StoreError::Corrupt(format!("date `{s}`")))
-}
-
-fn status(s: &str) -> Result<LoanStatus, StoreError> {
-    LoanStatus::parse(s).map_err(|e| StoreError::Corrupt(e.0))
-}
+use super::codec::{date, decimal, status};
 
 struct SqliteImport {
     tx: Transaction<'static, Sqlite>,
@@ -1606,6 +1700,26 @@ impl ImportTx for SqliteImport {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Checks, inside the writer's transaction (which holds SQLite's write
+/// lock), that `fence` still holds its role.
+async fn check_fence(conn: &mut SqliteConnection, fence: Option<&Fence>) -> Result<(), StoreError> {
+    let Some(f) = fence else { return Ok(()) };
+    let token: Option<i64> =
+        sqlx::query_scalar("SELECT token FROM leases WHERE name = ? AND holder = ?")
+            .bind(&f.role)
+            .bind(&f.holder)
+            .fetch_optional(conn)
+            .await?;
+    if token == Some(f.token) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!(
+            "{} lease token {} is no longer current; another instance holds the role",
+            f.role, f.token
+        )))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
@@ -15,19 +15,9 @@ use super::{
     StoreError,
 };
 use crate::compliance::caps::Contact;
-use crate::domain::{Channel, Currency, HoldKind, LoanStatus, Money};
+use crate::domain::{Currency, HoldKind, LoanStatus, Money};
 
-pub(super) fn channel(s: &str) -> Result<Channel, StoreError> {
-    Channel::parse(s).map_err(|e| StoreError::Corrupt(e.0))
-}
-
-pub(super) fn date(s: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| StoreError::Corrupt(format!("date `{s}`")))
-}
-
-pub(super) fn state(s: &str) -> Result<MessageState, StoreError> {
-    MessageState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("message state `{s}`")))
-}
+pub(super) use super::codec::{channel, date, state};
 
 fn marks(n: usize) -> String {
     vec!["?"; n].join(",")

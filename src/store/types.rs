@@ -218,6 +218,13 @@ pub enum Finish {
     Unknown {
         reason: String,
     },
+    /// An interrupted send goes back to `planned` to be sent again under
+    /// the same idempotency key: every provider of its channel drops a
+    /// repeat, so the borrower still gets it once. The contact is un-logged
+    /// (the new claim logs it again).
+    Replay {
+        reason: String,
+    },
 }
 
 /// A message for listings and the audit.

@@ -39,7 +39,7 @@ async fn two_workers_racing_for_one_borrowers_messages_never_exceed_the_cap() {
             });
         }
     }
-    assert_eq!(h.store.record_plan(h.now(), &msgs).await.unwrap(), 24);
+    assert_eq!(h.store.record_plan(h.now(), &msgs, None).await.unwrap(), 24);
 
     let mut workers = Vec::new();
     for _ in 0..2 {
