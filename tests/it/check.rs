@@ -60,7 +60,7 @@ fn environment_overrides_and_secret_files_reach_the_binary() {
     );
 
     let secret = dir.path().join("store-url");
-    std::fs::write(&secret, "postgres://nowhere/x\n").unwrap();
+    std::fs::write(&secret, "mysql://nowhere/x\n").unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "[store]\nurl_file = \"${CREDS}/store-url\"\n").unwrap();
     let (code, _, stderr) =
@@ -69,7 +69,10 @@ fn environment_overrides_and_secret_files_reach_the_binary() {
     // points at the `_file` key that supplied it.
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains(&format!("{}:2:1: store.url: PostgreSQL", cfg.display())),
+        stderr.contains(&format!(
+            "{}:2:1: store.url: `mysql://nowhere/x` is not a store URL",
+            cfg.display()
+        )),
         "{stderr}"
     );
 }

@@ -1,6 +1,9 @@
 //! Integration tests: one binary (link time), modules by area. Tests run the
 //! real `duebell` binary or the whole daemon in-process, each on its own
-//! temporary state folder.
+//! temporary state folder. `it_pg` runs the store-backed modules again on
+//! PostgreSQL.
+
+pub const BACKEND: support::Backend = support::Backend::Sqlite;
 
 mod api;
 mod check;
@@ -13,5 +16,6 @@ mod properties;
 mod providers;
 mod service;
 mod smtp;
+mod store;
 mod support;
 mod templates;

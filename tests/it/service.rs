@@ -267,7 +267,10 @@ fn webhook_config(
         &text[providers_end..]
     )
     .replace("every_day = [\"08:00-21:00\"]", "every_day = [\"00:00-24:00\"]")
-    .replace("stop_deadline = \"20s\"", &format!("stop_deadline = \"{deadline}\""));
+    .replace(
+        "stop_deadline = \"20s\"",
+        &format!("stop_deadline = \"{deadline}\"\nclaim_lease = \"1s\""),
+    );
     std::fs::write(&cfg, format!("{text}\n[[sources]]\nkind = \"file\"\npath = \"{}/book.csv\"\npoll_interval = \"1s\"\n", dir.display())).unwrap();
     cfg
 }
@@ -309,9 +312,11 @@ async fn a_crash_between_sending_and_the_answer_never_sends_twice() {
         .spawn()
         .unwrap();
     wait_requests(&server, 1).await;
-    // Killed while the gateway holds the request: the message is `sending`.
+    // Killed while the gateway holds the request: the message is `sending`,
+    // claimed under a lease that runs out a second later.
     child.kill().unwrap();
     child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (code, _, stderr) = crate::support::run(duebell(&[
         "run",
         "--once",

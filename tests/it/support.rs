@@ -1,4 +1,7 @@
-//! Shared helpers: paths, running the binary, writing synthetic loan books.
+//! Shared helpers: paths, running the binary, writing synthetic loan books,
+//! and the store each test runs on: the binary's `BACKEND` (SQLite in `it`,
+//! PostgreSQL in `it_pg`, which runs the store-backed modules again).
+#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,6 +83,69 @@ pub fn write_book(path: &Path, rows: usize, bad: &[(usize, &str)]) {
     f.flush().unwrap();
 }
 
+/// Which store the tests of this binary run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL database the tests use (trust auth on loopback).
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh, empty schema in the test database; returns a store URL whose
+/// connections use it. Schemas left by earlier runs (of processes no longer
+/// alive) are dropped the first time.
+pub fn pg_schema() -> String {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("duebell_t_{}_{n}", std::process::id());
+    let create = name.clone();
+    // Own thread and runtime: callers may be inside a runtime already.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(PG_BASE)
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432 (database `test`)");
+            let mut first = false;
+            SWEPT.call_once(|| first = true);
+            let stale: Vec<String> = sqlx::query_scalar(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'duebell\\_t\\_%' AND nspname NOT LIKE $1",
+            )
+            .bind(format!("duebell\\_t\\_{}\\_%", std::process::id()))
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            for s in stale.into_iter().filter(|_| first) {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                    .execute(&mut c)
+                    .await;
+            }
+            sqlx::query(&format!("CREATE SCHEMA {create}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+    format!("{PG_BASE}?options=-c%20search_path%3D{name}")
+}
+
+/// The store URL for a test state folder, on this binary's backend.
+pub fn store_url(dir: &Path) -> String {
+    match crate::BACKEND {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("state/duebell.db").display()),
+        Backend::Postgres => pg_schema(),
+    }
+}
+
 /// Opens the store a test config points at, read-only in spirit.
 pub async fn open_store(dir: &Path) -> std::sync::Arc<dyn duebell::store::Store> {
     let cfg = duebell::config::StoreConfig {
@@ -93,10 +159,7 @@ pub async fn open_store(dir: &Path) -> std::sync::Arc<dyn duebell::store::Store>
 /// `extra` TOML appended (later keys of a table must not repeat earlier ones).
 pub fn shipped_config(dir: &Path, env: &[(&str, &str)]) -> duebell::config::Config {
     let mut vars: Vec<(String, String)> = vec![
-        (
-            "DUEBELL_STORE__URL".into(),
-            format!("sqlite://{}", dir.join("state/duebell.db").display()),
-        ),
+        ("DUEBELL_STORE__URL".into(), store_url(dir)),
         ("DUEBELL_STORE__SYNCHRONOUS".into(), "off".into()),
         (
             "DUEBELL_PROVIDERS__0__DIR".into(),

@@ -1,0 +1,293 @@
+//! The store's contract for several instances, on this binary's backend
+//! (`it`: SQLite, `it_pg`: PostgreSQL): the planner lease and its fencing
+//! token, claim leases and their recovery, and `store copy` both ways.
+
+use std::time::Duration;
+
+use chrono::Duration as Days;
+use duebell::store::{ClaimLease, MessageState, StoreError, Verdict};
+
+use crate::support::{book, Harness};
+
+/// Three borrowers due today (US numbers: 20:00 UTC is inside every US
+/// zone's window), imported.
+async fn planned(at: &str) -> Harness {
+    let h = Harness::new(at).await;
+    h.import(
+        "book.csv",
+        &book(&[
+            "L1,B1,Ann Lee,+12125550101,,en,UTC,2026-12-10,10.00,USD,active",
+            "L2,B2,Bo Chan,+12125550102,,en,UTC,2026-12-10,20.00,USD,active",
+            "L3,B3,Cy Diaz,+12125550103,,en,UTC,2026-12-10,30.00,USD,active",
+        ]),
+    )
+    .await;
+    h
+}
+
+fn send(_: &duebell::store::ClaimView) -> Verdict {
+    Verdict::Send {
+        attempt_id: "a1".into(),
+        loans: vec![],
+        window: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_planner_lease_passes_on_expiry_and_fences_off_the_stale_holder() {
+    let h = planned("2026-12-10T20:00:00Z").await;
+    let s = h.store.clone();
+    let now = h.now();
+    let ttl = Duration::from_secs(15);
+    let a = s
+        .acquire_lease("planner", "a", now, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s
+        .acquire_lease("planner", "b", now, ttl)
+        .await
+        .unwrap()
+        .is_none());
+    // Renewal by the holder keeps the token.
+    let later = now + Days::seconds(10);
+    let renewed = s
+        .acquire_lease("planner", "a", later, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.token, a.token);
+    assert!(s
+        .acquire_lease("planner", "b", later + Days::seconds(14), ttl)
+        .await
+        .unwrap()
+        .is_none());
+
+    // `a` stalls past its lease; `b` takes over with a higher token.
+    let takeover = later + Days::seconds(16);
+    let b = s
+        .acquire_lease("planner", "b", takeover, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.token > a.token, "{b:?} after {a:?}");
+
+    // The stale holder wakes and plans: nothing it writes lands.
+    let before = s.message_counts().await.unwrap();
+    let err = duebell::planner::tick(s.as_ref(), &h.engine.planner(), takeover, Some(&a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert_eq!(s.message_counts().await.unwrap(), before);
+    assert!(matches!(
+        s.cancel_ineligible(takeover, Some(&a)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    // The current holder's plan is recorded.
+    let tick = duebell::planner::tick(s.as_ref(), &h.engine.planner(), takeover, Some(&b))
+        .await
+        .unwrap();
+    // Three texts, and three emails suppressed for want of an address.
+    assert_eq!(tick.recorded, 6);
+
+    // A clean stop hands the role over at once.
+    s.release_lease(&b).await.unwrap();
+    let again = s
+        .acquire_lease("planner", "a", takeover, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.token > b.token);
+}
+
+#[tokio::test]
+async fn a_claim_stays_with_its_live_instance_and_is_recovered_once_its_lease_runs_out() {
+    let h = planned("2026-12-10T20:00:00Z").await;
+    h.tick().await;
+    let s = h.store.clone();
+    // Past any spreading of the release.
+    let now = h.now() + Days::minutes(10);
+    let since = now - Days::days(7);
+    let lease = |holder: &str, secs: i64| ClaimLease {
+        holder: holder.into(),
+        until: now + Days::seconds(secs),
+    };
+    let (first, _) = s
+        .claim_next(now, since, &lease("a", 30), &send)
+        .await
+        .unwrap()
+        .unwrap();
+    let (second, _) = s
+        .claim_next(now, since, &lease("b", 30), &send)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first.message_id, second.message_id);
+
+    // While the leases hold, nobody may reconcile them.
+    assert!(s
+        .in_flight(now + Days::seconds(29))
+        .await
+        .unwrap()
+        .is_empty());
+    // `a` lives and renews; `b` died.
+    assert_eq!(
+        s.renew_claims("a", now + Days::seconds(60)).await.unwrap(),
+        1
+    );
+    let stale = s.in_flight(now + Days::seconds(31)).await.unwrap();
+    assert_eq!(
+        stale.iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![second.message_id]
+    );
+
+    // Recovery ends it once; the dead instance's late answer changes nothing.
+    let unknown = duebell::store::Finish::Unknown {
+        reason: "instance b died mid-send".into(),
+    };
+    assert!(s
+        .finish(now, second.message_id, "a1", &unknown)
+        .await
+        .unwrap());
+    let sent = duebell::store::Finish::Sent {
+        provider: "p".into(),
+        provider_ref: "r".into(),
+        template_version: "v".into(),
+        subject: None,
+        body: "b".into(),
+    };
+    assert!(!s.finish(now, second.message_id, "a1", &sent).await.unwrap());
+
+    // A clean stop releases the claims left in flight at once.
+    assert_eq!(s.release_claims("a").await.unwrap(), 1);
+    let left = s.in_flight(now).await.unwrap();
+    assert_eq!(
+        left.iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![first.message_id]
+    );
+
+    // A replay goes back to `planned` with its contact un-logged, so caps
+    // count it once when it is claimed again.
+    let replay = duebell::store::Finish::Replay {
+        reason: "replayed".into(),
+    };
+    assert_eq!(s.sent_since(since).await.unwrap(), 2);
+    assert!(s
+        .finish(now, first.message_id, "a1", &replay)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.sent_since(since).await.unwrap(),
+        1,
+        "the replayed contact still counts"
+    );
+    let mut claimed = Vec::new();
+    while let Some((v, _)) = s
+        .claim_next(now, since, &lease("c", 30), &send)
+        .await
+        .unwrap()
+    {
+        claimed.push(v.message_id);
+    }
+    assert!(claimed.contains(&first.message_id), "{claimed:?}");
+    let events = s.message_events(first.message_id).await.unwrap();
+    let states: Vec<MessageState> = events.iter().map(|e| e.to).collect();
+    assert_eq!(
+        states,
+        vec![
+            MessageState::Planned,
+            MessageState::Sending,
+            MessageState::Planned,
+            MessageState::Sending,
+        ]
+    );
+}
+
+/// A store of the other backend than this binary's.
+fn other_url(dir: &std::path::Path) -> String {
+    match crate::BACKEND {
+        crate::support::Backend::Sqlite => crate::support::pg_schema(),
+        crate::support::Backend::Postgres => format!("sqlite://{}", dir.join("copy.db").display()),
+    }
+}
+
+#[tokio::test]
+async fn store_copy_moves_every_row_both_ways_verified_by_counts() {
+    let h = planned("2026-12-10T20:00:00Z").await;
+    h.import(
+        "pay.csv",
+        "payment_id,loan_id,amount,paid_at\nP1,L3,30.00,2026-12-10T09:00:00Z\n",
+    )
+    .await;
+    h.tick().await;
+    h.set("2026-12-10T20:10:00Z");
+    h.drain().await;
+    let original = h.messages().await;
+    let key = h.store.secret("unsubscribe_key").await.unwrap();
+    assert!(original.iter().any(|m| m.state == MessageState::Sent));
+    let from = h.config.store.url.clone();
+    let there = other_url(h.dir.path());
+    let back = crate::support::store_url(&h.dir.path().join("back"));
+
+    let (code, stdout, stderr) = crate::support::run(crate::support::duebell(&[
+        "store", "copy", "--from", &from, "--to", &there,
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("every table's count matches"), "{stdout}");
+    assert!(stdout.contains("messages"), "{stdout}");
+    let (code, _, stderr) = crate::support::run(crate::support::duebell(&[
+        "store", "copy", "--from", &there, "--to", &back,
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+
+    let cfg = |url: &str| duebell::config::StoreConfig {
+        url: url.into(),
+        ..Default::default()
+    };
+    let round = duebell::store::open(&cfg(&back)).await.unwrap();
+    let copied = round.messages(&Default::default()).await.unwrap();
+    let view = |m: &duebell::store::MessageView| {
+        (
+            m.id,
+            m.state,
+            m.reason.clone(),
+            m.body.clone(),
+            m.loan_ids.clone(),
+            m.not_before,
+        )
+    };
+    assert_eq!(
+        copied.iter().map(view).collect::<Vec<_>>(),
+        original.iter().map(view).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        round.counts().await.unwrap(),
+        h.store.counts().await.unwrap()
+    );
+    // The copied store keeps working: new rows take fresh ids.
+    let hold = round
+        .add_hold(
+            h.now(),
+            Some("B1"),
+            None,
+            duebell::domain::HoldKind::Dispute,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(hold.is_some());
+    // The deployment's signing key moves too: old unsubscribe links work.
+    assert_eq!(round.secret("unsubscribe_key").await.unwrap(), key);
+
+    // Into a store that holds data: refused, and the target is unchanged.
+    let (code, _, stderr) = crate::support::run(crate::support::duebell(&[
+        "store", "copy", "--from", &from, "--to", &back,
+    ]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("copy only into an empty store"), "{stderr}");
+    assert_eq!(
+        round.counts().await.unwrap(),
+        h.store.counts().await.unwrap()
+    );
+    round.close().await;
+}

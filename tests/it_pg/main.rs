@@ -1,0 +1,17 @@
+//! The store-backed integration tests again, on PostgreSQL (127.0.0.1:5432,
+//! database `test`), each test in a schema of its own; plus what only a
+//! shared store has: several daemon processes on one database.
+
+pub const BACKEND: support::Backend = support::Backend::Postgres;
+
+#[path = "../it/api.rs"]
+mod api;
+mod cluster;
+#[path = "../it/compliance.rs"]
+mod compliance;
+#[path = "../it/pipeline.rs"]
+mod pipeline;
+#[path = "../it/store.rs"]
+mod store;
+#[path = "../it/support.rs"]
+mod support;
