@@ -332,7 +332,35 @@ impl App {
         ) {
             self.plan_requested = false;
             let started = std::time::Instant::now();
-            let tick = match self.engine.plan_fenced(now, &fence).await {
+            // A long pass keeps the lease renewed while it runs; if the
+            // lease is lost anyway, the fence stops the next page.
+            let keep = {
+                let (store, clock) = (self.store.clone(), self.clock.clone());
+                let ttl = self.config.daemon.planner_lease.get();
+                let fence = fence.clone();
+                async move {
+                    loop {
+                        tokio::time::sleep(ttl / 3).await;
+                        match store
+                            .acquire_lease(PLANNER_ROLE, &fence.holder, clock.now(), ttl)
+                            .await
+                        {
+                            Ok(Some(f)) if f.token == fence.token => {}
+                            Ok(_) => {
+                                tracing::warn!("the planner lease was lost while planning");
+                                std::future::pending::<()>().await;
+                            }
+                            Err(e) => tracing::warn!("cannot renew the planner lease: {e}"),
+                        }
+                    }
+                }
+            };
+            let planned = tokio::select! {
+                r = self.engine.plan_fenced(now, &fence) => r,
+                _ = keep => unreachable!("renewal never ends on its own"),
+            };
+            self.lease_renewed = Instant::now();
+            let tick = match planned {
                 Ok(t) => t,
                 Err(StoreError::Fenced(why)) => {
                     tracing::warn!("planning stopped: {why}");
@@ -402,6 +430,25 @@ impl App {
         .context("while posting hand-offs")?;
         self.cycles.send_modify(|n| *n += 1);
         Ok(report)
+    }
+
+    /// Gives up what this instance holds when it stops: a send cut off by
+    /// the deadline is left for reconciliation at once (by another
+    /// instance, or this one's next start), and planning passes to another
+    /// instance without waiting out the lease.
+    pub async fn release_roles(&mut self) {
+        match self.store.release_claims(&self.parts.instance).await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(messages = n, "left sends in flight for reconciliation")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot release claim leases: {e}"),
+        }
+        if let Some(fence) = self.planner.take() {
+            if let Err(e) = self.store.release_lease(&fence).await {
+                tracing::warn!("cannot release the planner lease: {e}");
+            }
+        }
     }
 
     /// Takes or renews the planner lease; whether this instance plans.
@@ -585,21 +632,7 @@ impl App {
         notify.stopping();
         renewing.cancel();
         let _ = renewer.await;
-        // A send cut off by the deadline is left for reconciliation at once
-        // (by another instance, or this one's next start), and planning
-        // passes to another instance without waiting out the lease.
-        match self.store.release_claims(&self.parts.instance).await {
-            Ok(n) if n > 0 => {
-                tracing::warn!(messages = n, "left sends in flight for reconciliation")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("cannot release claim leases: {e}"),
-        }
-        if let Some(fence) = self.planner.take() {
-            if let Err(e) = self.store.release_lease(&fence).await {
-                tracing::warn!("cannot release the planner lease: {e}");
-            }
-        }
+        self.release_roles().await;
         server_stop.cancel();
         if let Some(task) = server {
             let _ = task.await;

@@ -826,6 +826,7 @@ async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
     };
     if once {
         let report = app.run_once().await;
+        app.release_roles().await;
         app.store().close().await;
         return match report {
             Ok(r) => {

@@ -37,7 +37,7 @@ const WORK_CHANNEL: &str = "duebell_work";
 /// The channel the planner listens on.
 const PLAN_CHANNEL: &str = "duebell_plan";
 /// Advisory lock key that serialises imports (`duebell` in ASCII).
-const IMPORT_LOCK: i64 = 0x6475_6562_656c_6c;
+const IMPORT_LOCK: i64 = 0x0064_7565_6265_6c6c;
 
 pub struct PgStore {
     pool: PgPool,
