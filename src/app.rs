@@ -318,9 +318,53 @@ impl App {
             .imports
             .iter()
             .any(|r| r.counts.imported + r.counts.updated > 0);
-        let planner = self.hold_planner().await;
+        self.hold_planner().await;
+        self.plan_if_due(changed, &mut report).await?;
+        self.reconcile().await?;
+        // Renewing (or taking over) the planner lease and reconciling a dead
+        // instance's sends must not wait for the dispatcher to go idle.
+        let upkeep_every = self.config.daemon.planner_lease.get() / 3;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if self.lease_renewed.elapsed() >= upkeep_every {
+                self.hold_planner().await;
+                self.plan_if_due(false, &mut report).await?;
+                self.reconcile().await?;
+            }
+            match self
+                .engine
+                .dispatcher
+                .dispatch_next(self.clock.now())
+                .await
+                .context("while dispatching")?
+            {
+                Outcome::Idle => break,
+                Outcome::Sent { .. } => report.sent += 1,
+                Outcome::Decided(_) | Outcome::Retrying { .. } => report.decided += 1,
+                Outcome::Failed { .. } => report.failed += 1,
+            }
+        }
+        crate::handoff::post_due(
+            self.store.as_ref(),
+            &self.config.handoff,
+            &self.http,
+            self.clock.now(),
+        )
+        .await
+        .context("while posting hand-offs")?;
+        self.cycles.send_modify(|n| *n += 1);
+        Ok(report)
+    }
+
+    /// Plans if this instance holds the planner lease and a plan is due
+    /// (the cron tick, a changed book, a request, or the lease just taken
+    /// over); an instance that does not plan passes a change on to the one
+    /// that does.
+    async fn plan_if_due(&mut self, changed: bool, report: &mut CycleReport) -> anyhow::Result<()> {
         let now = self.clock.now();
-        if !planner && (changed || self.plan_requested) {
+        if self.planner.is_none() && (changed || self.plan_requested) {
             self.plan_requested = false;
             if let Err(e) = self.store.request_plan().await {
                 tracing::warn!("cannot ask the planner to plan: {e}");
@@ -365,7 +409,7 @@ impl App {
                 Err(StoreError::Fenced(why)) => {
                     tracing::warn!("planning stopped: {why}");
                     self.planner = None;
-                    return Ok(report);
+                    return Ok(());
                 }
                 Err(e) => return Err(anyhow::Error::new(e).context("while planning")),
             };
@@ -374,7 +418,7 @@ impl App {
                 &[],
                 started.elapsed().as_secs_f64(),
             );
-            report.planned = tick.recorded;
+            report.planned += tick.recorded;
             tracing::info!(
                 borrowers = tick.borrowers,
                 recorded = tick.recorded,
@@ -384,6 +428,11 @@ impl App {
             );
             self.next_tick = self.config.policy.tick.schedule.after(&now).next();
         }
+        Ok(())
+    }
+
+    /// Reconciles sends whose claim lease ran out.
+    async fn reconcile(&mut self) -> anyhow::Result<()> {
         // Sends left by an instance that died (or by this one's last life):
         // their claim leases have run out.
         let (confirmed, unsure) = self
@@ -399,37 +448,7 @@ impl App {
                 "reconciled sends whose instance stopped mid-send"
             );
         }
-        let renew_every = self.config.daemon.planner_lease.get() / 3;
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            if self.planner.is_some() && self.lease_renewed.elapsed() >= renew_every {
-                self.hold_planner().await;
-            }
-            match self
-                .engine
-                .dispatcher
-                .dispatch_next(self.clock.now())
-                .await
-                .context("while dispatching")?
-            {
-                Outcome::Idle => break,
-                Outcome::Sent { .. } => report.sent += 1,
-                Outcome::Decided(_) | Outcome::Retrying { .. } => report.decided += 1,
-                Outcome::Failed { .. } => report.failed += 1,
-            }
-        }
-        crate::handoff::post_due(
-            self.store.as_ref(),
-            &self.config.handoff,
-            &self.http,
-            self.clock.now(),
-        )
-        .await
-        .context("while posting hand-offs")?;
-        self.cycles.send_modify(|n| *n += 1);
-        Ok(report)
+        Ok(())
     }
 
     /// Gives up what this instance holds when it stops: a send cut off by
@@ -481,6 +500,7 @@ impl App {
             Err(e) => {
                 tracing::error!("cannot take or renew the planner lease: {e}");
                 self.planner = None;
+                self.lease_renewed = Instant::now();
                 false
             }
         }
@@ -573,6 +593,7 @@ impl App {
         };
         let deadline = self.config.daemon.stop_deadline.get();
         let mut last_status = String::new();
+        let mut backoff = Duration::ZERO;
         loop {
             // A stop lets the cycle in hand (at most one send in flight, as
             // nothing new is claimed once `shutdown` is cancelled) finish up
@@ -584,8 +605,13 @@ impl App {
                 _ = async { stopping.cancelled().await; tokio::time::sleep(deadline).await } => None,
             };
             match outcome {
-                Some(Err(e)) => tracing::error!("cycle failed: {e:#}; retrying"),
-                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    // Back off while the failure lasts (a store that is
+                    // down): 1 s doubling to 30 s.
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                    tracing::error!("cycle failed: {e:#}; retrying in {backoff:?}");
+                }
+                Some(Ok(_)) => backoff = Duration::ZERO,
                 None => {
                     tracing::warn!("stop deadline passed with a send in flight; it will be reconciled at the next start");
                     break;
@@ -605,7 +631,12 @@ impl App {
             if shutdown.is_cancelled() {
                 break;
             }
-            let wake = self.next_wake(watchdog).await;
+            // The watchdog is still pinged on time while backing off.
+            let hold_off = backoff.min(watchdog.unwrap_or(Duration::MAX));
+            let wake = self
+                .next_wake(watchdog)
+                .await
+                .max(Instant::now() + hold_off);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}

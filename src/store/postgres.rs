@@ -275,79 +275,124 @@ impl Store for PgStore {
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin().await?;
         check_fence(&mut tx, fence).await?;
-        let mut recorded = 0;
+        // A page of decisions in a handful of statements (arrays bound with
+        // UNNEST), not a few round trips per message.
+        let day = |d: &NaiveDate| d.format("%Y-%m-%d").to_string();
+        let loan_pks: Vec<i64> = messages
+            .iter()
+            .flat_map(|m| m.loans.iter().map(|l| l.0))
+            .collect();
+        // Planned at most once, ever: skip a message if any of its keys
+        // exists (or comes earlier in this page).
+        let mut taken: HashSet<(i64, String, String, String)> = HashSet::new();
+        for row in sqlx::query(
+            "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id = ANY($1)",
+        )
+        .bind(&loan_pks)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            taken.insert((row.get(0), row.get(1), row.get(2), row.get(3)));
+        }
+        let mut fresh: Vec<&NewMessage> = Vec::new();
         for m in messages {
-            // Planned at most once, ever: skip if any of its keys exists.
-            let mut taken = false;
-            for (loan, due, step) in &m.loans {
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1::BIGINT FROM message_loans WHERE loan_id = $1 AND due_date = $2 AND step = $3 AND channel = $4",
-                )
-                .bind(loan)
-                .bind(due.format("%Y-%m-%d").to_string())
-                .bind(step)
-                .bind(m.channel.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-                taken |= exists.is_some();
-            }
-            if taken {
+            let keys: Vec<_> = m
+                .loans
+                .iter()
+                .map(|(l, d, st)| (*l, day(d), st.clone(), m.channel.as_str().to_owned()))
+                .collect();
+            if keys.iter().any(|k| taken.contains(k)) {
                 continue;
             }
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state, reason,
-                                       not_before, expires_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-            )
-            .bind(&m.dedupe_key)
-            .bind(m.borrower_pk)
-            .bind(m.contact_point)
-            .bind(m.channel.as_str())
-            .bind(&m.step)
-            .bind(&m.template)
-            .bind(m.state.as_str())
-            .bind(&m.reason)
-            .bind(to_millis(m.not_before))
-            .bind(m.expires_at.map(to_millis))
-            .bind(now_ms)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(id) = id else { continue };
-            for (loan, due, step) in &m.loans {
-                sqlx::query("INSERT INTO message_loans (message_id, loan_id, due_date, step, channel) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id)
-                    .bind(loan)
-                    .bind(due.format("%Y-%m-%d").to_string())
-                    .bind(step)
-                    .bind(m.channel.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES ($1, $2, NULL, $3, $4)")
-                .bind(id)
-                .bind(now_ms)
-                .bind(m.state.as_str())
-                .bind(&m.reason)
-                .execute(&mut *tx)
-                .await?;
-            for (loan, due, step) in &m.handoffs {
-                sqlx::query(
-                    "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, 'pending', $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .bind(loan)
-                .bind(due.format("%Y-%m-%d").to_string())
-                .bind(step)
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
-            recorded += 1;
+            taken.extend(keys);
+            fresh.push(m);
         }
+        if fresh.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let col = |f: &dyn Fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {
+            fresh.iter().map(|m| f(m)).collect()
+        };
+        let rows = sqlx::query(
+            "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state, reason,
+                                   not_before, expires_at, created_at, updated_at)
+             SELECT k, b, cp, ch, st, t, s, r, nb, ex, $11, $11
+               FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
+                           $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::BIGINT[])
+                    AS u(k, b, cp, ch, st, t, s, r, nb, ex)
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+        )
+        .bind(col(&|m| Some(m.dedupe_key.clone())))
+        .bind(fresh.iter().map(|m| m.borrower_pk).collect::<Vec<i64>>())
+        .bind(fresh.iter().map(|m| m.contact_point).collect::<Vec<Option<i64>>>())
+        .bind(col(&|m| Some(m.channel.as_str().to_owned())))
+        .bind(col(&|m| Some(m.step.clone())))
+        .bind(col(&|m| Some(m.template.clone())))
+        .bind(col(&|m| Some(m.state.as_str().to_owned())))
+        .bind(col(&|m| Some(m.reason.clone())))
+        .bind(fresh.iter().map(|m| to_millis(m.not_before)).collect::<Vec<i64>>())
+        .bind(fresh.iter().map(|m| m.expires_at.map(to_millis)).collect::<Vec<Option<i64>>>())
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+        let inserted: Vec<(&NewMessage, i64)> = fresh
+            .iter()
+            .filter_map(|m| ids.get(&m.dedupe_key).map(|id| (*m, *id)))
+            .collect();
+        let (mut ml_msg, mut ml_loan, mut ml_due, mut ml_step, mut ml_ch) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut h_loan, mut h_due, mut h_step) = (Vec::new(), Vec::new(), Vec::new());
+        for (m, id) in &inserted {
+            for (loan, due, step) in &m.loans {
+                ml_msg.push(*id);
+                ml_loan.push(*loan);
+                ml_due.push(day(due));
+                ml_step.push(step.clone());
+                ml_ch.push(m.channel.as_str().to_owned());
+            }
+            for (loan, due, step) in &m.handoffs {
+                h_loan.push(*loan);
+                h_due.push(day(due));
+                h_step.push(step.clone());
+            }
+        }
+        sqlx::query(
+            "INSERT INTO message_loans (message_id, loan_id, due_date, step, channel)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
+        )
+        .bind(&ml_msg)
+        .bind(&ml_loan)
+        .bind(&ml_due)
+        .bind(&ml_step)
+        .bind(&ml_ch)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO message_events (message_id, at, from_state, to_state, reason)
+             SELECT id, $2, NULL, s, r FROM UNNEST($1::BIGINT[], $3::TEXT[], $4::TEXT[]) AS u(id, s, r)",
+        )
+        .bind(inserted.iter().map(|(_, id)| *id).collect::<Vec<i64>>())
+        .bind(now_ms)
+        .bind(inserted.iter().map(|(m, _)| m.state.as_str().to_owned()).collect::<Vec<String>>())
+        .bind(inserted.iter().map(|(m, _)| m.reason.clone()).collect::<Vec<String>>())
+        .execute(&mut *tx)
+        .await?;
+        if !h_loan.is_empty() {
+            sqlx::query(
+                "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)
+                 SELECT l, d, s, 'pending', $4, $4, $4 FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[]) AS u(l, d, s)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&h_loan)
+            .bind(&h_due)
+            .bind(&h_step)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let recorded = inserted.len() as u64;
         if recorded > 0 {
             notify_work(&mut tx).await?;
         }

@@ -269,8 +269,9 @@ fn webhook_config(
     .replace("every_day = [\"08:00-21:00\"]", "every_day = [\"00:00-24:00\"]")
     .replace(
         "stop_deadline = \"20s\"",
-        &format!("stop_deadline = \"{deadline}\"\nclaim_lease = \"1s\""),
-    );
+        &format!("stop_deadline = \"{deadline}\""),
+    )
+    .replace("claim_lease = \"30s\"", "claim_lease = \"1s\"");
     std::fs::write(&cfg, format!("{text}\n[[sources]]\nkind = \"file\"\npath = \"{}/book.csv\"\npoll_interval = \"1s\"\n", dir.display())).unwrap();
     cfg
 }

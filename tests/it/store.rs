@@ -291,3 +291,34 @@ async fn store_copy_moves_every_row_both_ways_verified_by_counts() {
     );
     round.close().await;
 }
+
+#[tokio::test]
+async fn committed_work_wakes_other_instances_and_a_plan_request_reaches_the_planner() {
+    let h = planned("2026-12-10T20:00:00Z").await;
+    let other = duebell::store::open(&h.config.store).await.unwrap();
+    let Some(wake) = other.wakeups() else {
+        // The embedded store has no other instances to wake: they poll.
+        assert_eq!(crate::BACKEND, crate::support::Backend::Sqlite);
+        return;
+    };
+    // The listener connects in the background: ask for plans until one
+    // request arrives, which shows it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        h.store.request_plan().await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_millis(300), wake.plan.notified()).await;
+        if heard.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plan request never arrived"
+        );
+    }
+    // Planning commits new work: the other instance is woken.
+    assert!(h.tick().await.recorded > 0);
+    tokio::time::timeout(Duration::from_secs(5), wake.work.notified())
+        .await
+        .expect("no wake-up for committed work");
+    other.close().await;
+}

@@ -126,6 +126,18 @@ fn start(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
         .unwrap()
 }
 
+/// The daemons, killed if the test fails midway (they would outlive it).
+struct Reap(Vec<Option<std::process::Child>>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -155,8 +167,7 @@ async fn three_instances_send_each_message_once_within_caps_and_the_rate_when_on
     let logs: Vec<_> = (0..3)
         .map(|i| dir.path().join(format!("i{i}.log")))
         .collect();
-    let mut children: Vec<Option<std::process::Child>> =
-        logs.iter().map(|l| Some(start(&cfg, l))).collect();
+    let mut children = Reap(logs.iter().map(|l| Some(start(&cfg, l))).collect());
 
     // Kill one instance a third of the way through.
     let expected = SMS_ONLY + BOTH;
@@ -180,10 +191,11 @@ async fn three_instances_send_each_message_once_within_caps_and_the_rate_when_on
     let (holder, token) = planner().await;
     let pid = |c: &std::process::Child| format!("-{}-", c.id());
     let victim_index = children
+        .0
         .iter()
         .position(|c| c.as_ref().is_some_and(|c| holder.contains(&pid(c))))
         .unwrap_or_else(|| panic!("no instance holds the planner lease ({holder})"));
-    let mut victim = children[victim_index].take().unwrap();
+    let mut victim = children.0[victim_index].take().unwrap();
     victim.kill().unwrap();
     victim.wait().unwrap();
     let killed_at = sink.lock().unwrap().accepted.len();
@@ -219,14 +231,14 @@ async fn three_instances_send_each_message_once_within_caps_and_the_rate_when_on
         new_holder != holder && new_token > token,
         "{new_holder} {new_token}"
     );
-    for child in children.iter_mut().flatten() {
+    for child in children.0.iter_mut().flatten() {
         let pid = child.id().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap();
     }
-    for child in children.iter_mut().flatten() {
+    for child in children.0.iter_mut().flatten() {
         assert!(child.wait().unwrap().success());
     }
 

@@ -1,0 +1,175 @@
+//! Several `duebell run` processes (the release binary) on one PostgreSQL
+//! database: throughput to a loopback HTTP sink with no rate limit, for one,
+//! two and three instances. Not a test; prints figures for BENCHMARKS.md.
+//!
+//!     cargo bench --bench cluster [-- MESSAGES]
+//!
+//! Needs PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth); each
+//! run uses a schema of its own and drops it afterwards.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+type Stamps = Arc<Mutex<Vec<Instant>>>;
+
+async fn sink() -> (String, Stamps) {
+    let stamps: Stamps = Arc::default();
+    let kept = stamps.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(Instant::now());
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, stamps)
+}
+
+async fn schema(name: &str, create: bool) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(PG_BASE)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432, database `test`");
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    if create {
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+/// The shipped config, on `url`, one step (`due`, SMS), open all day, no
+/// caps, one webhook provider with no rate limit.
+fn config(dir: &std::path::Path, url: &str, sink: &str) -> std::path::PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(repo.join("config/duebell.toml")).unwrap();
+    let rule = "# ---------------------------------------------------------------------------\n";
+    let cut = |text: &str, from: &str, to: &str, with: &str| {
+        let a = text.find(from).unwrap();
+        let b = text.find(to).unwrap();
+        format!("{}{with}{}", &text[..a], &text[b..])
+    };
+    let text = cut(
+        &shipped,
+        "[[sources]]",
+        &format!("{rule}# Who the messages"),
+        "",
+    );
+    let text = cut(
+        &text,
+        "[[policy.steps]]",
+        &format!("{rule}# Quiet hours"),
+        "[[policy.steps]]\nid = \"due\"\noffset_days = 0\nchannels = [\"sms\"]\ntemplate = \"due_today\"\nstage = \"friendly\"\n\n",
+    );
+    let text = cut(&text, "[[caps.rules]]", &format!("{rule}[templates]"), "");
+    let text = cut(
+        &text,
+        "[[providers]]",
+        &format!("{rule}# Hand-off"),
+        &format!("[[providers]]\nname = \"sink\"\nkind = \"webhook\"\nurl = \"{sink}\"\nsecret = \"bench-secret-0123456789\"\nidempotent = true\n\n[routing]\nsms = [\"sink\"]\nemail = [\"sink\"]\n\n"),
+    )
+    .replace("url = \"sqlite://var/duebell.db\"", &format!("url = \"{url}\""))
+    .replace("every_day = [\"08:00-21:00\"]", "every_day = [\"00:00-24:00\"]")
+    .replace("listen = \"127.0.0.1:8080\"", "listen = \"\"")
+    .replace("filter = \"info,sqlx=warn\"", "filter = \"warn\"");
+    let path = dir.join("duebell.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn book(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let today = chrono::Utc::now().date_naive();
+    let mut text =
+        "loan_id,borrower_id,name,phone,email,locale,timezone,due_date,amount_due,currency\n"
+            .to_owned();
+    for i in 0..n {
+        text.push_str(&format!(
+            "L{i},B{i},Kim Park,+1212{:07},,en,UTC,{today},10.00,USD\n",
+            5_550_000 + i
+        ));
+    }
+    let path = dir.join("book.csv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn run(instances: usize, messages: usize) {
+    let (sink_url, stamps) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("duebell_bench_{}", std::process::id());
+    schema(&name, true).await;
+    let url = format!("{PG_BASE}?options=-c%20search_path%3D{name}");
+    let cfg = config(dir.path(), &url, &sink_url);
+    let bin = env!("CARGO_BIN_EXE_duebell");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let status = std::process::Command::new(bin)
+        .current_dir(repo)
+        .args(["import", "--no-progress", "--config", cfg.to_str().unwrap()])
+        .arg(book(dir.path(), messages))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let mut children: Vec<_> = (0..instances)
+        .map(|_| {
+            std::process::Command::new(bin)
+                .current_dir(repo)
+                .args(["run", "--config", cfg.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = started + Duration::from_secs(600);
+    while stamps.lock().unwrap().len() < messages {
+        assert!(Instant::now() < deadline, "the sink stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = started.elapsed();
+    for c in &children {
+        std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    for c in &mut children {
+        c.wait().unwrap();
+    }
+    let stamps = stamps.lock().unwrap().clone();
+    let first = *stamps.iter().min().unwrap();
+    let last = *stamps.iter().max().unwrap();
+    let sending = last.duration_since(first);
+    println!(
+        "{instances} instance(s): {messages} messages in {:.1} s from start ({:.1} s sending): {:.0} msgs/s",
+        wall.as_secs_f64(),
+        sending.as_secs_f64(),
+        messages as f64 / sending.as_secs_f64()
+    );
+    schema(&name, false).await;
+}
+
+fn main() {
+    let messages: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for instances in 1..=3 {
+            run(instances, messages).await;
+        }
+    });
+}
