@@ -6,6 +6,7 @@
 
 mod codec;
 mod copy;
+mod import;
 mod postgres;
 mod postgres_flow;
 mod sqlite;

@@ -44,10 +44,7 @@ pub fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> (i32, String, Strin
 /// Writes a config using a store in `dir` and returns its path.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("duebell.toml");
-    let text = format!(
-        "[store]\nurl = \"sqlite://{}\"\n\n{extra}",
-        dir.join("state/duebell.db").display()
-    );
+    let text = format!("[store]\nurl = \"{}\"\n\n{extra}", store_url(dir));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -138,18 +135,28 @@ pub fn pg_schema() -> String {
     format!("{PG_BASE}?options=-c%20search_path%3D{name}")
 }
 
-/// The store URL for a test state folder, on this binary's backend.
+/// The store URL for a test state folder, on this binary's backend (the
+/// same URL every time for one folder).
 pub fn store_url(dir: &Path) -> String {
     match crate::BACKEND {
         Backend::Sqlite => format!("sqlite://{}", dir.join("state/duebell.db").display()),
-        Backend::Postgres => pg_schema(),
+        Backend::Postgres => {
+            let kept = dir.join("store-url");
+            if let Ok(url) = std::fs::read_to_string(&kept) {
+                return url;
+            }
+            let url = pg_schema();
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(&kept, &url).unwrap();
+            url
+        }
     }
 }
 
 /// Opens the store a test config points at, read-only in spirit.
 pub async fn open_store(dir: &Path) -> std::sync::Arc<dyn duebell::store::Store> {
     let cfg = duebell::config::StoreConfig {
-        url: format!("sqlite://{}", dir.join("state/duebell.db").display()),
+        url: store_url(dir),
         ..Default::default()
     };
     duebell::store::open(&cfg).await.unwrap()

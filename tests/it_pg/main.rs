@@ -9,6 +9,8 @@ mod api;
 mod cluster;
 #[path = "../it/compliance.rs"]
 mod compliance;
+#[path = "../it/import.rs"]
+mod import;
 #[path = "../it/pipeline.rs"]
 mod pipeline;
 #[path = "../it/store.rs"]
