@@ -5,6 +5,7 @@
 //! exact decimal text.
 
 mod codec;
+mod common;
 mod copy;
 mod import;
 mod postgres;

@@ -138,8 +138,7 @@ async fn check_fence(conn: &mut PgConnection, fence: Option<&Fence>) -> Result<(
     }
 }
 
-#[async_trait]
-impl Store for PgStore {
+super::common::impl_store!(PgStore {
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // One import at a time across instances: two applying the same
@@ -154,112 +153,6 @@ impl Store for PgStore {
             tx,
             now: to_millis(now),
         }))
-    }
-
-    async fn last_import_hash(&self, path: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
-            "SELECT content_hash FROM imports WHERE path = $1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(path)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
-    }
-
-    async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM borrowers),
-                    (SELECT COUNT(*) FROM loans),
-                    (SELECT COUNT(*) FROM loans WHERE status = 'active'),
-                    (SELECT COUNT(*) FROM loans WHERE status = 'paid'),
-                    (SELECT COUNT(*) FROM payments),
-                    (SELECT COUNT(*) FROM contact_points WHERE active = 1),
-                    (SELECT COUNT(*) FROM messages),
-                    (SELECT COUNT(*) FROM imports)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let n = |i: usize| row.get::<i64, _>(i) as u64;
-        Ok(StoreCounts {
-            borrowers: n(0),
-            loans: n(1),
-            loans_active: n(2),
-            loans_paid: n(3),
-            payments: n(4),
-            contact_points: n(5),
-            messages: n(6),
-            imports: n(7),
-        })
-    }
-
-    async fn loan(&self, id: &LoanId) -> Result<Option<LoanView>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT l.id, l.external_id, b.external_id, l.due_date, l.amount_due, l.currency, l.status
-               FROM loans l JOIN borrowers b ON b.id = l.borrower_id
-              WHERE l.external_id = $1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let loan_pk: i64 = row.get(0);
-        let amounts: Vec<String> =
-            sqlx::query_scalar("SELECT amount FROM payments WHERE loan_id = $1")
-                .bind(loan_pk)
-                .fetch_all(&self.pool)
-                .await?;
-        let mut paid_total = Decimal::ZERO;
-        for a in &amounts {
-            paid_total += decimal(a)?;
-        }
-        let currency =
-            Currency::parse(&row.get::<String, _>(5)).map_err(|e| StoreError::Corrupt(e.0))?;
-        Ok(Some(LoanView {
-            id: LoanId::parse(&row.get::<String, _>(1)).map_err(|e| StoreError::Corrupt(e.0))?,
-            borrower_id: row.get(2),
-            due_date: date(&row.get::<String, _>(3))?,
-            amount_due: Money {
-                amount: decimal(&row.get::<String, _>(4))?,
-                currency,
-            },
-            status: status(&row.get::<String, _>(6))?,
-            paid_total,
-        }))
-    }
-
-    async fn planning_batch(
-        &self,
-        after: i64,
-        limit: u32,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<PlanBorrower>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let pks: Vec<i64> = sqlx::query_scalar(
-            "SELECT DISTINCT borrower_id FROM loans WHERE status = 'active' AND borrower_id > $1 ORDER BY borrower_id LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
-        load_borrowers(&mut conn, &pks, since).await
-    }
-
-    async fn plan_borrower(
-        &self,
-        external_id: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Option<PlanBorrower>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let pk: Option<i64> = sqlx::query_scalar("SELECT id FROM borrowers WHERE external_id = $1")
-            .bind(external_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        match pk {
-            Some(pk) => Ok(load_borrowers(&mut conn, &[pk], since).await?.pop()),
-            None => Ok(None),
-        }
     }
 
     async fn record_plan(
@@ -739,48 +632,6 @@ impl Store for PgStore {
         Ok(true)
     }
 
-    async fn next_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(not_before) FROM messages WHERE state IN ('planned', 'deferred')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        at.map(from_millis).transpose()
-    }
-
-    async fn in_flight(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(i64, String, crate::domain::Channel)>, StoreError> {
-        let rows = sqlx::query("SELECT id, COALESCE(attempt_id, ''), channel FROM messages
-                                 WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < $1) ORDER BY id")
-            .bind(to_millis(now))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.get(0), r.get(1), parse_channel(&r.get::<String, _>(2))?)))
-            .collect()
-    }
-
-    async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {
-        let r = sqlx::query("UPDATE messages SET lease_until = $1 WHERE state = 'sending' AND claimed_by = $2 AND lease_until IS NOT NULL")
-            .bind(to_millis(until))
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
-    async fn release_claims(&self, holder: &str) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE messages SET lease_until = NULL WHERE state = 'sending' AND claimed_by = $1",
-        )
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
-    }
-
     async fn acquire_lease(
         &self,
         role: &str,
@@ -801,26 +652,6 @@ impl Store for PgStore {
             holder: holder.to_owned(),
             token,
         }))
-    }
-
-    async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 AND token = $3",
-        )
-        .bind(&fence.role)
-        .bind(&fence.holder)
-        .bind(fence.token)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     fn backend(&self) -> &'static str {
@@ -848,191 +679,6 @@ impl Store for PgStore {
         Some(Arc::new(PgRate {
             pool: self.pool.clone(),
         }))
-    }
-
-    async fn set_opt_out(
-        &self,
-        now: DateTime<Utc>,
-        borrower: &str,
-        channel: crate::domain::Channel,
-        out: bool,
-        source: &str,
-    ) -> Result<bool, StoreError> {
-        let now_ms = to_millis(now);
-        let sql = if out {
-            "UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, $1), opt_out_source = $2, updated_at = $3
-              WHERE active = 1 AND channel = $4 AND borrower_id = (SELECT id FROM borrowers WHERE external_id = $5)"
-        } else {
-            "UPDATE contact_points SET opted_out_at = NULL, opt_out_source = $1, updated_at = $2
-              WHERE active = 1 AND channel = $3 AND borrower_id = (SELECT id FROM borrowers WHERE external_id = $4) AND $5 IS NOT NULL"
-        };
-        let q = if out {
-            sqlx::query(sql)
-                .bind(now_ms)
-                .bind(source)
-                .bind(now_ms)
-                .bind(channel.as_str())
-                .bind(borrower)
-        } else {
-            sqlx::query(sql)
-                .bind(source)
-                .bind(now_ms)
-                .bind(channel.as_str())
-                .bind(borrower)
-                .bind(now_ms)
-        };
-        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
-    }
-
-    async fn opt_out_address(
-        &self,
-        now: DateTime<Utc>,
-        channel: crate::domain::Channel,
-        address: &str,
-        source: &str,
-    ) -> Result<u64, StoreError> {
-        let now_ms = to_millis(now);
-        let r = sqlx::query(
-            "UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, $1), opt_out_source = COALESCE(opt_out_source, $2), updated_at = $3
-              WHERE channel = $4 AND address = $5",
-        )
-        .bind(now_ms)
-        .bind(source)
-        .bind(now_ms)
-        .bind(channel.as_str())
-        .bind(address)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
-    }
-
-    async fn add_hold(
-        &self,
-        now: DateTime<Utc>,
-        borrower: Option<&str>,
-        loan: Option<&str>,
-        kind: crate::domain::HoldKind,
-        until: Option<NaiveDate>,
-    ) -> Result<Option<i64>, StoreError> {
-        let (b, l): (Option<i64>, Option<i64>) = match (borrower, loan) {
-            (_, Some(loan)) => (
-                None,
-                sqlx::query_scalar("SELECT id FROM loans WHERE external_id = $1")
-                    .bind(loan)
-                    .fetch_optional(&self.pool)
-                    .await?,
-            ),
-            (Some(b), None) => (
-                sqlx::query_scalar("SELECT id FROM borrowers WHERE external_id = $1")
-                    .bind(b)
-                    .fetch_optional(&self.pool)
-                    .await?,
-                None,
-            ),
-            (None, None) => (None, None),
-        };
-        if b.is_none() && l.is_none() {
-            return Ok(None);
-        }
-        let id: i64 = sqlx::query_scalar("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
-            .bind(b)
-            .bind(l)
-            .bind(kind.as_str())
-            .bind(until.map(|d| d.format("%Y-%m-%d").to_string()))
-            .bind(to_millis(now))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Some(id))
-    }
-
-    async fn clear_hold(&self, now: DateTime<Utc>, id: i64) -> Result<bool, StoreError> {
-        let r =
-            sqlx::query("UPDATE holds SET cleared_at = $1 WHERE id = $2 AND cleared_at IS NULL")
-                .bind(to_millis(now))
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn opt_out_message_contact(
-        &self,
-        now: DateTime<Utc>,
-        message_id: i64,
-        source: &str,
-    ) -> Result<bool, StoreError> {
-        let now_ms = to_millis(now);
-        let r = sqlx::query(
-            "UPDATE contact_points SET opted_out_at = $1, opt_out_source = $2, updated_at = $3
-              WHERE id = (SELECT contact_point_id FROM messages WHERE id = $4) AND opted_out_at IS NULL",
-        )
-        .bind(now_ms)
-        .bind(source)
-        .bind(now_ms)
-        .bind(message_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn message_events(
-        &self,
-        message_id: i64,
-    ) -> Result<Vec<super::MessageEvent>, StoreError> {
-        let rows = sqlx::query("SELECT at, from_state, to_state, reason FROM message_events WHERE message_id = $1 ORDER BY id")
-            .bind(message_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(super::MessageEvent {
-                    at: from_millis(r.get(0))?,
-                    from: r
-                        .get::<Option<String>, _>(1)
-                        .as_deref()
-                        .map(postgres_flow::state)
-                        .transpose()?,
-                    to: postgres_flow::state(&r.get::<String, _>(2))?,
-                    reason: r.get(3),
-                })
-            })
-            .collect()
-    }
-
-    async fn sent_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contact_log WHERE at >= $1")
-            .bind(to_millis(since))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u64)
-    }
-
-    async fn message_breakdown(
-        &self,
-    ) -> Result<
-        Vec<(
-            MessageState,
-            crate::domain::Channel,
-            Option<String>,
-            Option<String>,
-            u64,
-        )>,
-        StoreError,
-    > {
-        let rows = sqlx::query("SELECT state, channel, provider, reason, COUNT(*) FROM messages GROUP BY state, channel, provider, reason")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    postgres_flow::state(&r.get::<String, _>(0))?,
-                    parse_channel(&r.get::<String, _>(1))?,
-                    r.get(2),
-                    r.get(3),
-                    r.get::<i64, _>(4) as u64,
-                ))
-            })
-            .collect()
     }
 
     async fn receipt(
@@ -1092,26 +738,6 @@ impl Store for PgStore {
         Ok(true)
     }
 
-    async fn opt_in_address(
-        &self,
-        now: DateTime<Utc>,
-        channel: crate::domain::Channel,
-        address: &str,
-        source: &str,
-    ) -> Result<u64, StoreError> {
-        let now_ms = to_millis(now);
-        let r = sqlx::query(
-            "UPDATE contact_points SET opted_out_at = NULL, opt_out_source = $1, updated_at = $2 WHERE channel = $3 AND address = $4 AND opted_out_at IS NOT NULL",
-        )
-        .bind(source)
-        .bind(now_ms)
-        .bind(channel.as_str())
-        .bind(address)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
-    }
-
     async fn operator_decide(
         &self,
         now: DateTime<Utc>,
@@ -1157,195 +783,6 @@ impl Store for PgStore {
         Ok(Some(to))
     }
 
-    async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let mut fresh = [0u8; 32];
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut fresh))
-            .map_err(|source| StoreError::Io {
-                path: "/dev/urandom".into(),
-                source,
-            })?;
-        // Insert-if-absent, then read: concurrent first starts agree.
-        sqlx::query("INSERT INTO settings (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(&fresh[..])
-            .bind(to_millis(Utc::now()))
-            .execute(&self.pool)
-            .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.id, b.external_id, m.channel, m.step, m.template, m.template_version, m.state, m.reason, m.not_before,
-                    m.provider, cp.address, m.subject, m.body, m.updated_at,
-                    (SELECT string_agg(l.external_id, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
-               FROM messages m JOIN borrowers b ON b.id = m.borrower_id
-               LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE ($1 IS NULL OR m.state = $2) AND ($3 IS NULL OR b.external_id = $4)
-              ORDER BY m.id LIMIT $5",
-        )
-        .bind(query.state.map(MessageState::as_str))
-        .bind(query.state.map(MessageState::as_str))
-        .bind(&query.borrower)
-        .bind(&query.borrower)
-        .bind(i64::from(query.limit.unwrap_or(u32::MAX >> 1)))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MessageView {
-                    id: r.get(0),
-                    borrower_id: r.get(1),
-                    channel: parse_channel(&r.get::<String, _>(2))?,
-                    step: r.get(3),
-                    template: r.get(4),
-                    template_version: r.get(5),
-                    state: postgres_flow::state(&r.get::<String, _>(6))?,
-                    reason: r.get(7),
-                    not_before: from_millis(r.get(8))?,
-                    provider: r.get(9),
-                    address: r.get(10),
-                    subject: r.get(11),
-                    body: r.get(12),
-                    updated_at: from_millis(r.get(13))?,
-                    loan_ids: r
-                        .get::<Option<String>, _>(14)
-                        .map(|s| s.split(',').map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
-    async fn message_counts(&self) -> Result<Vec<(MessageState, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM messages GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    postgres_flow::state(&r.get::<String, _>(0))?,
-                    r.get::<i64, _>(1) as u64,
-                ))
-            })
-            .collect()
-    }
-
-    async fn due_handoffs(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(i64, String, String, NaiveDate, String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT h.id, l.external_id, b.external_id, h.due_date, h.step, h.attempts FROM handoffs h
-               JOIN loans l ON l.id = h.loan_id JOIN borrowers b ON b.id = l.borrower_id
-              WHERE h.state = 'pending' AND h.next_attempt_at <= $1 ORDER BY h.next_attempt_at, h.id LIMIT 100",
-        )
-        .bind(to_millis(now))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    postgres_flow::date(&r.get::<String, _>(3))?,
-                    r.get(4),
-                    r.get(5),
-                ))
-            })
-            .collect()
-    }
-
-    async fn finish_handoff(
-        &self,
-        now: DateTime<Utc>,
-        id: i64,
-        result: Result<(), (String, Option<DateTime<Utc>>)>,
-    ) -> Result<(), StoreError> {
-        let now_ms = to_millis(now);
-        let q = match result {
-            Ok(()) => sqlx::query("UPDATE handoffs SET state = 'delivered', attempts = attempts + 1, last_error = NULL, updated_at = $1 WHERE id = $2")
-                .bind(now_ms)
-                .bind(id),
-            Err((error, Some(retry_at))) => sqlx::query(
-                "UPDATE handoffs SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, updated_at = $3 WHERE id = $4",
-            )
-            .bind(error)
-            .bind(to_millis(retry_at))
-            .bind(now_ms)
-            .bind(id),
-            Err((error, None)) => sqlx::query("UPDATE handoffs SET state = 'failed', attempts = attempts + 1, last_error = $1, updated_at = $2 WHERE id = $3")
-                .bind(error)
-                .bind(now_ms)
-                .bind(id),
-        };
-        q.execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn audit(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<AuditRow>, StoreError> {
-        // Each `sending` event is one attempt; its outcome is the next event
-        // of the same message.
-        let rows = sqlx::query(
-            "SELECT e.message_id, e.at, e.reason, m.channel, m.step, m.template, m.template_version, m.provider,
-                    b.external_id, b.timezone, cp.address,
-                    (SELECT COUNT(*) FROM message_events p WHERE p.message_id = e.message_id AND p.to_state = 'sending' AND p.id <= e.id),
-                    (SELECT n.to_state FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
-                    (SELECT n.reason FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
-                    (SELECT string_agg(l.external_id, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
-               FROM message_events e JOIN messages m ON m.id = e.message_id
-               JOIN borrowers b ON b.id = m.borrower_id
-               LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE e.to_state = 'sending' AND e.at >= $1 AND e.at < $2
-              ORDER BY e.at, e.id",
-        )
-        .bind(to_millis(from))
-        .bind(to_millis(to))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let outcome: Option<String> = r.get(12);
-                Ok(AuditRow {
-                    message_id: r.get(0),
-                    at: from_millis(r.get(1))?,
-                    allowed_by: r.get::<Option<String>, _>(2).unwrap_or_default(),
-                    channel: parse_channel(&r.get::<String, _>(3))?,
-                    step: r.get(4),
-                    template: r.get(5),
-                    template_version: r.get(6),
-                    provider: r.get(7),
-                    borrower_id: r.get(8),
-                    borrower_timezone: r.get(9),
-                    address: r.get(10),
-                    attempt: r.get(11),
-                    outcome: outcome
-                        .as_deref()
-                        .map(postgres_flow::state)
-                        .transpose()?
-                        .unwrap_or(MessageState::Sending),
-                    outcome_reason: r.get::<Option<String>, _>(13).unwrap_or_default(),
-                    loan_ids: r
-                        .get::<Option<String>, _>(14)
-                        .map(|s| s.split(',').map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         // A consistent copy into a new embedded store (simulate's scratch).
         let to = super::SqliteStore::open(&StoreConfig {
@@ -1356,11 +793,6 @@ impl Store for PgStore {
         .await?;
         super::copy::copy_between(self, &to).await?;
         to.close().await;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -1375,7 +807,7 @@ impl Store for PgStore {
         }
         self.pool.close().await;
     }
-}
+});
 
 use super::codec::{date, decimal, status};
 use super::import::{BorrowerRec, LoanRec};
@@ -1400,9 +832,14 @@ pub(super) async fn select_in_i64(
     Ok(sqlx::query(&sql).bind(keys).fetch_all(conn).await?)
 }
 
-/// Numbers SQLite-style `?` placeholders as PostgreSQL's `$1, $2, …` (the
-/// shared import SQL has no `?` inside string literals).
+/// The shared SQL (written for SQLite) in PostgreSQL's dialect: `?`
+/// placeholders numbered `$1, $2, …` (the shared SQL has no `?` inside
+/// string literals), `group_concat(x, sep)` as `string_agg(x, sep)`, and
+/// SQLite's `CROSS JOIN … ON` (a join-order hint there) as a plain `JOIN`.
 fn sql(text: &str) -> std::borrow::Cow<'_, str> {
+    let text = text
+        .replace("group_concat(", "string_agg(")
+        .replace("CROSS JOIN", "JOIN");
     let mut out = String::with_capacity(text.len() + 16);
     let mut n = 0;
     for c in text.chars() {
