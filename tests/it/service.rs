@@ -357,6 +357,60 @@ async fn a_crash_between_sending_and_the_answer_never_sends_twice() {
 }
 
 #[tokio::test]
+async fn a_crashed_send_to_an_idempotent_gateway_is_replayed_under_the_same_key() {
+    use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    // The first request is held (and the daemon killed meanwhile); the
+    // gateway answers the replay with 409: it already has that key.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(20)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(409))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = webhook_config(dir.path(), &server.uri(), 1, "20s");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "secret = \"webhook-secret-0123456789\"\n",
+        "secret = \"webhook-secret-0123456789\"\nidempotent = true\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_requests(&server, 1).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (code, _, stderr) = crate::support::run(duebell(&[
+        "run",
+        "--once",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    // Both requests carry the same key: the gateway keeps one.
+    let keys = message_ids(&server.received_requests().await.unwrap());
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1]);
+    let (_, listed, _) = crate::support::run(duebell(&[
+        "messages",
+        "--state",
+        "sent",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert!(rows[0].starts_with(&keys[0]), "{listed}");
+}
+
+#[tokio::test]
 async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
     use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
     let slow = MockServer::start().await;
