@@ -7,6 +7,7 @@
 mod codec;
 mod common;
 mod copy;
+mod flow;
 mod import;
 mod postgres;
 mod postgres_flow;

@@ -816,27 +816,27 @@ use super::import::{BorrowerRec, LoanRec};
 /// (`= ANY($1)`).
 async fn select_in_str(
     conn: &mut PgConnection,
-    sql: &str,
+    text: &str,
     keys: &[&str],
 ) -> Result<Vec<PgRow>, StoreError> {
-    let sql = sql.replace("IN ({})", "= ANY($1)");
-    Ok(sqlx::query(&sql).bind(keys).fetch_all(conn).await?)
+    let text = sql(&text.replace("IN ({})", "= ANY($1)")).into_owned();
+    Ok(sqlx::query(&text).bind(keys).fetch_all(conn).await?)
 }
 
 pub(super) async fn select_in_i64(
     conn: &mut PgConnection,
-    sql: &str,
+    text: &str,
     keys: &[i64],
 ) -> Result<Vec<PgRow>, StoreError> {
-    let sql = sql.replace("IN ({})", "= ANY($1)");
-    Ok(sqlx::query(&sql).bind(keys).fetch_all(conn).await?)
+    let text = sql(&text.replace("IN ({})", "= ANY($1)")).into_owned();
+    Ok(sqlx::query(&text).bind(keys).fetch_all(conn).await?)
 }
 
 /// The shared SQL (written for SQLite) in PostgreSQL's dialect: `?`
 /// placeholders numbered `$1, $2, …` (the shared SQL has no `?` inside
 /// string literals), `group_concat(x, sep)` as `string_agg(x, sep)`, and
 /// SQLite's `CROSS JOIN … ON` (a join-order hint there) as a plain `JOIN`.
-fn sql(text: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
     let text = text
         .replace("group_concat(", "string_agg(")
         .replace("CROSS JOIN", "JOIN");

@@ -323,7 +323,7 @@ super::common::impl_store!(SqliteStore {
                     MessageState::Cancelled,
                     reason,
                 )
-                .await?
+                .await?;
             }
             Verdict::Expire { reason } => {
                 transition(
@@ -334,7 +334,7 @@ super::common::impl_store!(SqliteStore {
                     MessageState::Expired,
                     reason,
                 )
-                .await?
+                .await?;
             }
         }
         tx.commit().await?;
@@ -681,7 +681,7 @@ pub(super) async fn select_in_i64(
 }
 
 /// SQLite takes the `?` placeholders as written.
-fn sql(text: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Borrowed(text)
 }
 

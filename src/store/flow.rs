@@ -1,0 +1,256 @@
+//! The planning and dispatch loads, written once for both backends: each
+//! `*_flow.rs` expands `flow_fns!` with its connection and row types, its
+//! `sql` (placeholder dialect) and `select_in_i64` (how a key list is
+//! bound). Loading is batched by borrower so a planning page costs a
+//! handful of queries, whatever its size.
+
+/// The loads and the state-change helper for one backend.
+macro_rules! flow_fns {
+    ($conn:ty, $row:ty) => {
+/// Loads `pks` as planning borrowers. `all_loans` also loads loans that are
+/// no longer active (the dispatcher needs to see a loan was paid).
+pub(super) async fn load_borrowers(
+    conn: &mut $conn,
+    pks: &[i64],
+    since: DateTime<Utc>,
+) -> Result<Vec<PlanBorrower>, StoreError> {
+    let mut out: Vec<PlanBorrower> = Vec::with_capacity(pks.len());
+    for chunk in pks.chunks(400) {
+        let mut by_pk: HashMap<i64, usize> = HashMap::new();
+        for row in select_in_i64(conn, "SELECT id, external_id, name, locale, timezone FROM borrowers WHERE id IN ({}) ORDER BY id", chunk).await?
+        {
+            by_pk.insert(row.get(0), out.len());
+            out.push(PlanBorrower {
+                pk: row.get(0),
+                external_id: row.get(1),
+                name: row.get(2),
+                locale: row.get(3),
+                timezone: row.get(4),
+                contacts: vec![],
+                holds: vec![],
+                loans: vec![],
+                planned: vec![],
+                recent: vec![],
+            });
+        }
+        for row in select_in_i64(conn, "SELECT borrower_id, id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region
+                        FROM contact_points WHERE active = 1 AND borrower_id IN ({})", chunk).await?
+        {
+            let b = &mut out[by_pk[&row.get::<i64, _>(0)]];
+            b.contacts.push(ContactView {
+                id: row.get(1),
+                channel: channel(&row.get::<String, _>(2))?,
+                address: row.get(3),
+                opted_out: row.get(4),
+                invalid: row.get(5),
+                region: row.get(6),
+            });
+        }
+        // A hold is on a borrower or on one of their loans.
+        for row in select_in_i64(
+            conn,
+            "SELECT h.borrower_id, l.borrower_id, h.loan_id, h.kind, h.until_date FROM holds h
+               LEFT JOIN loans l ON l.id = h.loan_id
+              WHERE h.cleared_at IS NULL AND COALESCE(h.borrower_id, l.borrower_id) IN ({})",
+            chunk,
+        )
+        .await?
+        {
+            let owner: i64 = row
+                .get::<Option<i64>, _>(0)
+                .or(row.get::<Option<i64>, _>(1))
+                .unwrap_or_default();
+            let Some(&idx) = by_pk.get(&owner) else {
+                continue;
+            };
+            let kind =
+                HoldKind::parse(&row.get::<String, _>(3)).map_err(|e| StoreError::Corrupt(e.0))?;
+            let until = row
+                .get::<Option<String>, _>(4)
+                .map(|d| date(&d))
+                .transpose()?;
+            out[idx].holds.push(HoldView {
+                kind,
+                loan: row.get(2),
+                until,
+            });
+        }
+        for row in select_in_i64(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
+                        FROM loans WHERE status = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk).await?
+        {
+            let idx = by_pk[&row.get::<i64, _>(0)];
+            out[idx].loans.push(loan_row(&row, 1)?);
+        }
+        for row in select_in_i64(
+            conn,
+            "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
+                 FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
+                WHERE l.status = 'active' AND l.borrower_id IN ({})",
+            chunk,
+        )
+        .await?
+        {
+            let idx = by_pk[&row.get::<i64, _>(0)];
+            out[idx].planned.push((
+                row.get(1),
+                date(&row.get::<String, _>(2))?,
+                row.get(3),
+                channel(&row.get::<String, _>(4))?,
+            ));
+        }
+        // `since` is our own integer, written into the text so the key
+        // list stays the only bound parameter.
+        let recent = format!(
+            "SELECT c.borrower_id, c.at, c.channel, c.contact_point_id, ml.loan_id FROM contact_log c
+              LEFT JOIN message_loans ml ON ml.message_id = c.message_id
+              WHERE c.at >= {} AND c.borrower_id IN ({{}}) ORDER BY c.id",
+            to_millis(since)
+        );
+        let mut contacts: HashMap<(i64, i64, String, Option<i64>), Vec<i64>> = HashMap::new();
+        let mut order = Vec::new();
+        for row in select_in_i64(conn, &recent, chunk).await? {
+            let key = (
+                row.get::<i64, _>(0),
+                row.get::<i64, _>(1),
+                row.get::<String, _>(2),
+                row.get::<Option<i64>, _>(3),
+            );
+            if !contacts.contains_key(&key) {
+                order.push(key.clone());
+            }
+            let loans = contacts.entry(key).or_default();
+            if let Some(l) = row.get::<Option<i64>, _>(4) {
+                loans.push(l);
+            }
+        }
+        for key in order {
+            let loans = contacts.remove(&key).unwrap_or_default();
+            let (b, at, ch, cp) = key;
+            out[by_pk[&b]].recent.push(Contact {
+                at: from_millis(at)?,
+                channel: channel(&ch)?,
+                contact_point: cp,
+                loans,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a loan from columns `id, external_id, due_date, amount_due, currency, status, created_at` starting at `at`.
+pub(super) fn loan_row(row: &$row, at: usize) -> Result<LoanRow, StoreError> {
+    let currency =
+        Currency::parse(&row.get::<String, _>(at + 4)).map_err(|e| StoreError::Corrupt(e.0))?;
+    let amount: Decimal = row
+        .get::<String, _>(at + 3)
+        .parse()
+        .map_err(|_| StoreError::Corrupt("amount".into()))?;
+    Ok(LoanRow {
+        pk: row.get(at),
+        external_id: row.get(at + 1),
+        due_date: date(&row.get::<String, _>(at + 2))?,
+        amount_due: Money { amount, currency },
+        status: LoanStatus::parse(&row.get::<String, _>(at + 5))
+            .map_err(|e| StoreError::Corrupt(e.0))?,
+        created_at: from_millis(row.get(at + 6))?,
+        step: None,
+    })
+}
+
+/// Loads the claim view of one message.
+pub(super) async fn claim_view(
+    conn: &mut $conn,
+    row: &$row,
+    since: DateTime<Utc>,
+) -> Result<ClaimView, StoreError> {
+    let message_id: i64 = row.get("id");
+    let borrower_pk: i64 = row.get("borrower_id");
+    let mut borrowers = load_borrowers(conn, &[borrower_pk], since).await?;
+    let borrower = borrowers
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt(format!("message {message_id} has no borrower")))?;
+    let contact = match row.get::<Option<i64>, _>("contact_point_id") {
+        Some(cp) => sqlx::query(&sql("SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id = ?"))
+            .bind(cp)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| -> Result<ContactView, StoreError> {
+                Ok(ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) })
+            })
+            .transpose()?,
+        None => None,
+    };
+    let mut loans = Vec::new();
+    for r in sqlx::query(&sql("SELECT l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
+           FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = ? ORDER BY l.due_date, l.id"),
+    )
+    .bind(message_id)
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let mut loan = loan_row(&r, 0)?;
+        loan.step = Some(r.get(7));
+        loans.push(loan);
+    }
+    Ok(ClaimView {
+        message_id,
+        state: state(&row.get::<String, _>("state"))?,
+        channel: channel(&row.get::<String, _>("channel"))?,
+        step: row.get("step"),
+        template: row.get("template"),
+        not_before: from_millis(row.get("not_before"))?,
+        expires_at: row
+            .get::<Option<i64>, _>("expires_at")
+            .map(from_millis)
+            .transpose()?,
+        attempts: row.get("attempts"),
+        borrower,
+        contact,
+        loans,
+    })
+}
+
+/// Appends a state change to the audit trail and sets the message's state,
+/// if it is still `from` (on PostgreSQL another instance may have moved it
+/// since it was read). Returns whether it applied.
+pub(super) async fn transition(
+    conn: &mut $conn,
+    now: i64,
+    message_id: i64,
+    from: Option<MessageState>,
+    to: MessageState,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let from = from.map(MessageState::as_str);
+    let applied = sqlx::query(&sql(
+        "UPDATE messages SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND (? IS NULL OR state = ?)",
+    ))
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(message_id)
+    .bind(from)
+    .bind(from)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if applied == 0 {
+        return Ok(false);
+    }
+    sqlx::query(&sql(
+        "INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
+    ))
+    .bind(message_id)
+    .bind(now)
+    .bind(from)
+    .bind(to.as_str())
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+    };
+}
+
+pub(super) use flow_fns;
