@@ -2,9 +2,11 @@
 //! placeholders and two spellings are adapted: each backend expands
 //! `impl_store!` with its own methods, with its own `sql`
 //! (SQLite: as written; PostgreSQL: `$n` placeholders, `string_agg`, plain
-//! `JOIN`), `self.pool` and `load_borrowers`. What differs in substance
-//! (claims, planning writes, imports, leases, snapshots) stays in each
-//! backend.
+//! `JOIN`, `/*FOR UPDATE*/` as a row lock), `self.pool`, `load_borrowers`,
+//! `begin_write` (SQLite takes its write lock up front) and
+//! `work_committed` (PostgreSQL announces new due work). What differs in
+//! substance (claims, planning writes, imports, leases, snapshots) stays in
+//! each backend.
 
 /// `impl Store for $store` with the shared methods and the backend's own.
 macro_rules! impl_store {
@@ -556,6 +558,267 @@ macro_rules! impl_store {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query(&sql("SELECT 1")).execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        attempt_id: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        let current: Option<(String, Option<String>, Option<i64>)> =
+            sqlx::query_as(&sql("SELECT state, attempt_id, contact_point_id FROM messages WHERE id = ? /*FOR UPDATE*/"))
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((st, attempt, cp)) = current else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if st != "sending" || attempt.as_deref() != Some(attempt_id) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let from = Some(MessageState::Sending);
+        sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE id = ?"))
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?;
+        match finish {
+            Finish::Sent {
+                provider,
+                provider_ref,
+                template_version,
+                subject,
+                body,
+            } => {
+                sqlx::query(&sql("UPDATE messages SET provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ? WHERE id = ?"))
+                    .bind(provider)
+                    .bind(provider_ref)
+                    .bind(template_version)
+                    .bind(subject)
+                    .bind(body)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Sent,
+                    &format!("accepted by {provider}"),
+                )
+                .await?;
+            }
+            Finish::Retry {
+                at,
+                provider,
+                reason,
+            } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?"))
+                    .bind(to_millis(*at))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Deferred,
+                    &format!("{provider}: {reason}; retry"),
+                )
+                .await?;
+                work_committed(&mut tx).await?;
+            }
+            Finish::Failed { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("{provider}: {reason}"),
+                )
+                .await?;
+            }
+            Finish::OptedOut { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                if let Some(cp) = cp {
+                    sqlx::query(&sql("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?"))
+                        .bind(now_ms)
+                        .bind(format!("provider {provider}"))
+                        .bind(now_ms)
+                        .bind(cp)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Suppressed,
+                    &format!("{provider}: {reason}"),
+                )
+                .await?;
+            }
+            Finish::NotRendered { reason } => {
+                unlog(&mut tx, message_id).await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("not rendered: {reason}"),
+                )
+                .await?;
+            }
+            Finish::Unknown { reason } => {
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Unknown,
+                    reason,
+                )
+                .await?;
+            }
+            Finish::Replay { reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET not_before = ? WHERE id = ?"))
+                    .bind(now_ms)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Planned,
+                    reason,
+                )
+                .await?;
+                work_committed(&mut tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn receipt(
+        &self,
+        now: DateTime<Utc>,
+        provider: &str,
+        provider_ref: &str,
+        delivered: bool,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        // Our own message id (`m:<id>`, echoed by providers that carry it)
+        // also matches a message whose send was interrupted before the
+        // provider's id was recorded: the receipt reconciles it.
+        let row: Option<(i64, String)> = match provider_ref
+            .strip_prefix("m:")
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            Some(id) => {
+                sqlx::query_as(&sql("SELECT id, state FROM messages WHERE id = ? /*FOR UPDATE*/"))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_as(&sql("SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ? /*FOR UPDATE*/"),
+                )
+                .bind(provider)
+                .bind(provider_ref)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
+        let to = if delivered {
+            MessageState::Delivered
+        } else {
+            MessageState::Undelivered
+        };
+        let Some((id, st)) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let from = super::codec::state(&st)?;
+        // Only a sent (or unknown) message takes a receipt; a final state
+        // is never moved back by a late or repeated callback.
+        if !matches!(
+            from,
+            MessageState::Sent | MessageState::Unknown | MessageState::Sending
+        ) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn operator_decide(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        release: bool,
+    ) -> Result<Option<MessageState>, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        let st: Option<String> = sqlx::query_scalar(&sql("SELECT state FROM messages WHERE id = ? /*FOR UPDATE*/"))
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(st) = st else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let from = super::codec::state(&st)?;
+        if !matches!(from, MessageState::Unknown | MessageState::Failed) {
+            tx.rollback().await?;
+            return Ok(Some(from));
+        }
+        let to = if release {
+            sqlx::query(&sql("UPDATE messages SET not_before = ?, expires_at = NULL WHERE id = ?"))
+                .bind(now_ms)
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await?;
+            // The earlier attempt's contact no longer counts: it is resent.
+            unlog(&mut tx, message_id).await?;
+            work_committed(&mut tx).await?;
+            MessageState::Planned
+        } else {
+            MessageState::Cancelled
+        };
+        let reason = if release {
+            "released by an operator for sending"
+        } else {
+            "cancelled by an operator"
+        };
+        transition(&mut tx, now_ms, message_id, Some(from), to, reason).await?;
+        tx.commit().await?;
+        Ok(Some(to))
     }
 
             $($own)*

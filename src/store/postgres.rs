@@ -470,167 +470,6 @@ super::common::impl_store!(PgStore {
         Ok(Some((view, verdict)))
     }
 
-    async fn finish(
-        &self,
-        now: DateTime<Utc>,
-        message_id: i64,
-        attempt_id: &str,
-        finish: &Finish,
-    ) -> Result<bool, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin().await?;
-        let current: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT state, attempt_id, contact_point_id FROM messages WHERE id = $1 FOR UPDATE",
-        )
-        .bind(message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((st, attempt, cp)) = current else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        if st != "sending" || attempt.as_deref() != Some(attempt_id) {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let from = Some(MessageState::Sending);
-        sqlx::query("UPDATE messages SET lease_until = NULL WHERE id = $1")
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await?;
-        match finish {
-            Finish::Sent {
-                provider,
-                provider_ref,
-                template_version,
-                subject,
-                body,
-            } => {
-                sqlx::query("UPDATE messages SET provider = $1, provider_ref = $2, template_version = $3, subject = $4, body = $5 WHERE id = $6")
-                    .bind(provider)
-                    .bind(provider_ref)
-                    .bind(template_version)
-                    .bind(subject)
-                    .bind(body)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Sent,
-                    &format!("accepted by {provider}"),
-                )
-                .await?;
-            }
-            Finish::Retry {
-                at,
-                provider,
-                reason,
-            } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query("UPDATE messages SET not_before = $1, provider = $2 WHERE id = $3")
-                    .bind(to_millis(*at))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                notify_work(&mut tx).await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Deferred,
-                    &format!("{provider}: {reason}; retry"),
-                )
-                .await?;
-            }
-            Finish::Failed { provider, reason } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query("UPDATE messages SET provider = $1 WHERE id = $2")
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Failed,
-                    &format!("{provider}: {reason}"),
-                )
-                .await?;
-            }
-            Finish::OptedOut { provider, reason } => {
-                unlog(&mut tx, message_id).await?;
-                if let Some(cp) = cp {
-                    sqlx::query("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, $1), opt_out_source = COALESCE(opt_out_source, $2), updated_at = $3 WHERE id = $4")
-                        .bind(now_ms)
-                        .bind(format!("provider {provider}"))
-                        .bind(now_ms)
-                        .bind(cp)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Suppressed,
-                    &format!("{provider}: {reason}"),
-                )
-                .await?;
-            }
-            Finish::NotRendered { reason } => {
-                unlog(&mut tx, message_id).await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Failed,
-                    &format!("not rendered: {reason}"),
-                )
-                .await?;
-            }
-            Finish::Unknown { reason } => {
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Unknown,
-                    reason,
-                )
-                .await?;
-            }
-            Finish::Replay { reason } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query("UPDATE messages SET not_before = $1 WHERE id = $2")
-                    .bind(now_ms)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Planned,
-                    reason,
-                )
-                .await?;
-                notify_work(&mut tx).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
 
     async fn acquire_lease(
         &self,
@@ -681,107 +520,7 @@ super::common::impl_store!(PgStore {
         }))
     }
 
-    async fn receipt(
-        &self,
-        now: DateTime<Utc>,
-        provider: &str,
-        provider_ref: &str,
-        delivered: bool,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin().await?;
-        // Our own message id (`m:<id>`, echoed by providers that carry it)
-        // also matches a message whose send was interrupted before the
-        // provider's id was recorded: the receipt reconciles it.
-        let row: Option<(i64, String)> = match provider_ref
-            .strip_prefix("m:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            Some(id) => {
-                sqlx::query_as("SELECT id, state FROM messages WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => {
-                sqlx::query_as(
-                    "SELECT id, state FROM messages WHERE provider = $1 AND provider_ref = $2 FOR UPDATE",
-                )
-                .bind(provider)
-                .bind(provider_ref)
-                .fetch_optional(&mut *tx)
-                .await?
-            }
-        };
-        let to = if delivered {
-            MessageState::Delivered
-        } else {
-            MessageState::Undelivered
-        };
-        let Some((id, st)) = row else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        let from = postgres_flow::state(&st)?;
-        // Only a sent (or unknown) message takes a receipt; a final state
-        // is never moved back by a late or repeated callback.
-        if !matches!(
-            from,
-            MessageState::Sent | MessageState::Unknown | MessageState::Sending
-        ) {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
 
-    async fn operator_decide(
-        &self,
-        now: DateTime<Utc>,
-        message_id: i64,
-        release: bool,
-    ) -> Result<Option<MessageState>, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin().await?;
-        let st: Option<String> =
-            sqlx::query_scalar("SELECT state FROM messages WHERE id = $1 FOR UPDATE")
-                .bind(message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(st) = st else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let from = postgres_flow::state(&st)?;
-        if !matches!(from, MessageState::Unknown | MessageState::Failed) {
-            tx.rollback().await?;
-            return Ok(Some(from));
-        }
-        let to = if release {
-            sqlx::query("UPDATE messages SET not_before = $1, expires_at = NULL WHERE id = $2")
-                .bind(now_ms)
-                .bind(message_id)
-                .execute(&mut *tx)
-                .await?;
-            // The earlier attempt's contact no longer counts: it is resent.
-            unlog(&mut tx, message_id).await?;
-            notify_work(&mut tx).await?;
-            MessageState::Planned
-        } else {
-            MessageState::Cancelled
-        };
-        let reason = if release {
-            "released by an operator for sending"
-        } else {
-            "cancelled by an operator"
-        };
-        transition(&mut tx, now_ms, message_id, Some(from), to, reason).await?;
-        tx.commit().await?;
-        Ok(Some(to))
-    }
 
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         // A consistent copy into a new embedded store (simulate's scratch).
@@ -832,14 +571,26 @@ pub(super) async fn select_in_i64(
     Ok(sqlx::query(&text).bind(keys).fetch_all(conn).await?)
 }
 
+/// A write transaction (rows are locked as they are read, `FOR UPDATE`).
+async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    Ok(pool.begin().await?)
+}
+
+/// Wakes the other instances' dispatchers when the transaction commits.
+async fn work_committed(conn: &mut PgConnection) -> Result<(), StoreError> {
+    notify_work(conn).await
+}
+
 /// The shared SQL (written for SQLite) in PostgreSQL's dialect: `?`
 /// placeholders numbered `$1, $2, …` (the shared SQL has no `?` inside
-/// string literals), `group_concat(x, sep)` as `string_agg(x, sep)`, and
-/// SQLite's `CROSS JOIN … ON` (a join-order hint there) as a plain `JOIN`.
+/// string literals), `group_concat(x, sep)` as `string_agg(x, sep)`,
+/// SQLite's `CROSS JOIN … ON` (a join-order hint there) as a plain `JOIN`,
+/// and the `/*FOR UPDATE*/` marker as a row lock.
 pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
     let text = text
         .replace("group_concat(", "string_agg(")
-        .replace("CROSS JOIN", "JOIN");
+        .replace("CROSS JOIN", "JOIN")
+        .replace("/*FOR UPDATE*/", "FOR UPDATE");
     let mut out = String::with_capacity(text.len() + 16);
     let mut n = 0;
     for c in text.chars() {

@@ -341,164 +341,6 @@ super::common::impl_store!(SqliteStore {
         Ok(Some((view, verdict)))
     }
 
-    async fn finish(
-        &self,
-        now: DateTime<Utc>,
-        message_id: i64,
-        attempt_id: &str,
-        finish: &Finish,
-    ) -> Result<bool, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let current: Option<(String, Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT state, attempt_id, contact_point_id FROM messages WHERE id = ?")
-                .bind(message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((st, attempt, cp)) = current else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        if st != "sending" || attempt.as_deref() != Some(attempt_id) {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let from = Some(MessageState::Sending);
-        sqlx::query("UPDATE messages SET lease_until = NULL WHERE id = ?")
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await?;
-        match finish {
-            Finish::Sent {
-                provider,
-                provider_ref,
-                template_version,
-                subject,
-                body,
-            } => {
-                sqlx::query("UPDATE messages SET provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ? WHERE id = ?")
-                    .bind(provider)
-                    .bind(provider_ref)
-                    .bind(template_version)
-                    .bind(subject)
-                    .bind(body)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Sent,
-                    &format!("accepted by {provider}"),
-                )
-                .await?;
-            }
-            Finish::Retry {
-                at,
-                provider,
-                reason,
-            } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?")
-                    .bind(to_millis(*at))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Deferred,
-                    &format!("{provider}: {reason}; retry"),
-                )
-                .await?;
-            }
-            Finish::Failed { provider, reason } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query("UPDATE messages SET provider = ? WHERE id = ?")
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Failed,
-                    &format!("{provider}: {reason}"),
-                )
-                .await?;
-            }
-            Finish::OptedOut { provider, reason } => {
-                unlog(&mut tx, message_id).await?;
-                if let Some(cp) = cp {
-                    sqlx::query("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?")
-                        .bind(now_ms)
-                        .bind(format!("provider {provider}"))
-                        .bind(now_ms)
-                        .bind(cp)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Suppressed,
-                    &format!("{provider}: {reason}"),
-                )
-                .await?;
-            }
-            Finish::NotRendered { reason } => {
-                unlog(&mut tx, message_id).await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Failed,
-                    &format!("not rendered: {reason}"),
-                )
-                .await?;
-            }
-            Finish::Unknown { reason } => {
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Unknown,
-                    reason,
-                )
-                .await?;
-            }
-            Finish::Replay { reason } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query("UPDATE messages SET not_before = ? WHERE id = ?")
-                    .bind(now_ms)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Planned,
-                    reason,
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
 
     async fn acquire_lease(
         &self,
@@ -526,105 +368,7 @@ super::common::impl_store!(SqliteStore {
         "sqlite"
     }
 
-    async fn receipt(
-        &self,
-        now: DateTime<Utc>,
-        provider: &str,
-        provider_ref: &str,
-        delivered: bool,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Our own message id (`m:<id>`, echoed by providers that carry it)
-        // also matches a message whose send was interrupted before the
-        // provider's id was recorded: the receipt reconciles it.
-        let row: Option<(i64, String)> = match provider_ref
-            .strip_prefix("m:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            Some(id) => {
-                sqlx::query_as("SELECT id, state FROM messages WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => {
-                sqlx::query_as(
-                    "SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ?",
-                )
-                .bind(provider)
-                .bind(provider_ref)
-                .fetch_optional(&mut *tx)
-                .await?
-            }
-        };
-        let to = if delivered {
-            MessageState::Delivered
-        } else {
-            MessageState::Undelivered
-        };
-        let Some((id, st)) = row else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        let from = sqlite_flow::state(&st)?;
-        // Only a sent (or unknown) message takes a receipt; a final state
-        // is never moved back by a late or repeated callback.
-        if !matches!(
-            from,
-            MessageState::Sent | MessageState::Unknown | MessageState::Sending
-        ) {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
 
-    async fn operator_decide(
-        &self,
-        now: DateTime<Utc>,
-        message_id: i64,
-        release: bool,
-    ) -> Result<Option<MessageState>, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let st: Option<String> = sqlx::query_scalar("SELECT state FROM messages WHERE id = ?")
-            .bind(message_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(st) = st else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let from = sqlite_flow::state(&st)?;
-        if !matches!(from, MessageState::Unknown | MessageState::Failed) {
-            tx.rollback().await?;
-            return Ok(Some(from));
-        }
-        let to = if release {
-            sqlx::query("UPDATE messages SET not_before = ?, expires_at = NULL WHERE id = ?")
-                .bind(now_ms)
-                .bind(message_id)
-                .execute(&mut *tx)
-                .await?;
-            // The earlier attempt's contact no longer counts: it is resent.
-            unlog(&mut tx, message_id).await?;
-            MessageState::Planned
-        } else {
-            MessageState::Cancelled
-        };
-        let reason = if release {
-            "released by an operator for sending"
-        } else {
-            "cancelled by an operator"
-        };
-        transition(&mut tx, now_ms, message_id, Some(from), to, reason).await?;
-        tx.commit().await?;
-        Ok(Some(to))
-    }
 
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         sqlx::query("VACUUM INTO ?")
@@ -680,7 +424,19 @@ pub(super) async fn select_in_i64(
     Ok(out)
 }
 
-/// SQLite takes the `?` placeholders as written.
+/// A write transaction: SQLite's write lock taken up front, so a read
+/// inside it can never be invalidated by another writer.
+async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// New due work needs no announcement: one process polls its own store.
+async fn work_committed(_: &mut SqliteConnection) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// SQLite takes the `?` placeholders as written (and the shared SQL's
+/// `/*FOR UPDATE*/` stays a comment: the write lock is already held).
 pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Borrowed(text)
 }
