@@ -210,6 +210,89 @@ pub(super) async fn claim_view(
     })
 }
 
+/// Applies a claim's verdict inside the claim transaction: `sending`
+/// under `lease` with the contact logged, or deferred, cancelled or
+/// expired with the reason.
+pub(super) async fn apply_verdict(
+    conn: &mut $conn,
+    now_ms: i64,
+    view: &ClaimView,
+    verdict: &Verdict,
+    lease: &ClaimLease,
+) -> Result<(), StoreError> {
+    let from = Some(view.state);
+    match &verdict {
+        Verdict::Send {
+            attempt_id, window, ..
+        } => {
+            sqlx::query(&sql("UPDATE messages SET attempt_id = ?, attempts = attempts + 1, claimed_by = ?, lease_until = ? WHERE id = ?"),
+            )
+            .bind(attempt_id)
+            .bind(&lease.holder)
+            .bind(to_millis(lease.until))
+            .bind(view.message_id)
+            .execute(&mut *conn)
+            .await?;
+            transition(
+                &mut *conn,
+                now_ms,
+                view.message_id,
+                from,
+                MessageState::Sending,
+                &format!("claimed; allowed by {window}"),
+            )
+            .await?;
+            sqlx::query(&sql("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES (?, ?, ?, ?, ?)"))
+                .bind(view.message_id)
+                .bind(view.borrower.pk)
+                .bind(view.contact.as_ref().map(|c| c.id))
+                .bind(view.channel.as_str())
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Verdict::Defer { until, reason } => {
+            sqlx::query(&sql("UPDATE messages SET not_before = ? WHERE id = ?"))
+                .bind(to_millis(*until))
+                .bind(view.message_id)
+                .execute(&mut *conn)
+                .await?;
+            transition(
+                &mut *conn,
+                now_ms,
+                view.message_id,
+                from,
+                MessageState::Deferred,
+                reason,
+            )
+            .await?;
+        }
+        Verdict::Cancel { reason } => {
+            transition(
+                &mut *conn,
+                now_ms,
+                view.message_id,
+                from,
+                MessageState::Cancelled,
+                reason,
+            )
+            .await?;
+        }
+        Verdict::Expire { reason } => {
+            transition(
+                &mut *conn,
+                now_ms,
+                view.message_id,
+                from,
+                MessageState::Expired,
+                reason,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Appends a state change to the audit trail and sets the message's state,
 /// if it is still `from` (on PostgreSQL another instance may have moved it
 /// since it was read). Returns whether it applied.

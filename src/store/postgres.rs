@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres_flow::{
-    self, channel as parse_channel, claim_view, load_borrowers, transition,
+    self, apply_verdict, channel as parse_channel, claim_view, load_borrowers, transition,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
@@ -395,77 +395,7 @@ super::common::impl_store!(PgStore {
             .await?;
         let view = claim_view(&mut tx, &row, since).await?;
         let verdict = decide(&view);
-        let from = Some(view.state);
-        match &verdict {
-            Verdict::Send {
-                attempt_id, window, ..
-            } => {
-                sqlx::query(
-                    "UPDATE messages SET attempt_id = $1, attempts = attempts + 1, claimed_by = $2, lease_until = $3 WHERE id = $4",
-                )
-                .bind(attempt_id)
-                .bind(&lease.holder)
-                .bind(to_millis(lease.until))
-                .bind(view.message_id)
-                .execute(&mut *tx)
-                .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Sending,
-                    &format!("claimed; allowed by {window}"),
-                )
-                .await?;
-                sqlx::query("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(view.message_id)
-                    .bind(view.borrower.pk)
-                    .bind(view.contact.as_ref().map(|c| c.id))
-                    .bind(view.channel.as_str())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Verdict::Defer { until, reason } => {
-                sqlx::query("UPDATE messages SET not_before = $1 WHERE id = $2")
-                    .bind(to_millis(*until))
-                    .bind(view.message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Deferred,
-                    reason,
-                )
-                .await?;
-            }
-            Verdict::Cancel { reason } => {
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Cancelled,
-                    reason,
-                )
-                .await?;
-            }
-            Verdict::Expire { reason } => {
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Expired,
-                    reason,
-                )
-                .await?;
-            }
-        }
+        apply_verdict(&mut tx, now_ms, &view, &verdict, lease).await?;
         tx.commit().await?;
         Ok(Some((view, verdict)))
     }

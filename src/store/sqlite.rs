@@ -18,7 +18,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::sqlite_flow::{self, channel as parse_channel, claim_view, load_borrowers, transition};
+use super::sqlite_flow::{
+    self, apply_verdict, channel as parse_channel, claim_view, load_borrowers, transition,
+};
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
     ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
@@ -266,77 +268,7 @@ super::common::impl_store!(SqliteStore {
         };
         let view = claim_view(&mut tx, &row, since).await?;
         let verdict = decide(&view);
-        let from = Some(view.state);
-        match &verdict {
-            Verdict::Send {
-                attempt_id, window, ..
-            } => {
-                sqlx::query(
-                    "UPDATE messages SET attempt_id = ?, attempts = attempts + 1, claimed_by = ?, lease_until = ? WHERE id = ?",
-                )
-                .bind(attempt_id)
-                .bind(&lease.holder)
-                .bind(to_millis(lease.until))
-                .bind(view.message_id)
-                .execute(&mut *tx)
-                .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Sending,
-                    &format!("claimed; allowed by {window}"),
-                )
-                .await?;
-                sqlx::query("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES (?, ?, ?, ?, ?)")
-                    .bind(view.message_id)
-                    .bind(view.borrower.pk)
-                    .bind(view.contact.as_ref().map(|c| c.id))
-                    .bind(view.channel.as_str())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Verdict::Defer { until, reason } => {
-                sqlx::query("UPDATE messages SET not_before = ? WHERE id = ?")
-                    .bind(to_millis(*until))
-                    .bind(view.message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Deferred,
-                    reason,
-                )
-                .await?;
-            }
-            Verdict::Cancel { reason } => {
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Cancelled,
-                    reason,
-                )
-                .await?;
-            }
-            Verdict::Expire { reason } => {
-                transition(
-                    &mut tx,
-                    now_ms,
-                    view.message_id,
-                    from,
-                    MessageState::Expired,
-                    reason,
-                )
-                .await?;
-            }
-        }
+        apply_verdict(&mut tx, now_ms, &view, &verdict, lease).await?;
         tx.commit().await?;
         Ok(Some((view, verdict)))
     }
