@@ -55,8 +55,10 @@ pub struct App {
     parts: crate::engine::Parts,
     /// The planner lease while this instance holds it.
     planner: Option<Fence>,
-    /// When the planner lease was last taken or renewed (wall clock).
-    lease_renewed: Instant,
+    /// When the planner lease was last taken, renewed or tried for (wall
+    /// clock); upkeep (that, and reconciling dead instances' sends) repeats
+    /// every third of the lease.
+    last_upkeep: Instant,
     /// Another instance asked the planner to plan.
     plan_requested: bool,
 }
@@ -140,7 +142,7 @@ impl App {
             loader: None,
             parts,
             planner: None,
-            lease_renewed: now,
+            last_upkeep: now,
             plan_requested: false,
         })
     }
@@ -328,7 +330,7 @@ impl App {
             if shutdown.is_cancelled() {
                 break;
             }
-            if self.lease_renewed.elapsed() >= upkeep_every {
+            if self.last_upkeep.elapsed() >= upkeep_every {
                 self.hold_planner().await;
                 self.plan_if_due(false, &mut report).await?;
                 self.reconcile().await?;
@@ -403,7 +405,7 @@ impl App {
                 r = self.engine.plan_fenced(now, &fence) => r,
                 _ = keep => unreachable!("renewal never ends on its own"),
             };
-            self.lease_renewed = Instant::now();
+            self.last_upkeep = Instant::now();
             let tick = match planned {
                 Ok(t) => t,
                 Err(StoreError::Fenced(why)) => {
@@ -487,20 +489,20 @@ impl App {
                     self.next_tick = None;
                 }
                 self.planner = Some(fence);
-                self.lease_renewed = Instant::now();
+                self.last_upkeep = Instant::now();
                 true
             }
             Ok(None) => {
                 if self.planner.take().is_some() {
                     tracing::warn!(instance = %instance, "the planner lease passed to another instance");
                 }
-                self.lease_renewed = Instant::now();
+                self.last_upkeep = Instant::now();
                 false
             }
             Err(e) => {
                 tracing::error!("cannot take or renew the planner lease: {e}");
                 self.planner = None;
-                self.lease_renewed = Instant::now();
+                self.last_upkeep = Instant::now();
                 false
             }
         }
@@ -514,7 +516,7 @@ impl App {
         // Poll for work other instances planned or left behind, and renew
         // (or try to take) the planner lease well before it runs out.
         let mut wake = wall + self.config.daemon.poll_interval.get();
-        wake = wake.min(self.lease_renewed + self.config.daemon.planner_lease.get() / 3);
+        wake = wake.min(self.last_upkeep + self.config.daemon.planner_lease.get() / 3);
         for (_, n) in &self.watches {
             wake = wake.min(*n);
         }

@@ -293,6 +293,37 @@ pub(super) async fn apply_verdict(
     Ok(())
 }
 
+/// Checks, inside the writer's transaction, that `fence` still holds its
+/// role (on PostgreSQL the row lock keeps a takeover from committing until
+/// this transaction ends; SQLite's write lock is already held).
+pub(super) async fn check_fence(conn: &mut $conn, fence: Option<&Fence>) -> Result<(), StoreError> {
+    let Some(f) = fence else { return Ok(()) };
+    let token: Option<i64> = sqlx::query_scalar(&sql(
+        "SELECT token FROM leases WHERE name = ? AND holder = ? /*FOR SHARE*/",
+    ))
+    .bind(&f.role)
+    .bind(&f.holder)
+    .fetch_optional(conn)
+    .await?;
+    if token == Some(f.token) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!(
+            "{} lease token {} is no longer current; another instance holds the role",
+            f.role, f.token
+        )))
+    }
+}
+
+/// Removes a message's contact-log row: the contact was not made after all.
+pub(super) async fn unlog(conn: &mut $conn, message_id: i64) -> Result<(), StoreError> {
+    sqlx::query(&sql("DELETE FROM contact_log WHERE message_id = ?"))
+        .bind(message_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Appends a state change to the audit trail and sets the message's state,
 /// if it is still `from` (on PostgreSQL another instance may have moved it
 /// since it was read). Returns whether it applied.

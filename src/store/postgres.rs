@@ -21,7 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres_flow::{
-    self, apply_verdict, channel as parse_channel, claim_view, load_borrowers, transition,
+    apply_verdict, channel as parse_channel, check_fence, claim_view, load_borrowers, transition,
+    unlog,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
@@ -115,27 +116,6 @@ async fn notify_work(conn: &mut PgConnection) -> Result<(), StoreError> {
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Checks, inside the writer's transaction, that `fence` still holds its
-/// role; the row lock keeps a takeover from committing until this
-/// transaction ends.
-async fn check_fence(conn: &mut PgConnection, fence: Option<&Fence>) -> Result<(), StoreError> {
-    let Some(f) = fence else { return Ok(()) };
-    let token: Option<i64> =
-        sqlx::query_scalar("SELECT token FROM leases WHERE name = $1 AND holder = $2 FOR SHARE")
-            .bind(&f.role)
-            .bind(&f.holder)
-            .fetch_optional(conn)
-            .await?;
-    if token == Some(f.token) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced(format!(
-            "{} lease token {} is no longer current; another instance holds the role",
-            f.role, f.token
-        )))
-    }
 }
 
 super::common::impl_store!(PgStore {
@@ -292,77 +272,6 @@ super::common::impl_store!(PgStore {
         Ok(recorded)
     }
 
-    async fn cancel_ineligible(
-        &self,
-        now: DateTime<Utc>,
-        fence: Option<&Fence>,
-    ) -> Result<u64, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, fence).await?;
-        let mut doomed: Vec<(i64, String, String)> = Vec::new();
-        for row in sqlx::query(
-            "SELECT m.id, m.state, (SELECT string_agg(DISTINCT l.status, ',') FROM message_loans ml JOIN loans l ON l.id = ml.loan_id
-                                     WHERE ml.message_id = m.id)
-               FROM messages m
-              WHERE m.state IN ('planned', 'deferred')
-                AND NOT EXISTS (SELECT 1 FROM message_loans ml JOIN loans l ON l.id = ml.loan_id
-                                 WHERE ml.message_id = m.id AND l.status = 'active')",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let statuses: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), format!("loan no longer active ({})", statuses.unwrap_or_default())));
-        }
-        for row in sqlx::query(
-            "SELECT m.id, m.state, cp.opt_out_source FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let source: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), format!("contact point opted out ({})", source.unwrap_or_default())));
-        }
-        for row in sqlx::query(
-            "SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
-              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            doomed.push((row.get(0), row.get(1), format!("borrower on hold ({})", row.get::<String, _>(2))));
-        }
-        if doomed.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        // The rows were read unlocked: each change applies only if the
-        // message is still in the state read (a dispatcher may have claimed
-        // it since; the claim re-checks eligibility itself).
-        let mut seen = std::collections::HashSet::new();
-        let mut done = 0;
-        for (id, from, reason) in doomed {
-            if seen.insert(id) {
-                let from = postgres_flow::state(&from)?;
-                if transition(
-                    &mut tx,
-                    now_ms,
-                    id,
-                    Some(from),
-                    MessageState::Cancelled,
-                    &reason,
-                )
-                .await?
-                {
-                    done += 1;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(done)
-    }
 
     async fn claim_next(
         &self,
@@ -515,12 +424,13 @@ async fn work_committed(conn: &mut PgConnection) -> Result<(), StoreError> {
 /// placeholders numbered `$1, $2, …` (the shared SQL has no `?` inside
 /// string literals), `group_concat(x, sep)` as `string_agg(x, sep)`,
 /// SQLite's `CROSS JOIN … ON` (a join-order hint there) as a plain `JOIN`,
-/// and the `/*FOR UPDATE*/` marker as a row lock.
+/// and the `/*FOR UPDATE*/` and `/*FOR SHARE*/` markers as row locks.
 pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
     let text = text
         .replace("group_concat(", "string_agg(")
         .replace("CROSS JOIN", "JOIN")
-        .replace("/*FOR UPDATE*/", "FOR UPDATE");
+        .replace("/*FOR UPDATE*/", "FOR UPDATE")
+        .replace("/*FOR SHARE*/", "FOR SHARE");
     let mut out = String::with_capacity(text.len() + 16);
     let mut n = 0;
     for c in text.chars() {
@@ -543,15 +453,6 @@ super::import::import_tx!(
     select_in_i64
 );
 
-/// Removes a message's contact-log row: the contact was not made after all.
-async fn unlog(conn: &mut PgConnection, message_id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM contact_log WHERE message_id = $1")
-        .bind(message_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// The cluster-wide rate limiter: GCRA on one row per provider, in the
 /// database's clock so instances with skewed clocks still agree. Each send
 /// reserves its parts in one statement and learns how long to wait.
@@ -571,26 +472,19 @@ impl crate::providers::guard::SharedRate for PgRate {
         let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX / 4);
         let cost_us = step.saturating_mul(i64::from(cost));
         let tolerance = step.saturating_mul(i64::from(burst.max(cost)));
-        let run = async {
-            sqlx::query(
-                "INSERT INTO rate_limits (key, tat) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-            // New TAT = max(TAT, now) + cost; the cells may be used once
-            // the new TAT is within the burst tolerance of now.
-            sqlx::query_scalar::<_, i64>(
-                "WITH c AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT AS now)
-                 UPDATE rate_limits r SET tat = GREATEST(r.tat, c.now) + $2 FROM c WHERE r.key = $1
-                 RETURNING GREATEST(r.tat - c.now - $3, 0)",
-            )
-            .bind(key)
-            .bind(cost_us)
-            .bind(tolerance)
-            .fetch_one(&self.pool)
-            .await
-        };
+        // One statement per send: new TAT = max(TAT, now) + cost (the row is
+        // created on a provider's first send); the cells may be used once
+        // the new TAT is within the burst tolerance of now.
+        let run = sqlx::query_scalar::<_, i64>(
+            "WITH c AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT AS now)
+             INSERT INTO rate_limits AS r (key, tat) SELECT $1, c.now + $2 FROM c
+             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, (SELECT now FROM c)) + $2
+             RETURNING GREATEST(r.tat - (SELECT now FROM c) - $3, 0)",
+        )
+        .bind(key)
+        .bind(cost_us)
+        .bind(tolerance)
+        .fetch_one(&self.pool);
         match run.await {
             Ok(wait_us) => Ok(std::time::Duration::from_micros(wait_us.max(0) as u64)),
             Err(e) => Err(format!("shared rate limiter unavailable: {e}")),

@@ -9,8 +9,8 @@ use sqlx::Row;
 
 use super::postgres::{select_in_i64, sql};
 use super::{
-    from_millis, to_millis, ClaimLease, ClaimView, ContactView, HoldView, LoanRow, MessageState,
-    PlanBorrower, StoreError, Verdict,
+    from_millis, to_millis, ClaimLease, ClaimView, ContactView, Fence, HoldView, LoanRow,
+    MessageState, PlanBorrower, StoreError, Verdict,
 };
 use crate::compliance::caps::Contact;
 use crate::domain::{Currency, HoldKind, LoanStatus, Money};

@@ -19,7 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_flow::{
-    self, apply_verdict, channel as parse_channel, claim_view, load_borrowers, transition,
+    apply_verdict, channel as parse_channel, check_fence, claim_view, load_borrowers, transition,
+    unlog,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
@@ -174,72 +175,6 @@ super::common::impl_store!(SqliteStore {
         Ok(recorded)
     }
 
-    async fn cancel_ineligible(
-        &self,
-        now: DateTime<Utc>,
-        fence: Option<&Fence>,
-    ) -> Result<u64, StoreError> {
-        let now_ms = to_millis(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        check_fence(&mut tx, fence).await?;
-        let mut doomed: Vec<(i64, String, String)> = Vec::new();
-        for row in sqlx::query(
-            // CROSS JOIN fixes the join order: from the message's few loans,
-            // never from all active loans (which SQLite otherwise picks).
-            "SELECT m.id, m.state, (SELECT group_concat(DISTINCT l.status) FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
-                                     WHERE ml.message_id = m.id)
-               FROM messages m
-              WHERE m.state IN ('planned', 'deferred')
-                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
-                                 WHERE ml.message_id = m.id AND l.status = 'active')",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let statuses: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), format!("loan no longer active ({})", statuses.unwrap_or_default())));
-        }
-        for row in sqlx::query(
-            "SELECT m.id, m.state, cp.opt_out_source FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let source: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), format!("contact point opted out ({})", source.unwrap_or_default())));
-        }
-        for row in sqlx::query(
-            "SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
-              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            doomed.push((row.get(0), row.get(1), format!("borrower on hold ({})", row.get::<String, _>(2))));
-        }
-        if doomed.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        let mut done = std::collections::HashSet::new();
-        for (id, from, reason) in doomed {
-            if done.insert(id) {
-                let from = sqlite_flow::state(&from)?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    id,
-                    Some(from),
-                    MessageState::Cancelled,
-                    &reason,
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(done.len() as u64)
-    }
 
     async fn claim_next(
         &self,
@@ -381,32 +316,3 @@ super::import::import_tx!(
     select_in_str,
     select_in_i64
 );
-
-/// Checks, inside the writer's transaction (which holds SQLite's write
-/// lock), that `fence` still holds its role.
-async fn check_fence(conn: &mut SqliteConnection, fence: Option<&Fence>) -> Result<(), StoreError> {
-    let Some(f) = fence else { return Ok(()) };
-    let token: Option<i64> =
-        sqlx::query_scalar("SELECT token FROM leases WHERE name = ? AND holder = ?")
-            .bind(&f.role)
-            .bind(&f.holder)
-            .fetch_optional(conn)
-            .await?;
-    if token == Some(f.token) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced(format!(
-            "{} lease token {} is no longer current; another instance holds the role",
-            f.role, f.token
-        )))
-    }
-}
-
-/// Removes a message's contact-log row: the contact was not made after all.
-async fn unlog(conn: &mut SqliteConnection, message_id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM contact_log WHERE message_id = ?")
-        .bind(message_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}

@@ -297,6 +297,30 @@ async fn wait_requests(server: &wiremock::MockServer, n: usize) {
     panic!("the gateway never received {n} requests");
 }
 
+/// Runs the daemon until the gateway holds its first request, kills it
+/// there (the message is `sending`, claimed under a lease that runs out a
+/// second later), waits out the lease and runs one cycle.
+async fn kill_mid_send_and_restart(
+    cfg: &std::path::Path,
+    server: &wiremock::MockServer,
+) -> (i32, String, String) {
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_requests(server, 1).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    crate::support::run(duebell(&[
+        "run",
+        "--once",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]))
+}
+
 #[tokio::test]
 async fn a_crash_between_sending_and_the_answer_never_sends_twice() {
     use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
@@ -307,23 +331,7 @@ async fn a_crash_between_sending_and_the_answer_never_sends_twice() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = webhook_config(dir.path(), &server.uri(), 1, "20s");
-    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_requests(&server, 1).await;
-    // Killed while the gateway holds the request: the message is `sending`,
-    // claimed under a lease that runs out a second later.
-    child.kill().unwrap();
-    child.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (code, _, stderr) = crate::support::run(duebell(&[
-        "run",
-        "--once",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]));
+    let (code, _, stderr) = kill_mid_send_and_restart(&cfg, &server).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("reconciled messages interrupted by the last stop"),
@@ -378,21 +386,7 @@ async fn a_crashed_send_to_an_idempotent_gateway_is_replayed_under_the_same_key(
         "secret = \"webhook-secret-0123456789\"\nidempotent = true\n",
     );
     std::fs::write(&cfg, text).unwrap();
-    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_requests(&server, 1).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (code, _, stderr) = crate::support::run(duebell(&[
-        "run",
-        "--once",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]));
+    let (code, _, stderr) = kill_mid_send_and_restart(&cfg, &server).await;
     assert_eq!(code, 0, "{stderr}");
     // Both requests carry the same key: the gateway keeps one.
     let keys = message_ids(&server.received_requests().await.unwrap());
