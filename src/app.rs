@@ -74,12 +74,13 @@ impl App {
         let store = store::open(&config.store)
             .await
             .with_context(|| format!("while opening the store {}", config.store.url))?;
+        let fresh = crate::signing::random_key().context("while reading /dev/urandom")?;
         let key = store
-            .secret("unsubscribe_key")
+            .secret("unsubscribe_key", &fresh, clock.now())
             .await
             .context("while reading the signing key")?;
         let parts = crate::engine::Parts {
-            unsubscribe: Arc::new(crate::api::unsubscribe::Signer::new(key)),
+            unsubscribe: Arc::new(crate::signing::Signer::new(key)),
             pauses: Arc::default(),
             metrics: Arc::default(),
             instance: Arc::from(config.daemon.instance_name()),

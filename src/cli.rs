@@ -15,7 +15,7 @@ use crate::domain::Channel;
 use crate::error::ExitStatus;
 use crate::logging::{self, LogFormat};
 use crate::sources::{self, Progress};
-use crate::templates::context::ContextSource;
+
 use crate::templates::{Samples, TemplateProblem, TemplateSet};
 
 #[derive(Debug, Parser)]
@@ -411,18 +411,11 @@ pub fn check_templates(config: &crate::config::Config) -> Vec<TemplateProblem> {
         &set,
         &samples,
         &config.templates,
-        &context_source(config),
+        &crate::engine::context_source(config),
         &used,
     );
     problems.extend(crate::templates::context::lint_sources(&config.templates));
     problems
-}
-
-pub fn context_source(config: &crate::config::Config) -> ContextSource {
-    ContextSource {
-        lender: config.lender.clone(),
-        opt_out: config.opt_out.clone(),
-    }
 }
 
 fn warn_stale_calendars(config: &crate::config::Config) {
@@ -462,9 +455,9 @@ async fn render(
         );
         return ExitStatus::Failed;
     }
-    let source = context_source(config);
+    let source = crate::engine::context_source(config);
     let ctx = match borrower {
-        Some(id) => match crate::planner::borrower_context(config, id, channel, locale).await {
+        Some(id) => match crate::engine::borrower_context(config, id, channel, locale).await {
             Ok(ctx) => ctx,
             Err(e) => {
                 eprintln!("duebell: {e}");

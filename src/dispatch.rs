@@ -5,7 +5,8 @@
 //! never lead to a blind resend: `reconcile` asks the provider or marks it
 //! `unknown` for an operator.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -13,15 +14,36 @@ use chrono_tz::Tz;
 use crate::compliance::caps::{self, Subject};
 use crate::compliance::{Gate, GateDecision};
 use crate::domain::{Channel, PhoneNumber};
-use crate::planner::{active_hold, borrower_zones, hold_reason};
+use crate::eligibility;
 use crate::policy::PolicyConfig;
 use crate::providers::{Outbound, ProviderError, Router};
+use crate::reason::Reason;
 use crate::store::{ClaimView, Finish, LoanRow, PlanBorrower, Store, StoreError, Verdict};
 use crate::templates::context::ContextSource;
 use crate::templates::{BorrowerContext, LoanContext, MessageContext, TemplateSet};
 
 /// Transient failures are retried this many times, then the message fails.
 pub const MAX_ATTEMPTS: i64 = 5;
+
+/// Sending switches: all sending, or one provider, paused by an operator
+/// (through the API). The dispatcher reads them before every claim.
+#[derive(Debug, Default)]
+pub struct Pauses {
+    pub all: AtomicBool,
+    pub providers: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Pauses {
+    pub fn is_paused(&self, provider: Option<&str>) -> bool {
+        self.all.load(Ordering::SeqCst)
+            || provider.is_some_and(|p| {
+                self.providers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(p)
+            })
+    }
+}
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +58,11 @@ pub enum Outcome {
     },
     Retrying {
         message_id: i64,
-        reason: String,
+        reason: Reason,
     },
     Failed {
         message_id: i64,
-        reason: String,
+        reason: Reason,
     },
 }
 
@@ -58,8 +80,8 @@ pub struct Dispatcher {
     pub sms_signature: String,
     /// Base URL for one-click unsubscribe links in email.
     pub unsubscribe_base: String,
-    pub unsubscribe: Arc<crate::api::unsubscribe::Signer>,
-    pub pauses: Arc<crate::api::Pauses>,
+    pub unsubscribe: Arc<crate::signing::Signer>,
+    pub pauses: Arc<Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This process's name on its claims.
     pub instance: Arc<str>,
@@ -69,49 +91,20 @@ pub struct Dispatcher {
 
 /// Decides a claim: eligibility, then the gate.
 pub fn decide(view: &ClaimView, now: DateTime<Utc>, gate: &Gate, default_tz: Tz) -> Verdict {
-    let zones = borrower_zones(&view.borrower, default_tz);
+    let zones = eligibility::borrower_zones(&view.borrower, default_tz);
     let today = now.with_timezone(&zones.primary).date_naive();
-    if let Some(exp) = view.expires_at {
-        if now >= exp {
-            return Verdict::Expire {
-                reason: "the step's window closed before it could be sent".into(),
-            };
-        }
-    }
-    match &view.contact {
-        None => {
-            return Verdict::Cancel {
-                reason: format!("no {} address", view.channel),
-            }
-        }
-        Some(c) if c.opted_out => {
-            return Verdict::Cancel {
-                reason: format!("{} address opted out", view.channel),
-            }
-        }
-        Some(c) if c.invalid => {
-            return Verdict::Cancel {
-                reason: format!("{} address marked invalid", view.channel),
-            }
-        }
-        Some(_) => {}
-    }
-    let mut dropped = Vec::new();
-    let mut eligible = Vec::new();
-    for l in &view.loans {
-        if l.status != crate::domain::LoanStatus::Active {
-            dropped.push(format!("loan {} {}", l.external_id, l.status));
-        } else if let Some(h) = active_hold(&view.borrower.holds, Some(l.pk), today) {
-            dropped.push(hold_reason(h));
-        } else {
-            eligible.push(l.pk);
-        }
-    }
-    if eligible.is_empty() {
-        return Verdict::Cancel {
-            reason: dropped.join("; "),
+    if view.expires_at.is_some_and(|exp| now >= exp) {
+        return Verdict::Expire {
+            reason: Reason::window_closed_at_claim(),
         };
     }
+    if let Err(reason) = eligibility::contact(view.contact.as_ref(), view.channel) {
+        return Verdict::Cancel { reason };
+    }
+    let eligible = match eligibility::loans(&view.borrower.holds, &view.loans, today) {
+        Ok(eligible) => eligible,
+        Err(reason) => return Verdict::Cancel { reason },
+    };
     let subject = Subject {
         channel: view.channel,
         contact_point: view.contact.as_ref().map(|c| c.id),
@@ -125,11 +118,11 @@ pub fn decide(view: &ClaimView, now: DateTime<Utc>, gate: &Gate, default_tz: Tz)
         },
         GateDecision::Defer { until, because } => match view.expires_at {
             Some(exp) if until >= exp => Verdict::Expire {
-                reason: format!("{because} until past the step's window"),
+                reason: because.until_past_window(),
             },
             _ => Verdict::Defer {
                 until,
-                reason: because.to_string(),
+                reason: because,
             },
         },
         GateDecision::Never { because } => Verdict::Expire { reason: because },
@@ -230,15 +223,18 @@ impl Dispatcher {
         let outcome = self.send(now, &view, attempt_id, loans).await;
         let (finish, result) = match outcome {
             Ok((finish, result)) => (finish, result),
-            Err(reason) => (
-                Finish::NotRendered {
-                    reason: reason.clone(),
-                },
-                Outcome::Failed {
-                    message_id: id,
-                    reason,
-                },
-            ),
+            Err(reason) => {
+                let reason = Reason::parse(reason);
+                (
+                    Finish::NotRendered {
+                        reason: reason.clone(),
+                    },
+                    Outcome::Failed {
+                        message_id: id,
+                        reason,
+                    },
+                )
+            }
         };
         self.store.finish(now, id, attempt_id, &finish).await?;
         Ok(result)
@@ -252,7 +248,7 @@ impl Dispatcher {
         loans: &[i64],
     ) -> Result<(Finish, Outcome), String> {
         let id = view.message_id;
-        let zones = borrower_zones(&view.borrower, self.default_tz);
+        let zones = eligibility::borrower_zones(&view.borrower, self.default_tz);
         let today = now.with_timezone(&zones.primary).date_naive();
         let locale = view
             .borrower
@@ -386,7 +382,7 @@ impl Dispatcher {
                 }
                 Err(ProviderError::Policy { code }) => {
                     // The recipient refused: never fail over.
-                    let reason = format!("recipient opted out ({code})");
+                    let reason = Reason::parse(format!("recipient opted out ({code})"));
                     return Ok((
                         Finish::OptedOut {
                             provider: p.name().to_owned(),
@@ -399,7 +395,7 @@ impl Dispatcher {
                     ));
                 }
                 Err(ProviderError::Permanent { code }) => {
-                    let reason = format!("permanent error {code}");
+                    let reason = Reason::parse(format!("permanent error {code}"));
                     return Ok((
                         Finish::Failed {
                             provider: p.name().to_owned(),
@@ -417,10 +413,10 @@ impl Dispatcher {
                     ..
                 }) => {
                     // It may have gone out: an operator (or a receipt) decides.
-                    let reason = format!(
+                    let reason = Reason::parse(format!(
                         "{}: {code} after the request was sent; it may have been delivered",
                         p.name()
-                    );
+                    ));
                     tracing::warn!(message_id = id, provider = p.name(), "{reason}");
                     return Ok((
                         Finish::Unknown {
@@ -456,7 +452,7 @@ impl Dispatcher {
         };
         Ok(if view.attempts < MAX_ATTEMPTS {
             let at = now + backoff(view.attempts, id, retry_after);
-            let reason = format!("transient error {code}");
+            let reason = Reason::parse(format!("transient error {code}"));
             (
                 Finish::Retry {
                     at,
@@ -469,10 +465,10 @@ impl Dispatcher {
                 },
             )
         } else {
-            let reason = format!(
+            let reason = Reason::parse(format!(
                 "transient error {code}; gave up after {} attempts",
                 view.attempts
-            );
+            ));
             (
                 Finish::Failed {
                     provider,

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::compliance::Gate;
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Outcome};
+use crate::domain::Channel;
 use crate::planner::{self, Planner, TickReport};
 use crate::providers::Router;
 use crate::store::{Store, StoreError};
@@ -18,8 +19,8 @@ use crate::templates::TemplateSet;
 /// Shared pieces the daemon hands the engine (defaults for tools).
 #[derive(Clone)]
 pub struct Parts {
-    pub unsubscribe: Arc<crate::api::unsubscribe::Signer>,
-    pub pauses: Arc<crate::api::Pauses>,
+    pub unsubscribe: Arc<crate::signing::Signer>,
+    pub pauses: Arc<crate::dispatch::Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This process's name in claims and leases.
     pub instance: Arc<str>,
@@ -30,7 +31,7 @@ impl Default for Parts {
         Parts {
             // Tools that never serve the unsubscribe endpoint (plan,
             // simulate) sign with a throwaway key.
-            unsubscribe: Arc::new(crate::api::unsubscribe::Signer::new(b"not-served".to_vec())),
+            unsubscribe: Arc::new(crate::signing::Signer::new(b"not-served".to_vec())),
             pauses: Arc::default(),
             metrics: Arc::default(),
             instance: Arc::from(crate::config::DaemonConfig::default().instance_name()),
@@ -90,10 +91,7 @@ impl Engine {
                 policy: Arc::new(config.policy.clone()),
                 templates: Arc::new(templates),
                 router,
-                context: Arc::new(ContextSource {
-                    lender: config.lender.clone(),
-                    opt_out: config.opt_out.clone(),
-                }),
+                context: Arc::new(context_source(config)),
                 default_tz: config.defaults.timezone.0,
                 default_locale: config.defaults.locale.as_str().to_owned(),
                 sms_signature: config.templates.sms_signature.clone(),
@@ -144,4 +142,54 @@ impl Engine {
         e.dispatcher.templates = Arc::new(templates);
         e
     }
+}
+
+/// What templates say about the lender and the opt-out, from config.
+pub fn context_source(config: &Config) -> ContextSource {
+    ContextSource {
+        lender: config.lender.clone(),
+        opt_out: config.opt_out.clone(),
+    }
+}
+
+/// A template context for a borrower's active loans (`duebell render --borrower`).
+pub async fn borrower_context(
+    config: &crate::config::Config,
+    id: &str,
+    channel: Channel,
+    locale: Option<&str>,
+) -> anyhow::Result<crate::templates::MessageContext> {
+    let store = crate::store::open(&config.store).await?;
+    let b = store
+        .plan_borrower(id, Utc::now())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no borrower `{id}` in the store"))?;
+    store.close().await;
+    if b.loans.is_empty() {
+        anyhow::bail!("borrower `{id}` has no active loans");
+    }
+    let zones = crate::eligibility::borrower_zones(&b, config.defaults.timezone.0);
+    let today = Utc::now().with_timezone(&zones.primary).date_naive();
+    let loan_ids: Vec<i64> = b.loans.iter().map(|l| l.pk).collect();
+    let locale = locale
+        .map(str::to_owned)
+        .or(b.locale.clone())
+        .unwrap_or_else(|| config.defaults.locale.as_str().to_owned());
+    let days = (today - b.loans[0].due_date).num_days();
+    let pos = config.policy.position(days);
+    let (step, stage) = pos
+        .current
+        .map(|(s, _)| (s.id.clone(), s.stage.clone()))
+        .unwrap_or_default();
+    Ok(crate::dispatch::context_for(
+        &context_source(config),
+        &b,
+        &b.loans,
+        &loan_ids,
+        channel,
+        &locale,
+        &step,
+        &stage,
+        today,
+    ))
 }

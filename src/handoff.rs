@@ -5,11 +5,9 @@
 //! is recorded in the store.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
-use crate::config::ConfigDuration;
+use crate::domain::ConfigDuration;
 use crate::store::{Store, StoreError};
 
 /// `[handoff]`.
@@ -48,19 +46,6 @@ pub struct HandoffEvent {
     pub at: DateTime<Utc>,
 }
 
-/// `X-Duebell-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
-}
-
 /// Posts every due hand-off once. Returns (delivered, failed attempts).
 pub async fn post_due(
     store: &dyn Store,
@@ -89,7 +74,7 @@ pub async fn post_due(
             .header("content-type", "application/json")
             .header(
                 "x-duebell-signature",
-                signature(&cfg.secret, now.timestamp(), &body),
+                crate::signing::webhook_signature(&cfg.secret, now.timestamp(), &body),
             )
             .header("idempotency-key", format!("handoff-{id}"))
             .body(body)
@@ -115,15 +100,4 @@ pub async fn post_due(
         }
     }
     Ok((ok, failed))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn signature_is_hmac_sha256_over_timestamp_and_body() {
-        // Computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac key
-        let s = super::signature("key", 1_700_000_000, br#"{"a":1}"#);
-        assert!(s.starts_with("t=1700000000,v1="));
-        assert_eq!(s.len(), "t=1700000000,v1=".len() + 64);
-    }
 }

@@ -5,7 +5,38 @@
 
 use std::io::IsTerminal;
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+
+/// Log verbosity. The output format is a property of the run (`--log-format`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `duebell=debug,sqlx=warn`, …
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// The problems with `[log]`, each with its key.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+            problems.push((
+                "log.filter".to_owned(),
+                format!("is not a log filter ({e}); write e.g. info or duebell=debug,sqlx=warn"),
+            ));
+        }
+        problems
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

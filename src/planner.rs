@@ -14,9 +14,11 @@ use serde::Serialize;
 use crate::compliance::caps::{self, Subject};
 use crate::compliance::zones::ZoneSet;
 use crate::compliance::Gate;
-use crate::domain::{Channel, HoldKind, PhoneNumber};
+use crate::domain::Channel;
+use crate::eligibility;
 use crate::policy::{PolicyConfig, Step};
-use crate::store::{HoldView, LoanRow, MessageState, NewMessage, PlanBorrower, Store, StoreError};
+use crate::reason::Reason;
+use crate::store::{LoanRow, MessageState, NewMessage, PlanBorrower, Store, StoreError};
 
 /// Borrowers per page.
 pub const PAGE: u32 = 500;
@@ -29,7 +31,7 @@ pub struct PlanLine {
     pub step: Option<String>,
     pub channel: Option<Channel>,
     pub decision: Decision,
-    pub reason: String,
+    pub reason: Reason,
     pub not_before: Option<DateTime<Utc>>,
 }
 
@@ -79,15 +81,6 @@ struct Item<'a> {
     expires_at: DateTime<Utc>,
 }
 
-/// The zones a borrower may be in.
-pub fn borrower_zones(b: &PlanBorrower, default_tz: Tz) -> ZoneSet {
-    let stated = b.timezone.as_deref().and_then(|z| z.parse::<Tz>().ok());
-    let phone = b
-        .contact(Channel::Sms)
-        .and_then(|c| PhoneNumber::parse(&c.address).ok());
-    ZoneSet::resolve(stated, phone.as_ref(), default_tz)
-}
-
 /// First instant of local `date` + `minutes` in `tz` (gap-safe).
 pub fn local_instant(tz: Tz, date: NaiveDate, minutes: u32) -> DateTime<Utc> {
     let day = caps::local_midnight(tz, date);
@@ -107,28 +100,11 @@ pub fn local_instant(tz: Tz, date: NaiveDate, minutes: u32) -> DateTime<Utc> {
     }
 }
 
-/// The active hold that stops contact about `loan` on local `today`.
-pub fn active_hold(holds: &[HoldView], loan: Option<i64>, today: NaiveDate) -> Option<&HoldView> {
-    holds
-        .iter()
-        .filter(|h| h.loan.is_none() || h.loan == loan)
-        .find(|h| h.until.is_none_or(|u| u >= today))
-}
-
-pub fn hold_reason(h: &HoldView) -> String {
-    let scope = if h.loan.is_some() { "loan" } else { "borrower" };
-    match (h.kind, h.until) {
-        (HoldKind::PromiseToPay, Some(u)) => format!("{scope} hold: promise to pay until {u}"),
-        (k, Some(u)) => format!("{scope} hold: {} until {u}", k.as_str()),
-        (k, None) => format!("{scope} hold: {}", k.as_str()),
-    }
-}
-
 impl Planner<'_> {
     /// Decides for one borrower at `now`: the messages to record and the
     /// lines `plan` prints.
     pub fn decide(&self, now: DateTime<Utc>, b: &PlanBorrower) -> (Vec<NewMessage>, Vec<PlanLine>) {
-        let zones = borrower_zones(b, self.default_tz);
+        let zones = eligibility::borrower_zones(b, self.default_tz);
         let tz = zones.primary;
         let today = now.with_timezone(&tz).date_naive();
         let mut messages = Vec::new();
@@ -143,7 +119,7 @@ impl Planner<'_> {
                     step: Option<&Step>,
                     ch: Option<Channel>,
                     decision,
-                    reason: String,
+                    reason: Reason,
                     nb| PlanLine {
             loan_id: loan.external_id.clone(),
             borrower_id: b.external_id.clone(),
@@ -171,7 +147,7 @@ impl Planner<'_> {
                     if planned(loan, &step.id, ch) {
                         continue;
                     }
-                    let reason = format!("missed: its window closed before it went out (local day {today} is {days} from the due date)");
+                    let reason = Reason::missed(today, days);
                     lines.push(line(
                         loan,
                         Some(step),
@@ -202,7 +178,7 @@ impl Planner<'_> {
                                 Some(step),
                                 Some(ch),
                                 Decision::AlreadyPlanned,
-                                "decided on an earlier tick".into(),
+                                Reason::already_planned(),
                                 None,
                             ));
                         } else {
@@ -217,12 +193,11 @@ impl Planner<'_> {
                 }
                 None => {
                     let reason = match pos.next {
-                        Some(s) => format!(
-                            "next: {} on {}",
-                            s.id,
-                            loan.due_date + Duration::days(i64::from(s.offset_days))
+                        Some(s) => Reason::next_step(
+                            &s.id,
+                            loan.due_date + Duration::days(i64::from(s.offset_days)),
                         ),
-                        None => "past the last step".to_owned(),
+                        None => Reason::past_last_step(),
                     };
                     lines.push(line(loan, None, None, Decision::NothingDue, reason, None));
                 }
@@ -237,17 +212,12 @@ impl Planner<'_> {
         }
         for (ch, group) in by_channel {
             let contact = b.contact(ch);
-            let contact_problem = match contact {
-                None => Some(format!("no {ch} address on file")),
-                Some(c) if c.opted_out => Some(format!("{ch} address opted out")),
-                Some(c) if c.invalid => Some(format!("{ch} address marked invalid")),
-                Some(_) => None,
-            };
+            let contact_problem = eligibility::contact(contact, ch).err();
             let mut sendable = Vec::new();
             for item in group {
                 let why = contact_problem
                     .clone()
-                    .or_else(|| active_hold(&b.holds, Some(item.loan.pk), today).map(hold_reason));
+                    .or_else(|| eligibility::held(&b.holds, item.loan, today).err());
                 match why {
                     Some(reason) => {
                         lines.push(line(
@@ -350,7 +320,7 @@ impl Planner<'_> {
         contact_point: Option<i64>,
         items: &[&Item<'_>],
         recent: &[caps::Contact],
-    ) -> (MessageState, String, DateTime<Utc>) {
+    ) -> (MessageState, Reason, DateTime<Utc>) {
         let today = now.with_timezone(&zones.primary).date_naive();
         let preferred = step
             .send_at_minutes()
@@ -360,34 +330,25 @@ impl Planner<'_> {
         let Some((open, end, window)) = self.gate.next_window(ch, zones, base) else {
             return (
                 MessageState::Expired,
-                format!(
-                    "no allowed {ch} window in {} within a year",
-                    zone_names(zones)
-                ),
+                Reason::no_window(ch, &zone_names(zones)),
                 now,
             );
         };
         let (mut state, mut reason, mut at) = if open > base {
             (
                 MessageState::Deferred,
-                format!(
-                    "quiet hours in {}; released when {window} opens",
-                    zone_names(zones)
-                ),
+                Reason::quiet_hours(&zone_names(zones))
+                    .then(format_args!("; released when {window} opens")),
                 self.gate.spread_from(open, end, key),
             )
         } else if preferred.is_some() {
             (
                 MessageState::Planned,
-                format!(
-                    "due: step {}; preferred send time {}",
-                    step.id,
-                    step.send_at.as_deref().unwrap_or("")
-                ),
+                Reason::due(&step.id, Some(step.send_at.as_deref().unwrap_or(""))),
                 self.gate.spread_from(base, end, key),
             )
         } else {
-            (MessageState::Planned, format!("due: step {}", step.id), now)
+            (MessageState::Planned, Reason::due(&step.id, None), now)
         };
         let loans: Vec<i64> = items.iter().map(|i| i.loan.pk).collect();
         let subject = Subject {
@@ -402,23 +363,12 @@ impl Planner<'_> {
                 .next_window(ch, zones, block.until)
                 .map_or(block.until, |(o, _, _)| o);
             state = MessageState::Deferred;
-            reason = format!(
-                "contact cap {} is full until {}",
-                block.rule,
-                block.until.format("%Y-%m-%dT%H:%M:%SZ")
-            );
+            reason = Reason::cap_full_until(&block.rule, block.until);
             at = next;
         }
         if let Some(exp) = expires_at {
             if at >= exp {
-                return (
-                    MessageState::Expired,
-                    format!(
-                        "{reason}, which is after the step's window closes at {}",
-                        exp.format("%Y-%m-%dT%H:%M:%SZ")
-                    ),
-                    now,
-                );
+                return (MessageState::Expired, reason.past_window(exp), now);
             }
         }
         (state, reason, at)
@@ -431,7 +381,7 @@ impl Planner<'_> {
         pairs: &[(&LoanRow, &Step)],
         ch: Channel,
         state: MessageState,
-        reason: String,
+        reason: Reason,
         not_before: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
         contact_point: Option<i64>,
@@ -505,7 +455,7 @@ pub async fn tick(
         let mut messages = Vec::new();
         for b in &page {
             messages.extend(planner.decide(now, b).0);
-            let tz = borrower_zones(b, planner.default_tz).primary;
+            let tz = eligibility::borrower_zones(b, planner.default_tz).primary;
             let midnight =
                 caps::local_midnight(tz, now.with_timezone(&tz).date_naive() + Duration::days(1));
             report.next_change = Some(
@@ -545,46 +495,4 @@ pub async fn preview(
         }
     }
     Ok(lines)
-}
-
-/// A template context for a borrower's active loans (`duebell render --borrower`).
-pub async fn borrower_context(
-    config: &crate::config::Config,
-    id: &str,
-    channel: Channel,
-    locale: Option<&str>,
-) -> anyhow::Result<crate::templates::MessageContext> {
-    let store = crate::store::open(&config.store).await?;
-    let b = store
-        .plan_borrower(id, Utc::now())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no borrower `{id}` in the store"))?;
-    store.close().await;
-    if b.loans.is_empty() {
-        anyhow::bail!("borrower `{id}` has no active loans");
-    }
-    let zones = borrower_zones(&b, config.defaults.timezone.0);
-    let today = Utc::now().with_timezone(&zones.primary).date_naive();
-    let loan_ids: Vec<i64> = b.loans.iter().map(|l| l.pk).collect();
-    let locale = locale
-        .map(str::to_owned)
-        .or(b.locale.clone())
-        .unwrap_or_else(|| config.defaults.locale.as_str().to_owned());
-    let days = (today - b.loans[0].due_date).num_days();
-    let pos = config.policy.position(days);
-    let (step, stage) = pos
-        .current
-        .map(|(s, _)| (s.id.clone(), s.stage.clone()))
-        .unwrap_or_default();
-    Ok(crate::dispatch::context_for(
-        &crate::cli::context_source(config),
-        &b,
-        &b.loans,
-        &loan_ids,
-        channel,
-        &locale,
-        &step,
-        &stage,
-        today,
-    ))
 }

@@ -326,7 +326,7 @@ pub async fn simulate(
     // cancelled or expired, and why (by reason class), on stderr.
     let mut summary: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     for (state, channel, _, reason, n) in store.message_breakdown().await? {
-        let class = crate::metrics::reason_class(reason.as_deref().unwrap_or(""));
+        let class = reason.map_or("other", |r| r.code().as_str());
         *summary
             .entry((
                 state.as_str().to_owned(),

@@ -5,12 +5,12 @@
 //! a message naming the field; server errors are an opaque 500 with the
 //! full chain in the log.
 
+mod metrics;
 pub mod routes;
-pub mod unsubscribe;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -97,33 +97,14 @@ impl ApiConfig {
     }
 }
 
-/// Sending switches the API can flip.
-#[derive(Debug, Default)]
-pub struct Pauses {
-    pub all: AtomicBool,
-    pub providers: Mutex<std::collections::BTreeSet<String>>,
-}
-
-impl Pauses {
-    pub fn is_paused(&self, provider: Option<&str>) -> bool {
-        self.all.load(Ordering::SeqCst)
-            || provider.is_some_and(|p| {
-                self.providers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(p)
-            })
-    }
-}
-
 /// What handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub tokens: Arc<Vec<String>>,
-    pub unsubscribe: Arc<unsubscribe::Signer>,
-    pub pauses: Arc<Pauses>,
+    pub unsubscribe: Arc<crate::signing::Signer>,
+    pub pauses: Arc<crate::dispatch::Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Wakes the daemon to re-plan after a change through the API.
     pub replan: Arc<tokio::sync::Notify>,

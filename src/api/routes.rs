@@ -30,7 +30,12 @@ fn table() -> Vec<(
             "Store reachable and config loaded",
             get(readyz),
         ),
-        ("get", "/metrics", "Prometheus metrics", get(metrics)),
+        (
+            "get",
+            "/metrics",
+            "Prometheus metrics",
+            get(super::metrics::metrics),
+        ),
         ("get", "/openapi.json", "This document", get(openapi)),
         (
             "get",
@@ -169,11 +174,6 @@ async fn readyz(State(s): State<ApiState>) -> Response {
         )
             .into_response(),
     }
-}
-
-async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let text = s.metrics.render(s.store.as_ref(), &s.pauses).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn openapi() -> Json<serde_json::Value> {

@@ -11,15 +11,15 @@ pub mod window;
 pub mod zones;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::config::ConfigDuration;
+use crate::domain::ConfigDuration;
 use crate::domain::{Channel, Invalid};
+use crate::reason::Reason;
 use caps::{CapBlock, CapRule, Contact, Subject};
 use window::{next_open_everywhere, weekday_index, DaySchedule, LocalWindow};
 use zones::ZoneSet;
@@ -199,24 +199,6 @@ fn zone_country(tz: Tz) -> Option<&'static str> {
         .find(|r| zones::country_zones(r).contains(&tz.name()))
 }
 
-/// Why a message waits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeferReason {
-    /// Outside the allowed window in at least one of the borrower's zones.
-    QuietHours { zones: String },
-    /// A contact cap is full.
-    Cap { rule: String },
-}
-
-impl fmt::Display for DeferReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeferReason::QuietHours { zones } => write!(f, "quiet hours in {zones}"),
-            DeferReason::Cap { rule } => write!(f, "contact cap {rule} is full"),
-        }
-    }
-}
-
 /// The gate's answer for one contact at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateDecision {
@@ -230,11 +212,11 @@ pub enum GateDecision {
     /// Must wait until `until`.
     Defer {
         until: DateTime<Utc>,
-        because: DeferReason,
+        because: Reason,
     },
     /// No window ever opens (e.g. zones with no overlap): the message can
     /// only expire.
-    Never { because: String },
+    Never { because: Reason },
 }
 
 /// The compiled gate.
@@ -372,19 +354,13 @@ impl Gate {
         };
         let Some((open, end, window)) = self.next_window(subject.channel, zones, now) else {
             return GateDecision::Never {
-                because: format!(
-                    "no allowed window for {} in {} within a year",
-                    subject.channel,
-                    zone_names()
-                ),
+                because: Reason::no_window(subject.channel, &zone_names()),
             };
         };
         if open > now {
             return GateDecision::Defer {
                 until: open,
-                because: DeferReason::QuietHours {
-                    zones: zone_names(),
-                },
+                because: Reason::quiet_hours(&zone_names()),
             };
         }
         if let Some(CapBlock { rule, until }) =
@@ -397,7 +373,7 @@ impl Gate {
                 .map_or(until, |(o, _, _)| o);
             return GateDecision::Defer {
                 until,
-                because: DeferReason::Cap { rule },
+                because: Reason::cap_full(&rule),
             };
         }
         let usage = caps::usage(&self.caps, now, zones.primary, subject, log);
@@ -513,6 +489,7 @@ pub fn parse_windows(list: &[&str]) -> Result<Vec<LocalWindow>, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::ReasonCode;
     use chrono_tz::{America, Asia};
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -553,10 +530,10 @@ mod tests {
             &SMS,
             &[],
         ) {
-            GateDecision::Defer {
-                until,
-                because: DeferReason::QuietHours { .. },
-            } => assert_eq!(until, utc("2026-10-03T00:00:00Z")),
+            GateDecision::Defer { until, because } => {
+                assert_eq!(because.code(), ReasonCode::QuietHours);
+                assert_eq!(until, utc("2026-10-03T00:00:00Z"))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(
@@ -621,12 +598,9 @@ mod tests {
             &SMS,
             &log,
         ) {
-            GateDecision::Defer {
-                until,
-                because: DeferReason::Cap { rule },
-            } => {
+            GateDecision::Defer { until, because } => {
                 assert_eq!(until, utc("2026-12-02T00:00:00Z"));
-                assert_eq!(rule, "sms_per_day");
+                assert_eq!(because, Reason::cap_full("sms_per_day"));
             }
             other => panic!("{other:?}"),
         }

@@ -12,7 +12,7 @@ mod locate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::domain::{Locale, TimeZone};
 
@@ -120,59 +120,6 @@ impl Default for Config {
     }
 }
 
-/// The store: an embedded SQLite file by default.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// `sqlite://PATH` (relative paths are from the working directory), or
-    /// `postgres://USER@HOST:PORT/DATABASE` when several instances share
-    /// the work.
-    pub url: String,
-    /// How long a writer waits for a lock held by another connection.
-    pub busy_timeout: ConfigDuration,
-    /// Connections in the pool.
-    pub max_connections: u32,
-    /// SQLite durability: `full` (every commit survives a power cut; the
-    /// default), `normal` or `off` (throwaway stores only).
-    pub synchronous: Synchronous,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Synchronous {
-    Full,
-    Normal,
-    Off,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: "sqlite://var/duebell.db".to_owned(),
-            busy_timeout: ConfigDuration(Duration::from_secs(5)),
-            max_connections: 4,
-            synchronous: Synchronous::Full,
-        }
-    }
-}
-
-impl StoreConfig {
-    /// The SQLite file this config names, or `None` for another backend.
-    pub fn sqlite_path(&self) -> Option<PathBuf> {
-        let rest = self
-            .url
-            .strip_prefix("sqlite://")
-            .or_else(|| self.url.strip_prefix("sqlite:"))?;
-        let rest = rest.split('?').next().unwrap_or(rest);
-        Some(PathBuf::from(rest))
-    }
-
-    /// Whether this names a PostgreSQL database.
-    pub fn is_postgres(&self) -> bool {
-        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
-    }
-}
-
 /// Values used when a borrower's own data does not say.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -192,123 +139,17 @@ impl Default for Defaults {
     }
 }
 
-/// Log verbosity. The output format is a property of the run (`--log-format`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A tracing filter: `info`, `duebell=debug,sqlx=warn`, …
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            filter: "info".to_owned(),
-        }
-    }
-}
-
-/// A data source the daemon imports from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    pub kind: SourceKind,
-    /// The file to import, CSV or JSONL by extension.
-    pub path: PathBuf,
-    /// How often the file is checked for a change of content.
-    #[serde(default = "default_poll_interval")]
-    pub poll_interval: ConfigDuration,
-}
-
-/// Kinds of source. (The HTTP API is not a source here: it writes directly.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// A loan book or payments file that the daemon re-imports whenever its
-    /// content changes (a lender's nightly export dropped in place).
-    File,
-}
-
-fn default_poll_interval() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
-
-/// A duration written as text: `500ms`, `30s`, `5m`, `1h 30m`, `7d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(ConfigDuration)
-            .map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "`{s}` is not a duration; write e.g. 500ms, 30s, 5m, 1h 30m or 7d"
-                ))
-            })
-    }
-}
-
-macro_rules! deserialize_via_parse {
-    ($($t:ty),*) => {$(
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                <$t>::parse(&s).map_err(serde::de::Error::custom)
-            }
-        }
-    )*};
-}
-deserialize_via_parse!(TimeZone, Locale);
+pub use crate::domain::ConfigDuration;
+pub use crate::logging::LogConfig;
+pub use crate::sources::{SourceConfig, SourceKind};
+pub use crate::store::{StoreConfig, Synchronous};
 
 impl Config {
     /// Cross-field rules serde cannot express. Each problem names its key.
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        if self.store.is_postgres() {
-            if let Err(e) = self.store.url.parse::<sqlx::postgres::PgConnectOptions>() {
-                problems.push((
-                    "store.url".to_owned(),
-                    format!("not a PostgreSQL URL ({e}); write postgres://USER@HOST:5432/DATABASE"),
-                ));
-            }
-        } else if self.store.sqlite_path().is_none() {
-            problems.push((
-                "store.url".to_owned(),
-                format!(
-                    "`{}` is not a store URL; use sqlite://var/duebell.db or postgres://USER@HOST:5432/DATABASE",
-                    self.store.url
-                ),
-            ));
-        } else if self
-            .store
-            .sqlite_path()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            problems.push((
-                "store.url".to_owned(),
-                "names no file; use sqlite://var/duebell.db".to_owned(),
-            ));
-        }
-        if self.store.max_connections == 0 {
-            problems.push((
-                "store.max_connections".to_owned(),
-                "must be at least 1".to_owned(),
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            problems.push((
-                "log.filter".to_owned(),
-                format!("is not a log filter ({e}); write e.g. info or duebell=debug,sqlx=warn"),
-            ));
-        }
+        problems.extend(self.store.validate());
+        problems.extend(self.log.validate());
         problems.extend(self.policy.validate());
         problems.extend(self.api.validate());
         if let Err(e) = crate::domain::Locale::parse(&self.templates.default_locale) {
@@ -360,35 +201,7 @@ impl Config {
                 ));
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        for (i, source) in self.sources.iter().enumerate() {
-            let SourceConfig {
-                path,
-                poll_interval,
-                ..
-            } = source;
-            if !seen.insert(path.clone()) {
-                problems.push((
-                    format!("sources[{i}].path"),
-                    format!("`{}` is listed twice; list each file once", path.display()),
-                ));
-            }
-            if !crate::sources::is_importable(path) {
-                problems.push((
-                    format!("sources[{i}].path"),
-                    format!(
-                        "`{}` has no .csv or .jsonl extension; duebell reads the format from it",
-                        path.display()
-                    ),
-                ));
-            }
-            if poll_interval.get() < Duration::from_millis(100) {
-                problems.push((
-                    format!("sources[{i}].poll_interval"),
-                    "must be at least 100ms".to_owned(),
-                ));
-            }
-        }
+        problems.extend(crate::sources::validate_sources(&self.sources));
         problems
     }
 }

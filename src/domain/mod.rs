@@ -6,6 +6,7 @@
 
 mod money;
 mod phone;
+mod settings;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use chrono::NaiveDate;
 
 pub use money::{parse_amount as money_amount, Currency, Money};
 pub use phone::{mask_phone as mask_phone_text, PhoneNumber};
+pub use settings::{ConfigDuration, Secret};
 
 /// Why a value from outside was refused: a sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -434,6 +436,15 @@ pub struct Payment {
     pub loan: LoanId,
     pub amount: rust_decimal::Decimal,
     pub paid_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Provider template parameters evaluated for one message (Aliyun
+/// TemplateCode and named params, Tencent TemplateId and positional params):
+/// what the templates produce and the providers send.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderParams {
+    pub aliyun: Option<(String, std::collections::BTreeMap<String, String>)>,
+    pub tencent: Option<(String, Vec<String>)>,
 }
 
 #[cfg(test)]

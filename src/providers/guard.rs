@@ -74,21 +74,7 @@ pub fn quota(rate: Rate, burst: Option<u32>) -> Result<Quota, String> {
         .ok_or_else(|| "rate too high to express".to_owned())
 }
 
-/// A rate limiter shared by every instance on one store (PostgreSQL). It
-/// replaces the per-process governor limiter, so the providers see the
-/// configured rate from the whole cluster, not from each instance.
-#[async_trait]
-pub trait SharedRate: Send + Sync {
-    /// Reserves `cost` cells of limiter `key` (one cell per `interval`, up
-    /// to `burst` at once) and returns how long to wait before using them.
-    async fn reserve(
-        &self,
-        key: &str,
-        cost: u32,
-        interval: Duration,
-        burst: u32,
-    ) -> Result<Duration, String>;
-}
+pub use crate::shared_rate::SharedRate;
 
 /// The steady interval and burst that hold `rate` in every window: the
 /// burst comes out of the steady rate (see `quota`).

@@ -43,7 +43,7 @@ pub struct Outbound {
     /// RFC 8058 one-click unsubscribe URL (email).
     pub unsubscribe_url: Option<String>,
     /// Pre-approved template parameters for providers that need them.
-    pub provider_params: crate::templates::ProviderParams,
+    pub provider_params: crate::domain::ProviderParams,
 }
 
 /// A provider accepted a message.
@@ -141,7 +141,7 @@ pub struct ProviderConfig {
     pub concurrency: u32,
     /// How long one call may take.
     #[serde(default = "default_timeout")]
-    pub timeout: crate::config::ConfigDuration,
+    pub timeout: crate::domain::ConfigDuration,
     /// `aliyun`: AccessKeyId and secret; `tencent`: SecretId and SecretKey.
     #[serde(default)]
     pub access_key_id: Option<String>,
@@ -174,19 +174,19 @@ pub struct ProviderConfig {
     pub countries: Vec<u16>,
     /// How long an open circuit breaker waits before probing again.
     #[serde(default = "default_cool_down")]
-    pub cool_down: crate::config::ConfigDuration,
+    pub cool_down: crate::domain::ConfigDuration,
 }
 
-fn default_cool_down() -> crate::config::ConfigDuration {
-    crate::config::ConfigDuration(guard::BREAKER_COOL_DOWN)
+fn default_cool_down() -> crate::domain::ConfigDuration {
+    crate::domain::ConfigDuration(guard::BREAKER_COOL_DOWN)
 }
 
 fn default_concurrency() -> u32 {
     8
 }
 
-fn default_timeout() -> crate::config::ConfigDuration {
-    crate::config::ConfigDuration(std::time::Duration::from_secs(10))
+fn default_timeout() -> crate::domain::ConfigDuration {
+    crate::domain::ConfigDuration(std::time::Duration::from_secs(10))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

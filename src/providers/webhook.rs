@@ -68,7 +68,7 @@ impl Provider for WebhookProvider {
             .header("content-type", "application/json")
             .header(
                 "x-duebell-signature",
-                crate::handoff::signature(&self.secret, ts, &body),
+                crate::signing::webhook_signature(&self.secret, ts, &body),
             )
             .header("idempotency-key", m.message_id.to_string())
             .body(body)

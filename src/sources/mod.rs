@@ -3,6 +3,7 @@
 //! nothing); `FileWatch` is the daemon's `[[sources]]` of kind `file`, which
 //! re-imports a file whenever its content changes.
 
+mod config;
 mod rows;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use crate::store::{
     ImportCounts, ImportKind, ImportRecord, LoanBookRow, PaymentRow, RowOutcome, Store, StoreError,
 };
 
+pub use config::{validate_sources, SourceConfig, SourceKind};
 pub use rows::{loan_row, RawRecord, RowError, LOAN_COLUMNS, PAYMENT_COLUMNS};
 
 /// Rows handed to the store at once.

@@ -334,7 +334,7 @@ macro_rules! impl_store {
             MessageState,
             crate::domain::Channel,
             Option<String>,
-            Option<String>,
+            Option<crate::reason::Reason>,
             u64,
         )>,
         StoreError,
@@ -348,7 +348,7 @@ macro_rules! impl_store {
                     super::codec::state(&r.get::<String, _>(0))?,
                     parse_channel(&r.get::<String, _>(1))?,
                     r.get(2),
-                    r.get(3),
+                    r.get::<Option<String>, _>(3).map(crate::reason::Reason::parse),
                     r.get::<i64, _>(4) as u64,
                 ))
             })
@@ -374,20 +374,17 @@ macro_rules! impl_store {
         Ok(r.rows_affected())
     }
 
-    async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let mut fresh = [0u8; 32];
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut fresh))
-            .map_err(|source| StoreError::Io {
-                path: "/dev/urandom".into(),
-                source,
-            })?;
+    async fn secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u8>, StoreError> {
         // Insert-if-absent, then read: concurrent first starts agree.
         sqlx::query(&sql("INSERT INTO settings (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"))
             .bind(name)
-            .bind(&fresh[..])
-            .bind(to_millis(Utc::now()))
+            .bind(fresh)
+            .bind(to_millis(now))
             .execute(&self.pool)
             .await?;
         Ok(
@@ -694,7 +691,7 @@ macro_rules! impl_store {
                     message_id,
                     from,
                     MessageState::Unknown,
-                    reason,
+                    reason.as_str(),
                 )
                 .await?;
             }
@@ -711,7 +708,7 @@ macro_rules! impl_store {
                     message_id,
                     from,
                     MessageState::Planned,
-                    reason,
+                    reason.as_str(),
                 )
                 .await?;
                 work_committed(&mut tx).await?;
@@ -811,12 +808,8 @@ macro_rules! impl_store {
         } else {
             MessageState::Cancelled
         };
-        let reason = if release {
-            "released by an operator for sending"
-        } else {
-            "cancelled by an operator"
-        };
-        transition(&mut tx, now_ms, message_id, Some(from), to, reason).await?;
+        let reason = crate::reason::Reason::operator(release);
+        transition(&mut tx, now_ms, message_id, Some(from), to, reason.as_str()).await?;
         tx.commit().await?;
         Ok(Some(to))
     }
@@ -829,7 +822,7 @@ macro_rules! impl_store {
         let now_ms = to_millis(now);
         let mut tx = begin_write(&self.pool).await?;
         check_fence(&mut tx, fence).await?;
-        let mut doomed: Vec<(i64, String, String)> = Vec::new();
+        let mut doomed: Vec<(i64, String, crate::reason::Reason)> = Vec::new();
         for row in sqlx::query(
             // CROSS JOIN fixes SQLite's join order: from the message's few
             // loans, never from all active loans.
@@ -845,17 +838,18 @@ macro_rules! impl_store {
         .await?
         {
             let statuses: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), format!("loan no longer active ({})", statuses.unwrap_or_default())));
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default())));
         }
         for row in sqlx::query(
-            &sql("SELECT m.id, m.state, cp.opt_out_source FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
+            &sql("SELECT m.id, m.state, cp.opt_out_source, m.channel FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
               WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL"),
         )
         .fetch_all(&mut *tx)
         .await?
         {
             let source: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), format!("contact point opted out ({})", source.unwrap_or_default())));
+            let channel = parse_channel(&row.get::<String, _>(3))?;
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default()))));
         }
         for row in sqlx::query(
             &sql("SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
@@ -864,7 +858,7 @@ macro_rules! impl_store {
         .fetch_all(&mut *tx)
         .await?
         {
-            doomed.push((row.get(0), row.get(1), format!("borrower on hold ({})", row.get::<String, _>(2))));
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::borrower_on_hold(&row.get::<String, _>(2))));
         }
         if doomed.is_empty() {
             tx.rollback().await?;
@@ -884,7 +878,7 @@ macro_rules! impl_store {
                     id,
                     Some(from),
                     MessageState::Cancelled,
-                    &reason,
+                    reason.as_str(),
                 )
                 .await?
                 {

@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Postgres, Row, Sqlite, Transaction};
 
 use super::{PgStore, SqliteStore, StoreError};
-use crate::config::StoreConfig;
+use crate::store::StoreConfig;
 
 /// A column's storage class (every column may be NULL).
 #[derive(Clone, Copy)]

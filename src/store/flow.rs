@@ -263,7 +263,7 @@ pub(super) async fn apply_verdict(
                 view.message_id,
                 from,
                 MessageState::Deferred,
-                reason,
+                reason.as_str(),
             )
             .await?;
         }
@@ -274,7 +274,7 @@ pub(super) async fn apply_verdict(
                 view.message_id,
                 from,
                 MessageState::Cancelled,
-                reason,
+                reason.as_str(),
             )
             .await?;
         }
@@ -285,7 +285,7 @@ pub(super) async fn apply_verdict(
                 view.message_id,
                 from,
                 MessageState::Expired,
-                reason,
+                reason.as_str(),
             )
             .await?;
         }

@@ -6,6 +6,7 @@
 
 mod codec;
 mod common;
+mod config;
 mod copy;
 mod flow;
 mod import;
@@ -18,9 +19,9 @@ mod types;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::StoreConfig;
 use crate::domain::{Borrower, Channel, Loan, LoanId, LoanStatus, Money, Payment};
 
+pub use config::{StoreConfig, Synchronous};
 pub use copy::{copy, CopyReport};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -299,7 +300,7 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A rate limiter every instance on this store shares; `None`: limits
     /// are per process.
-    fn shared_rate(&self) -> Option<std::sync::Arc<dyn crate::providers::guard::SharedRate>> {
+    fn shared_rate(&self) -> Option<std::sync::Arc<dyn crate::shared_rate::SharedRate>> {
         None
     }
     /// Opts a borrower's current contact point on `channel` out (or back in).
@@ -346,7 +347,16 @@ pub trait Store: Send + Sync + 'static {
     #[allow(clippy::type_complexity)]
     async fn message_breakdown(
         &self,
-    ) -> Result<Vec<(MessageState, Channel, Option<String>, Option<String>, u64)>, StoreError>;
+    ) -> Result<
+        Vec<(
+            MessageState,
+            Channel,
+            Option<String>,
+            Option<crate::reason::Reason>,
+            u64,
+        )>,
+        StoreError,
+    >;
     /// Applies a delivery receipt to the message a provider knows as
     /// `provider_ref`: `sent` → `delivered` or `undelivered`. Receipts repeat;
     /// a repeat changes nothing. Returns whether a message changed.
@@ -374,8 +384,14 @@ pub trait Store: Send + Sync + 'static {
         message_id: i64,
         release: bool,
     ) -> Result<Option<MessageState>, StoreError>;
-    /// A deployment-wide secret of 32 random bytes, created on first use.
-    async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// A deployment-wide secret: `fresh` is kept if none was stored yet
+    /// (concurrent first starts agree on one), and the kept value returned.
+    async fn secret(
+        &self,
+        name: &str,
+        fresh: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u8>, StoreError>;
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError>;
     /// Message counts by state.
     async fn message_counts(&self) -> Result<Vec<(MessageState, u64)>, StoreError>;

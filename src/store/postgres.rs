@@ -30,8 +30,8 @@ use super::{
     NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
     ACQUIRE_LEASE_SQL,
 };
-use crate::config::StoreConfig;
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
+use crate::store::StoreConfig;
 
 /// The channel dispatchers listen on.
 const WORK_CHANNEL: &str = "duebell_work";
@@ -202,7 +202,7 @@ super::common::impl_store!(PgStore {
         .bind(col(&|m| Some(m.step.clone())))
         .bind(col(&|m| Some(m.template.clone())))
         .bind(col(&|m| Some(m.state.as_str().to_owned())))
-        .bind(col(&|m| Some(m.reason.clone())))
+        .bind(col(&|m| Some(m.reason.to_string())))
         .bind(fresh.iter().map(|m| to_millis(m.not_before)).collect::<Vec<i64>>())
         .bind(fresh.iter().map(|m| m.expires_at.map(to_millis)).collect::<Vec<Option<i64>>>())
         .bind(now_ms)
@@ -248,7 +248,7 @@ super::common::impl_store!(PgStore {
         .bind(inserted.iter().map(|(_, id)| *id).collect::<Vec<i64>>())
         .bind(now_ms)
         .bind(inserted.iter().map(|(m, _)| m.state.as_str().to_owned()).collect::<Vec<String>>())
-        .bind(inserted.iter().map(|(m, _)| m.reason.clone()).collect::<Vec<String>>())
+        .bind(inserted.iter().map(|(m, _)| m.reason.to_string()).collect::<Vec<String>>())
         .execute(&mut *tx)
         .await?;
         if !h_loan.is_empty() {
@@ -353,7 +353,7 @@ super::common::impl_store!(PgStore {
         Ok(())
     }
 
-    fn shared_rate(&self) -> Option<Arc<dyn crate::providers::guard::SharedRate>> {
+    fn shared_rate(&self) -> Option<Arc<dyn crate::shared_rate::SharedRate>> {
         Some(Arc::new(PgRate {
             pool: self.pool.clone(),
         }))
@@ -365,7 +365,7 @@ super::common::impl_store!(PgStore {
         // A consistent copy into a new embedded store (simulate's scratch).
         let to = super::SqliteStore::open(&StoreConfig {
             url: format!("sqlite://{}", path.display()),
-            synchronous: crate::config::Synchronous::Off,
+            synchronous: crate::store::Synchronous::Off,
             ..StoreConfig::default()
         })
         .await?;
@@ -461,7 +461,7 @@ struct PgRate {
 }
 
 #[async_trait]
-impl crate::providers::guard::SharedRate for PgRate {
+impl crate::shared_rate::SharedRate for PgRate {
     async fn reserve(
         &self,
         key: &str,

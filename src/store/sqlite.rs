@@ -28,8 +28,8 @@ use super::{
     NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
     ACQUIRE_LEASE_SQL,
 };
-use crate::config::StoreConfig;
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
+use crate::store::StoreConfig;
 
 /// Bound parameters per `IN (…)` list; well under SQLite's limit.
 const IN_CHUNK: usize = 500;
@@ -54,9 +54,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match config.synchronous {
-                crate::config::Synchronous::Full => SqliteSynchronous::Full,
-                crate::config::Synchronous::Normal => SqliteSynchronous::Normal,
-                crate::config::Synchronous::Off => SqliteSynchronous::Off,
+                crate::store::Synchronous::Full => SqliteSynchronous::Full,
+                crate::store::Synchronous::Normal => SqliteSynchronous::Normal,
+                crate::store::Synchronous::Off => SqliteSynchronous::Off,
             })
             .busy_timeout(config.busy_timeout.get())
             .foreign_keys(true)
@@ -130,7 +130,7 @@ super::common::impl_store!(SqliteStore {
             .bind(&m.step)
             .bind(&m.template)
             .bind(m.state.as_str())
-            .bind(&m.reason)
+            .bind(m.reason.as_str())
             .bind(to_millis(m.not_before))
             .bind(m.expires_at.map(to_millis))
             .bind(now_ms)
@@ -152,7 +152,7 @@ super::common::impl_store!(SqliteStore {
                 .bind(id)
                 .bind(now_ms)
                 .bind(m.state.as_str())
-                .bind(&m.reason)
+                .bind(m.reason.as_str())
                 .execute(&mut *tx)
                 .await?;
             for (loan, due, step) in &m.handoffs {

@@ -4,6 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::compliance::caps::Contact;
 use crate::domain::{Channel, HoldKind, Money};
+use crate::reason::Reason;
 
 /// The lifecycle of a message. Every transition is stored with its reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -137,7 +138,7 @@ pub struct NewMessage {
     pub step: String,
     pub template: String,
     pub state: MessageState,
-    pub reason: String,
+    pub reason: Reason,
     pub not_before: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     /// (loan pk, due date, step of that loan).
@@ -175,13 +176,13 @@ pub enum Verdict {
     },
     Defer {
         until: DateTime<Utc>,
-        reason: String,
+        reason: Reason,
     },
     Cancel {
-        reason: String,
+        reason: Reason,
     },
     Expire {
-        reason: String,
+        reason: Reason,
     },
 }
 
@@ -199,31 +200,31 @@ pub enum Finish {
     Retry {
         at: DateTime<Utc>,
         provider: String,
-        reason: String,
+        reason: Reason,
     },
     Failed {
         provider: String,
-        reason: String,
+        reason: Reason,
     },
     /// The recipient refused at the provider: suppressed, and the contact
     /// point opted out.
     OptedOut {
         provider: String,
-        reason: String,
+        reason: Reason,
     },
     /// Rendering failed: nothing was sent.
     NotRendered {
-        reason: String,
+        reason: Reason,
     },
     Unknown {
-        reason: String,
+        reason: Reason,
     },
     /// An interrupted send goes back to `planned` to be sent again under
     /// the same idempotency key: every provider of its channel drops a
     /// repeat, so the borrower still gets it once. The contact is un-logged
     /// (the new claim logs it again).
     Replay {
-        reason: String,
+        reason: Reason,
     },
 }
 

@@ -45,7 +45,7 @@ pub struct TemplatesConfig {
     /// `opt_out`, `support_phone`, `payment_link`.
     pub required: Vec<String>,
     /// How often the folder is checked for edits (SIGHUP reloads at once).
-    pub reload_interval: crate::config::ConfigDuration,
+    pub reload_interval: crate::domain::ConfigDuration,
 }
 
 impl Default for TemplatesConfig {
@@ -56,7 +56,7 @@ impl Default for TemplatesConfig {
             sms_max_segments: 3,
             sms_signature: String::new(),
             required: vec!["lender_name".to_owned(), "opt_out".to_owned()],
-            reload_interval: crate::config::ConfigDuration(std::time::Duration::from_secs(5)),
+            reload_interval: crate::domain::ConfigDuration(std::time::Duration::from_secs(5)),
         }
     }
 }
@@ -210,12 +210,7 @@ pub struct TencentTemplate {
     pub params: Vec<String>,
 }
 
-/// Evaluated provider parameters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ProviderParams {
-    pub aliyun: Option<(String, BTreeMap<String, String>)>,
-    pub tencent: Option<(String, Vec<String>)>,
-}
+pub use crate::domain::ProviderParams;
 
 #[derive(Debug, Clone)]
 struct Entry {

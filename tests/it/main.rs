@@ -11,6 +11,7 @@ mod cli_pipeline;
 mod compliance;
 mod daemon;
 mod import;
+mod layers;
 mod pipeline;
 mod properties;
 mod providers;

@@ -365,7 +365,7 @@ async fn a_loan_reaching_the_handoff_step_is_posted_signed_and_retried() {
         .unwrap();
     assert_eq!(
         sig,
-        duebell::handoff::signature("a-long-shared-secret", t, &last.body)
+        duebell::signing::webhook_signature("a-long-shared-secret", t, &last.body)
     );
     // Delivered once: nothing more to post.
     h.clock.advance(Duration::hours(1));

@@ -310,12 +310,8 @@ async fn a_rate_limit_holds_a_provider_to_its_rate() {
     // Every send went through the limiter, and it held sends back (30 sends
     // at 20/s cannot all pass at once). How closely it holds the rate is
     // measured by the dispatch benchmark, not asserted here.
-    let metrics = engine
-        .dispatcher
-        .metrics
-        .render(h.store.as_ref(), &Default::default())
-        .await
-        .unwrap();
+    let mut metrics = String::new();
+    engine.dispatcher.metrics.render_into(&mut metrics);
     let line = |name: &str| -> f64 {
         metrics
             .lines()
@@ -484,7 +480,7 @@ async fn serve_callbacks(h: &Harness, twilio: Option<&str>) -> std::net::SocketA
         store: h.store.clone(),
         clock: Arc::new(h.clock.clone()),
         tokens: Arc::new(vec![]),
-        unsubscribe: Arc::new(duebell::api::unsubscribe::Signer::new(vec![1; 32])),
+        unsubscribe: Arc::new(duebell::signing::Signer::new(vec![1; 32])),
         pauses: Arc::default(),
         metrics: Arc::default(),
         replan: Arc::default(),

@@ -223,7 +223,11 @@ async fn store_copy_moves_every_row_both_ways_verified_by_counts() {
     h.set("2026-12-10T20:10:00Z");
     h.drain().await;
     let original = h.messages().await;
-    let key = h.store.secret("unsubscribe_key").await.unwrap();
+    let key = h
+        .store
+        .secret("unsubscribe_key", &[7; 32], chrono::Utc::now())
+        .await
+        .unwrap();
     assert!(original.iter().any(|m| m.state == MessageState::Sent));
     let from = h.config.store.url.clone();
     let there = other_url(h.dir.path());
@@ -277,7 +281,13 @@ async fn store_copy_moves_every_row_both_ways_verified_by_counts() {
         .unwrap();
     assert!(hold.is_some());
     // The deployment's signing key moves too: old unsubscribe links work.
-    assert_eq!(round.secret("unsubscribe_key").await.unwrap(), key);
+    assert_eq!(
+        round
+            .secret("unsubscribe_key", &[9; 32], chrono::Utc::now())
+            .await
+            .unwrap(),
+        key
+    );
 
     // Into a store that holds data: refused, and the target is unchanged.
     let (code, _, stderr) = crate::support::run(crate::support::duebell(&[
