@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ConfigDuration;
+use crate::domain::{ConfigDuration, Secret};
 use crate::store::{Store, StoreError};
 
 /// `[handoff]`.
@@ -18,7 +18,7 @@ pub struct HandoffConfig {
     /// stay recorded as pending).
     pub url: String,
     /// HMAC-SHA256 key (use `secret_file` for a systemd credential).
-    pub secret: String,
+    pub secret: Secret,
     pub timeout: ConfigDuration,
     pub max_attempts: u32,
 }
@@ -27,7 +27,7 @@ impl Default for HandoffConfig {
     fn default() -> Self {
         HandoffConfig {
             url: String::new(),
-            secret: String::new(),
+            secret: Secret::default(),
             timeout: ConfigDuration(std::time::Duration::from_secs(10)),
             max_attempts: 10,
         }
@@ -74,7 +74,7 @@ pub async fn post_due(
             .header("content-type", "application/json")
             .header(
                 "x-duebell-signature",
-                crate::signing::webhook_signature(&cfg.secret, now.timestamp(), &body),
+                crate::signing::webhook_signature(cfg.secret.expose(), now.timestamp(), &body),
             )
             .header("idempotency-key", format!("handoff-{id}"))
             .body(body)

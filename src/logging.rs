@@ -19,7 +19,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            filter: "info".to_owned(),
+            filter: "info,sqlx=warn".to_owned(),
         }
     }
 }

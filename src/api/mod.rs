@@ -5,8 +5,11 @@
 //! a message naming the field; server errors are an opaque 500 with the
 //! full chain in the log.
 
+mod book;
 mod metrics;
+mod operator;
 pub mod routes;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -111,7 +114,7 @@ pub struct ApiState {
     pub default_tz: chrono_tz::Tz,
     pub ready: Arc<AtomicBool>,
     /// Twilio providers by name: their auth tokens, to check callbacks.
-    pub twilio_tokens: Arc<std::collections::HashMap<String, String>>,
+    pub twilio_tokens: Arc<std::collections::HashMap<String, crate::domain::Secret>>,
     /// `api.public_url`: callbacks are signed over the URL as Twilio saw it.
     pub public_url: String,
     pub stop_words: Arc<crate::compliance::StopWords>,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 
-use super::webhook::transport_error;
+use super::http::{self, transport_error};
 use super::{Outbound, Provider, ProviderError, Receipt};
 
 /// RFC 3986 percent-encoding as Aliyun's v1 signature wants it: unreserved
@@ -166,21 +166,32 @@ impl Provider for AliyunProvider {
             Some(code) => classify(code).map(|()| Receipt {
                 provider_ref: json["BizId"].as_str().unwrap_or_default().to_owned(),
             }),
-            None if status >= 500 => Err(ProviderError::Transient {
-                code: format!("HTTP {status}"),
-                retry_after: None,
-                maybe_delivered: false,
-                throttle: false,
-            }),
-            None => Err(ProviderError::Permanent {
-                code: format!("HTTP {status} without a Code"),
-            }),
+            None => Err(http::without_code(status, "a Code")),
         }
     }
 
     async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
         None
     }
+}
+
+/// One entry of Aliyun's SmsReport callback: `{biz_id, out_id, success,
+/// err_code, …}`. `out_id` is our message id (sent as OutId).
+pub fn read_report(r: &serde_json::Value) -> Option<http::Report> {
+    Some(http::Report {
+        reference: r["out_id"]
+            .as_str()
+            .filter(|o| !o.is_empty())
+            .map(http::ours)
+            .or_else(|| r["biz_id"].as_str().map(str::to_owned))?,
+        delivered: r["success"].as_bool().unwrap_or(false),
+        detail: r["err_code"].as_str().unwrap_or("").to_owned(),
+    })
+}
+
+/// The answer Aliyun expects to a report batch.
+pub fn report_ack() -> serde_json::Value {
+    serde_json::json!({"code": 0, "msg": "接收成功"})
 }
 
 #[cfg(test)]

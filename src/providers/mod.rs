@@ -5,6 +5,7 @@
 pub mod aliyun;
 pub mod file;
 pub mod guard;
+pub mod http;
 pub mod recorder;
 pub mod smtp;
 pub mod tencent;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Channel;
+use crate::domain::Secret;
 
 /// A message ready for a provider.
 #[derive(Debug, Clone, Serialize)]
@@ -114,7 +116,7 @@ pub struct ProviderConfig {
     pub url: Option<String>,
     /// `webhook`: HMAC-SHA256 key for `X-Duebell-Signature`.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// `webhook`: the gateway drops a repeated `Idempotency-Key`, so a send
     /// interrupted by a crash is replayed rather than left `unknown`.
     #[serde(default)]
@@ -123,7 +125,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub account_sid: Option<String>,
     #[serde(default)]
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Secret>,
     /// `twilio`: the sender number, or a messaging service SID.
     #[serde(default)]
     pub from: Option<String>,
@@ -146,7 +148,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub access_key_id: Option<String>,
     #[serde(default)]
-    pub access_key_secret: Option<String>,
+    pub access_key_secret: Option<Secret>,
     /// `aliyun`, `tencent`: the approved signature name (without 【】).
     #[serde(default)]
     pub sign_name: Option<String>,
@@ -162,7 +164,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `tencent`: the SmsSdkAppId.
     #[serde(default)]
     pub sdk_app_id: Option<String>,
@@ -295,6 +297,11 @@ impl Router {
                         }
                     }
                 };
+            let need_secret =
+                |v: &Option<Secret>, f: &str, problems: &mut Vec<(String, String)>| -> String {
+                    let plain = v.as_ref().map(|s| s.expose().to_owned());
+                    need(&plain, f, problems)
+                };
             let inner: Arc<dyn Provider> = match p.kind {
                 ProviderKind::File => match &p.dir {
                     Some(dir) => Arc::new(file::FileProvider::new(&p.name, dir.clone())),
@@ -308,7 +315,7 @@ impl Router {
                 },
                 ProviderKind::Webhook => {
                     let url = need(&p.url, "url", &mut problems);
-                    let secret = need(&p.secret, "secret", &mut problems);
+                    let secret = need_secret(&p.secret, "secret", &mut problems);
                     Arc::new(webhook::WebhookProvider::new(
                         &p.name,
                         url,
@@ -318,7 +325,7 @@ impl Router {
                 }
                 ProviderKind::Twilio => {
                     let sid = need(&p.account_sid, "account_sid", &mut problems);
-                    let token = need(&p.auth_token, "auth_token", &mut problems);
+                    let token = need_secret(&p.auth_token, "auth_token", &mut problems);
                     if p.from.is_none() && p.messaging_service_sid.is_none() {
                         problems.push((
                             key("from"),
@@ -348,7 +355,7 @@ impl Router {
                         .clone()
                         .unwrap_or_else(|| "https://dysmsapi.aliyuncs.com".into()),
                     need(&p.access_key_id, "access_key_id", &mut problems),
-                    need(&p.access_key_secret, "access_key_secret", &mut problems),
+                    need_secret(&p.access_key_secret, "access_key_secret", &mut problems),
                     need(&p.sign_name, "sign_name", &mut problems),
                     p.region.clone().unwrap_or_else(|| "cn-hangzhou".into()),
                 )),
@@ -358,7 +365,7 @@ impl Router {
                         .clone()
                         .unwrap_or_else(|| "https://sms.tencentcloudapi.com".into()),
                     need(&p.access_key_id, "access_key_id", &mut problems),
-                    need(&p.access_key_secret, "access_key_secret", &mut problems),
+                    need_secret(&p.access_key_secret, "access_key_secret", &mut problems),
                     need(&p.sdk_app_id, "sdk_app_id", &mut problems),
                     need(&p.sign_name, "sign_name", &mut problems),
                     p.region.clone().unwrap_or_else(|| "ap-guangzhou".into()),
@@ -378,7 +385,7 @@ impl Router {
                         port,
                         security,
                         p.username.clone(),
-                        p.password.clone(),
+                        p.password.as_ref().map(|s| s.expose().to_owned()),
                         from,
                     ) {
                         Ok(s) => Arc::new(s),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::webhook::transport_error;
+use super::http::{self, transport_error};
 use super::{Outbound, Provider, ProviderError, Receipt};
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
@@ -177,21 +177,29 @@ impl Provider for TencentProvider {
             Some(s) => classify(s["Code"].as_str().unwrap_or("")).map(|()| Receipt {
                 provider_ref: s["SerialNo"].as_str().unwrap_or_default().to_owned(),
             }),
-            None if status >= 500 => Err(ProviderError::Transient {
-                code: format!("HTTP {status}"),
-                retry_after: None,
-                maybe_delivered: false,
-                throttle: false,
-            }),
-            None => Err(ProviderError::Permanent {
-                code: format!("HTTP {status} without SendStatusSet"),
-            }),
+            None => Err(http::without_code(status, "SendStatusSet")),
         }
     }
 
     async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
         None
     }
+}
+
+/// One entry of Tencent's delivery callback: `{sid, report_status,
+/// description, …}`.
+pub fn read_report(r: &serde_json::Value) -> Option<http::Report> {
+    let status = r["report_status"].as_str().unwrap_or("");
+    Some(http::Report {
+        reference: r["sid"].as_str()?.to_owned(),
+        delivered: status == "SUCCESS",
+        detail: format!("{status} {}", r["description"].as_str().unwrap_or("")),
+    })
+}
+
+/// The answer Tencent expects to a report batch.
+pub fn report_ack() -> serde_json::Value {
+    serde_json::json!({"result": 0, "errmsg": "OK"})
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 
-use super::webhook::{retry_after, transport_error};
+use super::http::{self, retry_after, transport_error};
 use super::{Outbound, Provider, ProviderError, Receipt};
 
 pub struct TwilioProvider {
@@ -163,6 +163,68 @@ impl Provider for TwilioProvider {
     async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
         None
     }
+}
+
+/// A callback's form body, as (name, value) pairs in order (the signature
+/// covers every pair).
+pub fn form(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// One field of a callback's form.
+pub fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The path of a provider's status callback; `?m=<our id>` lets a receipt
+/// reconcile a send interrupted before Twilio's SID was stored. Twilio signs
+/// the full URL it called, query included.
+pub fn status_path(provider: &str, ours: Option<&str>) -> String {
+    match ours {
+        Some(m) => format!("/webhooks/twilio/{provider}/status?m={m}"),
+        None => format!("/webhooks/twilio/{provider}/status"),
+    }
+}
+
+/// A status callback read: `Err` names a missing field; `Ok(None)` is a
+/// status that is not final (queued, sent, …), acknowledged and ignored.
+pub fn read_status(
+    provider: &str,
+    params: &[(String, String)],
+    ours: Option<&str>,
+) -> Result<Option<http::Report>, &'static str> {
+    let (Some(sid), Some(status)) = (param(params, "MessageSid"), param(params, "MessageStatus"))
+    else {
+        return Err("MessageSid");
+    };
+    let delivered = match status {
+        "delivered" => true,
+        "undelivered" | "failed" => false,
+        _ => return Ok(None),
+    };
+    let detail = format!(
+        "{provider} receipt: {status}{}",
+        param(params, "ErrorCode")
+            .map(|c| format!(" (error {c})"))
+            .unwrap_or_default()
+    );
+    let reference = ours
+        .and_then(|m| m.parse::<i64>().ok())
+        .map(|m| http::ours(&m.to_string()))
+        .unwrap_or_else(|| sid.to_owned());
+    Ok(Some(http::Report {
+        reference,
+        delivered,
+        detail,
+    }))
+}
+
+/// An inbound SMS: (sender, text), if both are there.
+pub fn read_inbound(params: &[(String, String)]) -> Option<(&str, &str)> {
+    Some((param(params, "From")?, param(params, "Body")?))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 
+use super::http::{retry_after, transport_error};
 use super::{Outbound, Provider, ProviderError, Receipt};
 
 pub struct WebhookProvider {
@@ -26,30 +27,6 @@ impl WebhookProvider {
             idempotent,
             client: reqwest::Client::new(),
         }
-    }
-}
-
-/// `Retry-After` in seconds.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(std::time::Duration::from_secs)
-}
-
-/// Classifies a transport error: refused before sending is safe to retry
-/// elsewhere; anything after the request may have gone out is not.
-pub fn transport_error(e: &reqwest::Error) -> ProviderError {
-    ProviderError::Transient {
-        code: if e.is_timeout() {
-            "timeout".into()
-        } else {
-            "connection failed".into()
-        },
-        retry_after: None,
-        maybe_delivered: !e.is_connect(),
-        throttle: false,
     }
 }
 

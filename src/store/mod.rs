@@ -6,6 +6,8 @@
 
 mod codec;
 mod common;
+mod common_book;
+mod common_outcomes;
 mod config;
 mod copy;
 mod flow;

@@ -10,6 +10,7 @@ mod check;
 mod cli_pipeline;
 mod compliance;
 mod daemon;
+mod defaults;
 mod import;
 mod layers;
 mod pipeline;

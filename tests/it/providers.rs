@@ -488,7 +488,7 @@ async fn serve_callbacks(h: &Harness, twilio: Option<&str>) -> std::net::SocketA
         ready: Arc::default(),
         twilio_tokens: Arc::new(
             twilio
-                .map(|t| [("twilio".to_string(), t.to_string())].into())
+                .map(|t| [("twilio".to_string(), t.into())].into())
                 .unwrap_or_default(),
         ),
         public_url: "https://lender.example.com".into(),

@@ -1,0 +1,347 @@
+//! Shared `Store` methods (see `common.rs`): how a send ends (`finish`),
+//! delivery receipts, operator decisions, and the sweep that cancels what
+//! may no longer be sent. Passed on as tokens to the impl.
+
+macro_rules! with_outcome_methods {
+    ([$($last:tt)*] $store:ty { $($own:tt)* } $($shared:tt)*) => {
+        $($last)*!(
+            $store { $($own)* }
+            $($shared)*
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        attempt_id: &str,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        let current: Option<(String, Option<String>, Option<i64>)> =
+            sqlx::query_as(&sql("SELECT state, attempt_id, contact_point_id FROM messages WHERE id = ? /*FOR UPDATE*/"))
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((st, attempt, cp)) = current else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if st != "sending" || attempt.as_deref() != Some(attempt_id) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let from = Some(MessageState::Sending);
+        sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE id = ?"))
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?;
+        match finish {
+            Finish::Sent {
+                provider,
+                provider_ref,
+                template_version,
+                subject,
+                body,
+            } => {
+                sqlx::query(&sql("UPDATE messages SET provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ? WHERE id = ?"))
+                    .bind(provider)
+                    .bind(provider_ref)
+                    .bind(template_version)
+                    .bind(subject)
+                    .bind(body)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Sent,
+                    &format!("accepted by {provider}"),
+                )
+                .await?;
+            }
+            Finish::Retry {
+                at,
+                provider,
+                reason,
+            } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?"))
+                    .bind(to_millis(*at))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Deferred,
+                    &format!("{provider}: {reason}; retry"),
+                )
+                .await?;
+                work_committed(&mut tx).await?;
+            }
+            Finish::Failed { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("{provider}: {reason}"),
+                )
+                .await?;
+            }
+            Finish::OptedOut { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                if let Some(cp) = cp {
+                    sqlx::query(&sql("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?"))
+                        .bind(now_ms)
+                        .bind(format!("provider {provider}"))
+                        .bind(now_ms)
+                        .bind(cp)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Suppressed,
+                    &format!("{provider}: {reason}"),
+                )
+                .await?;
+            }
+            Finish::NotRendered { reason } => {
+                unlog(&mut tx, message_id).await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("not rendered: {reason}"),
+                )
+                .await?;
+            }
+            Finish::Unknown { reason } => {
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Unknown,
+                    reason.as_str(),
+                )
+                .await?;
+            }
+            Finish::Replay { reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET not_before = ? WHERE id = ?"))
+                    .bind(now_ms)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Planned,
+                    reason.as_str(),
+                )
+                .await?;
+                work_committed(&mut tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn receipt(
+        &self,
+        now: DateTime<Utc>,
+        provider: &str,
+        provider_ref: &str,
+        delivered: bool,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        // Our own message id (`m:<id>`, echoed by providers that carry it)
+        // also matches a message whose send was interrupted before the
+        // provider's id was recorded: the receipt reconciles it.
+        let row: Option<(i64, String)> = match provider_ref
+            .strip_prefix("m:")
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            Some(id) => {
+                sqlx::query_as(&sql("SELECT id, state FROM messages WHERE id = ? /*FOR UPDATE*/"))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_as(&sql("SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ? /*FOR UPDATE*/"),
+                )
+                .bind(provider)
+                .bind(provider_ref)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
+        let to = if delivered {
+            MessageState::Delivered
+        } else {
+            MessageState::Undelivered
+        };
+        let Some((id, st)) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let from = super::codec::state(&st)?;
+        // Only a sent (or unknown) message takes a receipt; a final state
+        // is never moved back by a late or repeated callback.
+        if !matches!(
+            from,
+            MessageState::Sent | MessageState::Unknown | MessageState::Sending
+        ) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn operator_decide(
+        &self,
+        now: DateTime<Utc>,
+        message_id: i64,
+        release: bool,
+    ) -> Result<Option<MessageState>, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        let st: Option<String> = sqlx::query_scalar(&sql("SELECT state FROM messages WHERE id = ? /*FOR UPDATE*/"))
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(st) = st else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let from = super::codec::state(&st)?;
+        if !matches!(from, MessageState::Unknown | MessageState::Failed) {
+            tx.rollback().await?;
+            return Ok(Some(from));
+        }
+        let to = if release {
+            sqlx::query(&sql("UPDATE messages SET not_before = ?, expires_at = NULL WHERE id = ?"))
+                .bind(now_ms)
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await?;
+            // The earlier attempt's contact no longer counts: it is resent.
+            unlog(&mut tx, message_id).await?;
+            work_committed(&mut tx).await?;
+            MessageState::Planned
+        } else {
+            MessageState::Cancelled
+        };
+        let reason = crate::reason::Reason::operator(release);
+        transition(&mut tx, now_ms, message_id, Some(from), to, reason.as_str()).await?;
+        tx.commit().await?;
+        Ok(Some(to))
+    }
+
+    async fn cancel_ineligible(
+        &self,
+        now: DateTime<Utc>,
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError> {
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        check_fence(&mut tx, fence).await?;
+        let mut doomed: Vec<(i64, String, crate::reason::Reason)> = Vec::new();
+        for row in sqlx::query(
+            // CROSS JOIN fixes SQLite's join order: from the message's few
+            // loans, never from all active loans.
+            &sql("SELECT m.id, m.state,
+                    (SELECT group_concat(d.status, ',') FROM (SELECT DISTINCT l.status AS status
+                       FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id) d)
+               FROM messages m
+              WHERE m.state IN ('planned', 'deferred')
+                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
+                                 WHERE ml.message_id = m.id AND l.status = 'active')"),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let statuses: Option<String> = row.get(2);
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default())));
+        }
+        for row in sqlx::query(
+            &sql("SELECT m.id, m.state, cp.opt_out_source, m.channel FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
+              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL"),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let source: Option<String> = row.get(2);
+            let channel = parse_channel(&row.get::<String, _>(3))?;
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default()))));
+        }
+        for row in sqlx::query(
+            &sql("SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
+              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL"),
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::borrower_on_hold(&row.get::<String, _>(2))));
+        }
+        if doomed.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        // On PostgreSQL the rows were read unlocked: each change applies only
+        // if the message is still in the state read (a dispatcher may have
+        // claimed it since; the claim re-checks eligibility itself).
+        let mut seen = std::collections::HashSet::new();
+        let mut done = 0;
+        for (id, from, reason) in doomed {
+            if seen.insert(id) {
+                let from = super::codec::state(&from)?;
+                if transition(
+                    &mut tx,
+                    now_ms,
+                    id,
+                    Some(from),
+                    MessageState::Cancelled,
+                    reason.as_str(),
+                )
+                .await?
+                {
+                    done += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+        );
+    };
+}
+
+pub(super) use with_outcome_methods;
