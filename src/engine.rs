@@ -39,8 +39,12 @@ impl Default for Parts {
     }
 }
 
+/// The planner's and the dispatcher's rules, built once from config and
+/// shared by both.
 #[derive(Clone)]
 pub struct Engine {
+    pub gate: Arc<Gate>,
+    pub policy: Arc<crate::policy::PolicyConfig>,
     pub dispatcher: Dispatcher,
 }
 
@@ -84,11 +88,15 @@ impl Engine {
                     .collect::<Vec<_>>()
             })?,
         };
+        let gate = Arc::new(gate);
+        let policy = Arc::new(config.policy.clone());
         Ok(Engine {
+            gate: gate.clone(),
+            policy: policy.clone(),
             dispatcher: Dispatcher {
                 store,
-                gate: Arc::new(gate),
-                policy: Arc::new(config.policy.clone()),
+                gate,
+                policy,
                 templates: Arc::new(templates),
                 router,
                 context: Arc::new(context_source(config)),
@@ -107,8 +115,8 @@ impl Engine {
 
     pub fn planner(&self) -> Planner<'_> {
         Planner {
-            policy: &self.dispatcher.policy,
-            gate: &self.dispatcher.gate,
+            policy: &self.policy,
+            gate: &self.gate,
             default_tz: self.dispatcher.default_tz,
         }
     }

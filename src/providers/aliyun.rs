@@ -8,7 +8,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 
 use super::http::{self, transport_error};
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Outbound, Provider, ProviderError, Receipt};
 
 /// RFC 3986 percent-encoding as Aliyun's v1 signature wants it: unreserved
 /// characters kept, space as `%20`, `*` as `%2A`, `~` kept.
@@ -50,6 +50,24 @@ pub struct AliyunProvider {
     sign_name: String,
     region: String,
     client: reqwest::Client,
+}
+
+impl AliyunProvider {
+    /// `kind = "aliyun"`: `access_key_id`, `access_key_secret`, `sign_name`,
+    /// `region` (default cn-hangzhou), `url` (default the public endpoint).
+    pub fn from_config(keys: &mut Keys<'_>) -> Option<AliyunProvider> {
+        let c = keys.config;
+        Some(AliyunProvider::new(
+            &c.name,
+            c.url
+                .clone()
+                .unwrap_or_else(|| "https://dysmsapi.aliyuncs.com".into()),
+            keys.need(c.access_key_id.as_deref(), "access_key_id"),
+            keys.need_secret(c.access_key_secret.as_ref(), "access_key_secret"),
+            keys.need(c.sign_name.as_deref(), "sign_name"),
+            c.region.clone().unwrap_or_else(|| "cn-hangzhou".into()),
+        ))
+    }
 }
 
 impl AliyunProvider {

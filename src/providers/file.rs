@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Outbound, Provider, ProviderError, Receipt};
 use crate::domain::Channel;
 
 pub struct FileProvider {
@@ -17,6 +17,19 @@ pub struct FileProvider {
     dir: PathBuf,
     /// Serialises appends so JSONL lines never interleave.
     lock: Mutex<()>,
+}
+
+impl FileProvider {
+    /// `kind = "file"`: `dir`, the outbox folder.
+    pub fn from_config(keys: &mut Keys<'_>) -> Option<FileProvider> {
+        match &keys.config.dir {
+            Some(dir) => Some(FileProvider::new(keys.name(), dir.clone())),
+            None => {
+                keys.problem("dir", "a file provider needs `dir`, the outbox folder");
+                None
+            }
+        }
+    }
 }
 
 impl FileProvider {

@@ -16,7 +16,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Outbound, Provider, ProviderError, Receipt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +49,38 @@ fn address_of(from: &str) -> Option<Address> {
         .map_or(from, |(_, a)| a.trim_end_matches('>'))
         .trim();
     addr.parse().ok()
+}
+
+impl SmtpProvider {
+    /// `kind = "smtp"`: `host`, `port` (by `security`: 465, 587 or 25),
+    /// `security` (default starttls), `username`/`password`, `from`.
+    pub fn from_config(keys: &mut Keys<'_>) -> Option<SmtpProvider> {
+        let c = keys.config;
+        let host = keys.need(c.host.as_deref(), "host");
+        let from = keys.need(c.from.as_deref(), "from");
+        let security = c.security.unwrap_or(Security::Starttls);
+        let port = c.port.unwrap_or(match security {
+            Security::Tls => 465,
+            Security::Starttls => 587,
+            Security::Plain => 25,
+        });
+        let password = c.password.as_ref().map(|s| s.expose().to_owned());
+        match SmtpProvider::new(
+            &c.name,
+            host,
+            port,
+            security,
+            c.username.clone(),
+            password,
+            from,
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                keys.problem("from", e);
+                None
+            }
+        }
+    }
 }
 
 impl SmtpProvider {

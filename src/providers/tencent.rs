@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::http::{self, transport_error};
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Outbound, Provider, ProviderError, Receipt};
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
@@ -80,6 +80,26 @@ pub struct TencentProvider {
     sign_name: String,
     region: String,
     client: reqwest::Client,
+}
+
+impl TencentProvider {
+    /// `kind = "tencent"`: `access_key_id` (SecretId), `access_key_secret`
+    /// (SecretKey), `sdk_app_id`, `sign_name`, `region` (default
+    /// ap-guangzhou), `url` (default the public endpoint).
+    pub fn from_config(keys: &mut Keys<'_>) -> Option<TencentProvider> {
+        let c = keys.config;
+        Some(TencentProvider::new(
+            &c.name,
+            c.url
+                .clone()
+                .unwrap_or_else(|| "https://sms.tencentcloudapi.com".into()),
+            keys.need(c.access_key_id.as_deref(), "access_key_id"),
+            keys.need_secret(c.access_key_secret.as_ref(), "access_key_secret"),
+            keys.need(c.sdk_app_id.as_deref(), "sdk_app_id"),
+            keys.need(c.sign_name.as_deref(), "sign_name"),
+            c.region.clone().unwrap_or_else(|| "ap-guangzhou".into()),
+        ))
+    }
 }
 
 impl TencentProvider {

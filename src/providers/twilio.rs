@@ -9,7 +9,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 
 use super::http::{self, retry_after, transport_error};
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Outbound, Provider, ProviderError, Receipt};
 
 pub struct TwilioProvider {
     name: String,
@@ -20,6 +20,39 @@ pub struct TwilioProvider {
     messaging_service_sid: Option<String>,
     status_callback: String,
     client: reqwest::Client,
+}
+
+impl TwilioProvider {
+    /// `kind = "twilio"`: `account_sid`, `auth_token`, `from` or
+    /// `messaging_service_sid`, `url` (the API base; default
+    /// https://api.twilio.com). Status callbacks go to `public_url`.
+    pub fn from_config(keys: &mut Keys<'_>, public_url: &str) -> Option<TwilioProvider> {
+        let c = keys.config;
+        let sid = keys.need(c.account_sid.as_deref(), "account_sid");
+        let token = keys.need_secret(c.auth_token.as_ref(), "auth_token");
+        if c.from.is_none() && c.messaging_service_sid.is_none() {
+            keys.problem(
+                "from",
+                "a twilio provider needs `from` or `messaging_service_sid`",
+            );
+        }
+        let callback = format!(
+            "{}/webhooks/twilio/{}/status",
+            public_url.trim_end_matches('/'),
+            c.name
+        );
+        Some(TwilioProvider::new(
+            &c.name,
+            c.url
+                .clone()
+                .unwrap_or_else(|| "https://api.twilio.com".into()),
+            sid,
+            token,
+            c.from.clone(),
+            c.messaging_service_sid.clone(),
+            callback,
+        ))
+    }
 }
 
 impl TwilioProvider {

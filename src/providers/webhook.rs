@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::http::{retry_after, transport_error};
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Outbound, Provider, ProviderError, Receipt};
 
 pub struct WebhookProvider {
     name: String,
@@ -16,6 +16,16 @@ pub struct WebhookProvider {
     secret: String,
     idempotent: bool,
     client: reqwest::Client,
+}
+
+impl WebhookProvider {
+    /// `kind = "webhook"`: `url`, `secret` (HMAC-SHA256 key), `idempotent`.
+    pub fn from_config(keys: &mut Keys<'_>) -> Option<WebhookProvider> {
+        let c = keys.config;
+        let url = keys.need(c.url.as_deref(), "url");
+        let secret = keys.need_secret(c.secret.as_ref(), "secret");
+        Some(WebhookProvider::new(keys.name(), url, secret, c.idempotent))
+    }
 }
 
 impl WebhookProvider {
