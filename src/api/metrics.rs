@@ -13,7 +13,10 @@ use super::{ApiError, ApiState};
 use crate::metrics::labels;
 
 pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let mut out = String::new();
+    let mut out = format!(
+        "# HELP duebell_build_info The running binary's version.\n# TYPE duebell_build_info gauge\nduebell_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
     out.push_str("# HELP duebell_messages Messages by state, channel, provider and reason class.\n# TYPE duebell_messages gauge\n");
     let mut depth = 0u64;
     let mut grouped: BTreeMap<String, u64> = BTreeMap::new();

@@ -38,8 +38,9 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// With none, `duebell` says what to set up next.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +125,13 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Write the man pages (duebell.1, duebell.toml.5), shell completions
+    /// (bash, zsh, fish) and the packaged duebell.toml into DIR, for packagers.
+    Generate {
+        /// Folder to write into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
         /// Run one full cycle, then exit.
@@ -203,6 +211,8 @@ macro_rules! out {
 // After `out!`, which they use.
 mod book;
 mod daemon;
+pub mod first_run;
+pub mod generate;
 mod ops;
 
 pub fn main() -> std::process::ExitCode {
@@ -220,6 +230,31 @@ pub fn main() -> std::process::ExitCode {
     runtime.block_on(execute(cli)).into()
 }
 
+/// `duebell` alone: what this is, whether its config loads, and what to set
+/// next, on one screen.
+fn welcome(cli: &Cli) -> ExitStatus {
+    println!(
+        "duebell {}: humane, lawful payment reminders.\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let status = match load_config(cli) {
+        Ok(loaded) => {
+            println!("config: {} (valid)", loaded.path.display());
+            first_run::print(&loaded.config, &loaded.path);
+            ExitStatus::Ok
+        }
+        Err(status) => {
+            eprintln!("\nFix the config first: `duebell check` lists each problem with its line.");
+            status
+        }
+    };
+    println!(
+        "\nThen: `duebell check`, `duebell plan` (what would go out now), `duebell run`.\n\
+         `duebell --help` lists every command; `man duebell` and `man duebell.toml` document them."
+    );
+    status
+}
+
 fn load_config(cli: &Cli) -> Result<LoadedConfig, ExitStatus> {
     let env_path = std::env::var("DUEBELL_CONFIG").ok();
     let path = config::resolve_path(cli.config.as_deref(), env_path.as_deref());
@@ -234,17 +269,21 @@ fn load_config(cli: &Cli) -> Result<LoadedConfig, ExitStatus> {
 }
 
 pub async fn execute(cli: Cli) -> ExitStatus {
-    if let Command::Store {
-        command: StoreCommand::Copy { from, to },
-    } = &cli.command
-    {
-        return store_copy(from, to).await;
+    let Some(command) = &cli.command else {
+        return welcome(&cli);
+    };
+    match command {
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => return store_copy(from, to).await,
+        Command::Generate { dir } => return generate::generate(dir),
+        _ => {}
     }
     let loaded = match load_config(&cli) {
         Ok(l) => l,
         Err(status) => return status,
     };
-    match &cli.command {
+    match command {
         Command::Check => {
             let problems = check_templates(&loaded.config);
             for p in &problems {
@@ -253,6 +292,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             warn_stale_calendars(&loaded.config);
             if problems.is_empty() {
                 println!("{}: ok", loaded.path.display());
+                first_run::print(&loaded.config, &loaded.path);
                 ExitStatus::Ok
             } else {
                 eprintln!("duebell: {} problem(s) in the templates", problems.len());
@@ -306,7 +346,9 @@ pub async fn execute(cli: Cli) -> ExitStatus {
         }
         Command::Status => status(&loaded.config).await,
         Command::Migrate => migrate(&loaded.config.store).await,
-        Command::Store { .. } => unreachable!("handled before the config is read"),
+        Command::Store { .. } | Command::Generate { .. } => {
+            unreachable!("handled before the config is read")
+        }
         Command::Audit { from, to, format } => {
             audit(&loaded.config, from.as_deref(), to.as_deref(), *format).await
         }

@@ -370,6 +370,13 @@ async fn pause_stops_sending_and_metrics_show_the_outbox() {
         metrics.contains("duebell_planner_tick_seconds_count"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(&format!(
+            "duebell_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
     assert_eq!(
         c.post(format!("{}/v1/resume", d.base))
             .bearer_auth(TOKEN)

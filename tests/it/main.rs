@@ -12,6 +12,7 @@ mod compliance;
 mod daemon;
 mod defaults;
 mod import;
+mod install;
 mod layers;
 mod pipeline;
 mod properties;
