@@ -46,20 +46,21 @@ fn mask(channel: Channel, address: &str) -> String {
 }
 
 pub fn line(row: &AuditRow, default_tz: chrono_tz::Tz) -> AuditLine {
-    // The same zone resolution the gate used: stated zone, else the phone
-    // country's, else the default.
-    let stated = row
-        .borrower_timezone
-        .as_deref()
-        .and_then(|z| z.parse().ok());
-    let phone = (row.channel == Channel::Sms)
-        .then(|| {
-            row.address
-                .as_deref()
-                .and_then(|a| crate::domain::PhoneNumber::parse(a).ok())
-        })
-        .flatten();
-    let tz = crate::compliance::zones::ZoneSet::resolve(stated, phone.as_ref(), default_tz).primary;
+    // The zones the gate resolved: the stated zone, else the candidates of
+    // the borrower's phone number (whatever this attempt's channel), else
+    // the default. Where several are possible the gate allowed only their
+    // overlap, so the local time is shown in each.
+    let zones = crate::eligibility::zones_of(
+        row.borrower_timezone.as_deref(),
+        row.borrower_phone.as_deref(),
+        default_tz,
+    );
+    let local = |tz: &chrono_tz::Tz| {
+        row.at
+            .with_timezone(tz)
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string()
+    };
     AuditLine {
         message_id: row.message_id,
         attempt: row.attempt,
@@ -75,12 +76,13 @@ pub fn line(row: &AuditRow, default_tz: chrono_tz::Tz) -> AuditLine {
         template_version: row.template_version.clone().unwrap_or_default(),
         loan_ids: row.loan_ids.join(" "),
         sent_at_utc: row.at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        sent_at_local: row
-            .at
-            .with_timezone(&tz)
-            .format("%Y-%m-%dT%H:%M:%S%:z")
-            .to_string(),
-        timezone: tz.name().to_owned(),
+        sent_at_local: zones.all.iter().map(local).collect::<Vec<_>>().join(" "),
+        timezone: zones
+            .all
+            .iter()
+            .map(|z| z.name())
+            .collect::<Vec<_>>()
+            .join(" "),
         allowed_by: row.allowed_by.clone(),
         provider: row.provider.clone().unwrap_or_default(),
         outcome: row.outcome.as_str().to_owned(),
@@ -131,5 +133,58 @@ pub async fn export(
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(rows.len() as u64),
         Err(e) if e.get_ref().and_then(|i| i.downcast_ref::<csv::Error>()).is_some_and(|c| matches!(c.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)) => Ok(rows.len() as u64),
         Err(e) => Err(StoreError::Corrupt(format!("cannot write the audit: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MessageState;
+
+    fn row(channel: Channel, address: &str, phone: Option<&str>) -> AuditRow {
+        AuditRow {
+            message_id: 1,
+            attempt: 1,
+            borrower_id: "B1".into(),
+            borrower_timezone: None,
+            channel,
+            address: Some(address.into()),
+            borrower_phone: phone.map(str::to_owned),
+            step: "due".into(),
+            template: "due_today".into(),
+            template_version: None,
+            loan_ids: vec!["L1".into()],
+            at: "2026-12-10T19:30:00Z".parse().unwrap(),
+            allowed_by: "window default@overlap".into(),
+            outcome: MessageState::Sent,
+            outcome_reason: String::new(),
+            provider: Some("smtp".into()),
+        }
+    }
+
+    #[test]
+    fn an_email_to_a_us_borrower_with_no_zone_shows_every_us_zone_the_gate_weighed() {
+        let line = line(
+            &row(Channel::Email, "kim@example.com", Some("+12125550100")),
+            chrono_tz::Asia::Shanghai,
+        );
+        assert!(!line.timezone.contains("Asia/Shanghai"), "{line:?}");
+        assert!(line.timezone.contains("America/New_York"), "{line:?}");
+        let zones: Vec<&str> = line.timezone.split(' ').collect();
+        let locals: Vec<&str> = line.sent_at_local.split(' ').collect();
+        assert_eq!(zones.len(), locals.len());
+        // 19:30 UTC is 14:30 in New York: inside 08:00-21:00, as the gate saw.
+        let ny = zones.iter().position(|z| *z == "America/New_York").unwrap();
+        assert_eq!(locals[ny], "2026-12-10T14:30:00-05:00");
+    }
+
+    #[test]
+    fn a_borrower_with_no_phone_and_no_zone_is_shown_in_the_default_zone() {
+        let line = line(
+            &row(Channel::Email, "kim@example.com", None),
+            chrono_tz::Asia::Shanghai,
+        );
+        assert_eq!(line.timezone, "Asia/Shanghai");
+        assert_eq!(line.sent_at_local, "2026-12-11T03:30:00+08:00");
     }
 }

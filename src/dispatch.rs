@@ -331,6 +331,7 @@ impl Dispatcher {
         // deliver moves to the next provider at once (and, repeated, opens
         // that provider's breaker); anything else ends the attempt here.
         let mut last = None;
+        let mut unsupported: Vec<(String, String)> = Vec::new();
         for p in &providers {
             if self.pauses.is_paused(Some(p.name())) {
                 last = Some((
@@ -356,6 +357,8 @@ impl Dispatcher {
                 Err(ProviderError::Transient { .. }) => "transient",
                 Err(ProviderError::Permanent { .. }) => "permanent",
                 Err(ProviderError::Policy { .. }) => "policy",
+                Err(ProviderError::Unsupported { .. }) => "unsupported",
+                Err(ProviderError::RecipientLimited { .. }) => "recipient_limited",
             };
             self.metrics.inc(
                 "duebell_provider_results_total",
@@ -428,6 +431,33 @@ impl Dispatcher {
                         },
                     ));
                 }
+                Err(ProviderError::RecipientLimited { code, retry_after }) => {
+                    // The number has had its share at this provider: wait,
+                    // never route around a limit that protects the borrower.
+                    let at = now
+                        + Duration::from_std(retry_after).unwrap_or_else(|_| Duration::hours(1));
+                    let reason =
+                        Reason::parse(format!("retry: recipient limit {code} at {}", p.name()));
+                    return Ok((
+                        Finish::Retry {
+                            at,
+                            provider: p.name().to_owned(),
+                            reason: reason.clone(),
+                        },
+                        Outcome::Retrying {
+                            message_id: id,
+                            reason,
+                        },
+                    ));
+                }
+                Err(ProviderError::Unsupported { code }) => {
+                    tracing::debug!(
+                        message_id = id,
+                        provider = p.name(),
+                        "{code}; trying the next provider"
+                    );
+                    unsupported.push((p.name().to_owned(), code));
+                }
                 Err(e) => {
                     tracing::warn!(
                         message_id = id,
@@ -439,6 +469,26 @@ impl Dispatcher {
             }
         }
         let Some((provider, err)) = last else {
+            if let Some((first, _)) = unsupported.first() {
+                let reason = Reason::parse(format!(
+                    "no provider can carry it: {}",
+                    unsupported
+                        .iter()
+                        .map(|(p, c)| format!("{p}: {c}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+                return Ok((
+                    Finish::Failed {
+                        provider: first.clone(),
+                        reason: reason.clone(),
+                    },
+                    Outcome::Failed {
+                        message_id: id,
+                        reason,
+                    },
+                ));
+            }
             return Err(format!(
                 "no provider serves {} to this recipient",
                 view.channel

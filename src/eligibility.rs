@@ -14,10 +14,18 @@ use crate::store::{ContactView, HoldView, LoanRow, PlanBorrower};
 /// The zones a borrower may be in: the stated zone, else those of the phone
 /// number's region, else the deployment's default.
 pub fn borrower_zones(b: &PlanBorrower, default_tz: Tz) -> ZoneSet {
-    let stated = b.timezone.as_deref().and_then(|z| z.parse::<Tz>().ok());
-    let phone = b
-        .contact(Channel::Sms)
-        .and_then(|c| PhoneNumber::parse(&c.address).ok());
+    zones_of(
+        b.timezone.as_deref(),
+        b.contact(Channel::Sms).map(|c| c.address.as_str()),
+        default_tz,
+    )
+}
+
+/// The zones of a borrower with this stated zone and this phone number
+/// (as stored): what the gate evaluates windows and caps in.
+pub fn zones_of(stated: Option<&str>, phone: Option<&str>, default_tz: Tz) -> ZoneSet {
+    let stated = stated.and_then(|z| z.parse::<Tz>().ok());
+    let phone = phone.and_then(|p| PhoneNumber::parse(p).ok());
     ZoneSet::resolve(stated, phone.as_ref(), default_tz)
 }
 

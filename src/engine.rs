@@ -14,7 +14,7 @@ use crate::planner::{self, Planner, TickReport};
 use crate::providers::Router;
 use crate::store::{Store, StoreError};
 use crate::templates::context::ContextSource;
-use crate::templates::TemplateSet;
+use crate::templates::{Samples, TemplateProblem, TemplateSet};
 
 /// Shared pieces the daemon hands the engine (defaults for tools).
 #[derive(Clone)]
@@ -71,7 +71,7 @@ impl Engine {
                 .map(|(k, m)| format!("{k}: {m}"))
                 .collect::<Vec<_>>()
         })?;
-        let templates = TemplateSet::load(&config.templates)
+        let templates = load_templates(config)
             .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let router = match router {
             Some(r) => r,
@@ -150,6 +150,96 @@ impl Engine {
         e.dispatcher.templates = Arc::new(templates);
         e
     }
+}
+
+/// Loads the templates and runs every check on them: syntax, the templates
+/// the policy names, every template rendered against every sample (within
+/// the fuel and size bounds), required markers, SMS length, variables no
+/// message has in any branch, and the rules on the sources. `duebell check`,
+/// start-up, SIGHUP and the file-watch reload all call this, so a set one
+/// refuses is refused by all.
+pub fn load_templates(config: &Config) -> Result<TemplateSet, Vec<TemplateProblem>> {
+    let set = TemplateSet::load(&config.templates)?;
+    let samples = Samples::load(&config.templates.dir).map_err(|p| vec![p])?;
+    let used: Vec<(String, Channel, String)> = config
+        .policy
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.channels
+                .iter()
+                .map(move |c| (s.template.clone(), *c, s.id.clone()))
+        })
+        .collect();
+    let mut problems = crate::templates::context::check(
+        &set,
+        &samples,
+        &config.templates,
+        &context_source(config),
+        &used,
+    );
+    problems.extend(crate::templates::context::lint_sources(&config.templates));
+    problems.extend(routable(config, &set, &used));
+    if problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Providers that send only pre-approved templates (Aliyun, Tencent) carry
+/// an SMS only if its template declares their template code; at send time
+/// such a message moves on to the next provider in `routing.sms`. A used
+/// template (in some locale) that no provider of the route can carry could
+/// never be sent: refused.
+fn routable(
+    config: &Config,
+    set: &TemplateSet,
+    used: &[(String, Channel, String)],
+) -> Vec<TemplateProblem> {
+    use crate::providers::ProviderKind;
+    let route: Vec<(&str, ProviderKind)> = config
+        .routing
+        .sms
+        .iter()
+        .filter_map(|n| config.providers.iter().find(|p| &p.name == n))
+        .map(|p| (p.name.as_str(), p.kind))
+        .collect();
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (template, channel, step) in used {
+        if *channel != Channel::Sms || !seen.insert(template) {
+            continue;
+        }
+        for (locale, pt) in set.provider_templates(template) {
+            let carries = |kind: ProviderKind| match kind {
+                ProviderKind::Aliyun => pt.aliyun.is_some(),
+                ProviderKind::Tencent => pt.tencent.is_some(),
+                _ => true,
+            };
+            if route.is_empty() || route.iter().any(|(_, k)| carries(*k)) {
+                continue;
+            }
+            let names: Vec<String> = route
+                .iter()
+                .map(|(n, k)| format!("{n} ({})", format!("{k:?}").to_lowercase()))
+                .collect();
+            problems.push(TemplateProblem {
+                file: config
+                    .templates
+                    .dir
+                    .join(format!("{locale}/{template}.sms.toml"))
+                    .display()
+                    .to_string(),
+                line: None,
+                message: format!(
+                    "declares no template code for any provider in routing.sms ({}), which send only approved templates: step `{step}` could never be sent; add [aliyun]/[tencent] here, or route SMS through another provider too",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// What templates say about the lender and the opt-out, from config.

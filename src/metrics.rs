@@ -54,6 +54,34 @@ impl Metrics {
         e.1 += 1;
     }
 
+    /// Makes a counter exist (at 0) before anything counts it, so every
+    /// documented series is there from the first scrape.
+    pub fn declare_counter(&self, name: &str, l: &[(&str, &str)]) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((name.to_owned(), labels(l)))
+            .or_default();
+    }
+
+    /// Makes a summary exist (count 0) before anything is observed.
+    pub fn declare_summary(&self, name: &str, l: &[(&str, &str)]) {
+        self.summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((name.to_owned(), labels(l)))
+            .or_default();
+    }
+
+    /// Makes a gauge exist at `value` unless it is set already.
+    pub fn declare_gauge(&self, name: &str, l: &[(&str, &str)], value: f64) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((name.to_owned(), labels(l)))
+            .or_insert(value);
+    }
+
     /// Providers whose circuit breaker is open.
     pub fn failing_providers(&self) -> Vec<String> {
         self.gauges

@@ -31,6 +31,27 @@ impl Signer {
         format!("m{message_id}.{}", self.mac(message_id))
     }
 
+    /// The secret path segment of a provider's unsigned callbacks (Aliyun
+    /// and Tencent receipts carry no signature): derived from the
+    /// deployment key, so it is stable across restarts, differs per
+    /// provider, and cannot be guessed from the provider's name.
+    pub fn callback_token(&self, provider: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(b"callback:");
+        mac.update(provider.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Whether `presented` is provider's callback token (constant time).
+    pub fn verify_callback(&self, provider: &str, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(
+            self.callback_token(provider)
+                .as_bytes()
+                .ct_eq(presented.as_bytes()),
+        )
+    }
+
     /// The message id a token names, if its signature holds.
     pub fn verify(&self, token: &str) -> Option<i64> {
         let (id, sig) = token.strip_prefix('m')?.split_once('.')?;

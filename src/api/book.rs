@@ -188,8 +188,14 @@ pub(super) async fn add_hold(
 
 pub(super) async fn clear_hold(
     State(s): State<ApiState>,
-    Path(hold_id): Path<i64>,
+    Path(hold_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let hold_id: i64 = hold_id.parse().map_err(|_| {
+        ApiError::bad(
+            "hold_id",
+            format!("`{hold_id}` is not a hold id; use the number POST /v1/holds answered"),
+        )
+    })?;
     if s.store.clear_hold(s.clock.now(), hold_id).await? {
         s.replan.notify_one();
         Ok(Json(serde_json::json!({"result": "cleared"})).into_response())

@@ -20,6 +20,19 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiEr
     out.push_str("# HELP duebell_messages Messages by state, channel, provider and reason class.\n# TYPE duebell_messages gauge\n");
     let mut depth = 0u64;
     let mut grouped: BTreeMap<String, u64> = BTreeMap::new();
+    // Every state and channel is a series from the first scrape, at 0 until
+    // a message is in it (provider and reason empty).
+    for state in crate::store::MessageState::ALL {
+        for channel in [crate::domain::Channel::Sms, crate::domain::Channel::Email] {
+            let l = labels(&[
+                ("state", state.as_str()),
+                ("channel", channel.as_str()),
+                ("provider", ""),
+                ("reason", ""),
+            ]);
+            grouped.insert(l, 0);
+        }
+    }
     for (state, channel, provider, reason, n) in s.store.message_breakdown().await? {
         if state.is_pending() {
             depth += n;

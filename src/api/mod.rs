@@ -39,7 +39,7 @@ pub struct ApiConfig {
     /// Bearer tokens allowed to call `/v1`. A list, or (through
     /// `tokens_file`) one token per line.
     #[serde(deserialize_with = "tokens")]
-    pub tokens: Vec<String>,
+    pub tokens: Vec<crate::domain::Secret>,
 }
 
 impl Default for ApiConfig {
@@ -52,14 +52,14 @@ impl Default for ApiConfig {
     }
 }
 
-fn tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+fn tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::domain::Secret>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Tokens {
         List(Vec<String>),
         Lines(String),
     }
-    Ok(match Tokens::deserialize(d)? {
+    let list = match Tokens::deserialize(d)? {
         Tokens::List(v) => v,
         Tokens::Lines(s) => s
             .lines()
@@ -67,7 +67,8 @@ fn tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_owned)
             .collect(),
-    })
+    };
+    Ok(list.into_iter().map(crate::domain::Secret::from).collect())
 }
 
 impl ApiConfig {
@@ -105,7 +106,7 @@ impl ApiConfig {
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub tokens: Arc<Vec<String>>,
+    pub tokens: Arc<Vec<crate::domain::Secret>>,
     pub unsubscribe: Arc<crate::signing::Signer>,
     pub pauses: Arc<crate::dispatch::Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -113,6 +114,9 @@ pub struct ApiState {
     pub replan: Arc<tokio::sync::Notify>,
     pub default_tz: chrono_tz::Tz,
     pub ready: Arc<AtomicBool>,
+    /// The configured providers by name (pause and resume name one; a
+    /// callback route answers only for a provider of its kind).
+    pub providers: Arc<std::collections::BTreeMap<String, crate::providers::ProviderKind>>,
     /// Twilio providers by name: their auth tokens, to check callbacks.
     pub twilio_tokens: Arc<std::collections::HashMap<String, crate::domain::Secret>>,
     /// `api.public_url`: callbacks are signed over the URL as Twilio saw it.
@@ -175,7 +179,11 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // RFC 7235: the scheme name is case-insensitive.
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim);
     let Some(presented) = presented else {
         return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(serde_json::json!({"error": "missing bearer token; send Authorization: Bearer <token>"}))).into_response();
@@ -183,7 +191,7 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     // Compare against every token in constant time, whatever matches.
     let mut ok = subtle::Choice::from(0u8);
     for t in state.tokens.iter() {
-        ok |= presented.as_bytes().ct_eq(t.as_bytes());
+        ok |= presented.as_bytes().ct_eq(t.expose().as_bytes());
     }
     if !bool::from(ok) {
         return (

@@ -72,16 +72,28 @@ pub(super) struct PauseBody {
     provider: Option<String>,
 }
 
+/// The provider a pause or resume names (`None`: all sending), refused
+/// when no provider of that name is configured.
+fn named_provider(s: &ApiState, body: &[u8]) -> Result<Option<String>, ApiError> {
+    let b: PauseBody = if body.is_empty() {
+        PauseBody::default()
+    } else {
+        json_body(body)?
+    };
+    match b.provider {
+        Some(p) if !s.providers.contains_key(&p) => Err(ApiError::not_found(format!(
+            "no provider `{p}`; configured: {}",
+            s.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+        p => Ok(p),
+    }
+}
+
 pub(super) async fn pause(
     State(s): State<ApiState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let b: PauseBody = if body.is_empty() {
-        PauseBody::default()
-    } else {
-        json_body(&body)?
-    };
-    match b.provider {
+    match named_provider(&s, &body)? {
         Some(p) => {
             s.pauses
                 .providers
@@ -102,12 +114,7 @@ pub(super) async fn resume(
     State(s): State<ApiState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let b: PauseBody = if body.is_empty() {
-        PauseBody::default()
-    } else {
-        json_body(&body)?
-    };
-    match b.provider {
+    match named_provider(&s, &body)? {
         Some(p) => {
             s.pauses
                 .providers

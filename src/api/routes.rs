@@ -122,13 +122,13 @@ fn table() -> Vec<(
         ),
         (
             "post",
-            "/webhooks/aliyun/{provider}/report",
+            "/webhooks/aliyun/{provider}/report/{token}",
             "Aliyun SmsReport delivery receipts (repeats are harmless)",
             post(super::webhooks::aliyun_report),
         ),
         (
             "post",
-            "/webhooks/tencent/{provider}/report",
+            "/webhooks/tencent/{provider}/report/{token}",
             "Tencent delivery callbacks (repeats are harmless)",
             post(super::webhooks::tencent_report),
         ),
@@ -182,6 +182,19 @@ async fn openapi() -> Json<serde_json::Value> {
             .entry(path.to_string())
             .or_insert_with(|| serde_json::json!({}));
         let mut op = serde_json::json!({ "summary": summary, "responses": { "200": { "description": "OK" } } });
+        // Every `{name}` in the path is a required string parameter.
+        let params: Vec<serde_json::Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                serde_json::json!({
+                    "name": name, "in": "path", "required": true, "schema": { "type": "string" }
+                })
+            })
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = serde_json::Value::Array(params);
+        }
         if path.starts_with("/v1") {
             op["security"] = serde_json::json!([{ "bearer": [] }]);
             op["responses"]["401"] = serde_json::json!({ "description": "No bearer token" });

@@ -11,7 +11,28 @@ use axum::Json;
 use super::{ApiError, ApiState};
 use crate::domain::Channel;
 use crate::providers::http::Report;
-use crate::providers::{aliyun, tencent, twilio};
+use crate::providers::{aliyun, tencent, twilio, ProviderKind};
+
+/// A refused callback: counted by kind and why, logged, answered 404 (a
+/// route that does not exist for a stranger) or 403 (a bad signature).
+fn refused(s: &ApiState, kind: &str, why: &'static str, status: StatusCode) -> Response {
+    s.metrics.inc(
+        "duebell_callbacks_refused_total",
+        &[("kind", kind), ("why", why)],
+        1.0,
+    );
+    tracing::warn!(kind, why, "provider callback refused");
+    (
+        status,
+        Json(serde_json::json!({ "error": "no such callback" })),
+    )
+        .into_response()
+}
+
+/// Whether `provider` is configured with this kind.
+fn configured(s: &ApiState, provider: &str, kind: ProviderKind) -> bool {
+    s.providers.get(provider) == Some(&kind)
+}
 
 fn twilio_form(
     s: &ApiState,
@@ -20,10 +41,16 @@ fn twilio_form(
     headers: &axum::http::HeaderMap,
     body: &[u8],
 ) -> Result<Vec<(String, String)>, Box<Response>> {
-    let Some(token) = s.twilio_tokens.get(provider) else {
-        return Err(Box::new(
-            (StatusCode::NOT_FOUND, "no such twilio provider\n").into_response(),
-        ));
+    let token = match s.twilio_tokens.get(provider) {
+        Some(t) if configured(s, provider, ProviderKind::Twilio) => t,
+        _ => {
+            return Err(Box::new(refused(
+                s,
+                "twilio",
+                "unknown provider",
+                StatusCode::NOT_FOUND,
+            )))
+        }
     };
     let params = twilio::form(body);
     let presented = headers
@@ -32,10 +59,12 @@ fn twilio_form(
         .unwrap_or("");
     let url = format!("{}{path}", s.public_url.trim_end_matches('/'));
     if !twilio::verify(token.expose(), &url, &params, presented) {
-        tracing::warn!(provider, "Twilio callback with a bad signature refused");
-        return Err(Box::new(
-            (StatusCode::FORBIDDEN, "bad signature\n").into_response(),
-        ));
+        return Err(Box::new(refused(
+            s,
+            "twilio",
+            "bad signature",
+            StatusCode::FORBIDDEN,
+        )));
     }
     Ok(params)
 }
@@ -66,6 +95,7 @@ pub(super) async fn twilio_status(
         .receipt(
             s.clock.now(),
             &provider,
+            report.ours,
             &report.reference,
             report.delivered,
             &report.detail,
@@ -122,29 +152,55 @@ pub(super) async fn twilio_inbound(
 }
 
 /// Applies a provider's batch of delivery reports (a JSON array), each read
-/// by the provider's adapter. Providers resend reports, so a repeat changes
-/// nothing.
+/// by the provider's adapter, after checking that `provider` is configured
+/// with this kind and that the path carries its callback token (these
+/// providers sign nothing). A report that matches no message the provider
+/// sent is ignored and counted. Providers resend reports, so a repeat
+/// changes nothing.
 async fn apply_reports(
     s: &ApiState,
+    kind: ProviderKind,
     provider: &str,
+    token: &str,
     body: &[u8],
     read: fn(&serde_json::Value) -> Option<Report>,
 ) -> Result<(), Response> {
+    let kind_name = format!("{kind:?}").to_lowercase();
+    if !configured(s, provider, kind) {
+        return Err(refused(
+            s,
+            &kind_name,
+            "unknown provider",
+            StatusCode::NOT_FOUND,
+        ));
+    }
+    if !s.unsubscribe.verify_callback(provider, token) {
+        return Err(refused(s, &kind_name, "bad token", StatusCode::NOT_FOUND));
+    }
     let reports: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad("body", format!("expected a JSON array of reports: {e}")).into_response()
     })?;
     for report in reports.iter().filter_map(read) {
         let detail = format!("{provider} receipt: {}", report.detail);
-        s.store
+        let applied = s
+            .store
             .receipt(
                 s.clock.now(),
                 provider,
+                report.ours,
                 &report.reference,
                 report.delivered,
                 &detail,
             )
             .await
             .map_err(|e| ApiError::internal(e).into_response())?;
+        if !applied {
+            s.metrics.inc(
+                "duebell_receipts_unmatched_total",
+                &[("provider", provider)],
+                1.0,
+            );
+        }
     }
     Ok(())
 }
@@ -152,10 +208,19 @@ async fn apply_reports(
 /// Aliyun SmsReport, answered as Aliyun expects.
 pub(super) async fn aliyun_report(
     State(s): State<ApiState>,
-    Path(provider): Path<String>,
+    Path((provider, token)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    match apply_reports(&s, &provider, &body, aliyun::read_report).await {
+    match apply_reports(
+        &s,
+        ProviderKind::Aliyun,
+        &provider,
+        &token,
+        &body,
+        aliyun::read_report,
+    )
+    .await
+    {
         Ok(()) => Json(aliyun::report_ack()).into_response(),
         Err(r) => r,
     }
@@ -164,10 +229,19 @@ pub(super) async fn aliyun_report(
 /// Tencent delivery callback, answered as Tencent expects.
 pub(super) async fn tencent_report(
     State(s): State<ApiState>,
-    Path(provider): Path<String>,
+    Path((provider, token)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    match apply_reports(&s, &provider, &body, tencent::read_report).await {
+    match apply_reports(
+        &s,
+        ProviderKind::Tencent,
+        &provider,
+        &token,
+        &body,
+        tencent::read_report,
+    )
+    .await
+    {
         Ok(()) => Json(tencent::report_ack()).into_response(),
         Err(r) => r,
     }

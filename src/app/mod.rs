@@ -22,7 +22,6 @@ use crate::store::{self, Fence, Store, StoreError};
 
 /// The lease name of the planner role.
 pub const PLANNER_ROLE: &str = "planner";
-use crate::templates::TemplateSet;
 
 mod roles;
 mod run;
@@ -89,6 +88,7 @@ impl App {
         };
         let engine = Engine::build_with(&config, store.clone(), None, parts.clone())
             .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
+        declare_metrics(&parts.metrics, &config);
         let api = crate::api::ApiState {
             store: store.clone(),
             clock: clock.clone(),
@@ -99,6 +99,13 @@ impl App {
             replan: Arc::new(tokio::sync::Notify::new()),
             default_tz: config.defaults.timezone.0,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            providers: Arc::new(
+                config
+                    .providers
+                    .iter()
+                    .map(|p| (p.name.clone(), p.kind))
+                    .collect(),
+            ),
             twilio_tokens: Arc::new(
                 config
                     .providers
@@ -190,6 +197,9 @@ impl App {
                     tracing::error!("config reload rejected: {p}");
                 }
                 tracing::error!("keeping the running configuration");
+                self.parts
+                    .metrics
+                    .inc("duebell_reload_rejected_total", &[("what", "config")], 1.0);
                 return false;
             }
         };
@@ -219,6 +229,9 @@ impl App {
                     tracing::error!("config reload rejected: {p}");
                 }
                 tracing::error!("keeping the running configuration");
+                self.parts
+                    .metrics
+                    .inc("duebell_reload_rejected_total", &[("what", "config")], 1.0);
                 false
             }
         }
@@ -263,7 +276,7 @@ impl App {
 
     fn force_reload_templates(&mut self, version: Option<String>) -> bool {
         self.templates_version = version;
-        match TemplateSet::load(&self.config.templates) {
+        match crate::engine::load_templates(&self.config) {
             Ok(set) => {
                 tracing::info!(version = %set.version, "templates reloaded");
                 self.engine = self.engine.with_templates(set);
@@ -274,6 +287,11 @@ impl App {
                     tracing::error!(file = %p.file, line = p.line, "template edit rejected: {}", p.message);
                 }
                 tracing::error!(version = %self.engine.dispatcher.templates.version, "keeping the last good templates");
+                self.parts.metrics.inc(
+                    "duebell_reload_rejected_total",
+                    &[("what", "templates")],
+                    1.0,
+                );
                 false
             }
         }
@@ -434,5 +452,45 @@ impl App {
             self.next_tick = self.config.policy.tick.schedule.after(&now).next();
         }
         Ok(())
+    }
+}
+
+/// Every series the README documents, present (at zero) from the first
+/// scrape: dashboards and alerts need not special-case "never happened".
+fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
+    use crate::providers::ProviderKind;
+    m.declare_summary("duebell_planner_tick_seconds", &[]);
+    for what in ["templates", "config"] {
+        m.declare_counter("duebell_reload_rejected_total", &[("what", what)]);
+    }
+    for p in &config.providers {
+        let name = p.name.as_str();
+        m.declare_summary("duebell_rate_limit_wait_seconds", &[("provider", name)]);
+        m.declare_summary("duebell_provider_latency_seconds", &[("provider", name)]);
+        m.declare_counter(
+            "duebell_provider_results_total",
+            &[("provider", name), ("class", "ok")],
+        );
+        m.declare_gauge("duebell_circuit_open", &[("provider", name)], 0.0);
+        let refusals: &[&str] = match p.kind {
+            ProviderKind::Twilio => &["unknown provider", "bad signature"],
+            ProviderKind::Aliyun | ProviderKind::Tencent => &["unknown provider", "bad token"],
+            _ => &[],
+        };
+        let kind = format!("{:?}", p.kind).to_lowercase();
+        for why in refusals {
+            m.declare_counter(
+                "duebell_callbacks_refused_total",
+                &[("kind", kind.as_str()), ("why", why)],
+            );
+        }
+        m.declare_counter("duebell_receipts_unmatched_total", &[("provider", name)]);
+    }
+    // A callback for a provider that is not configured can come any time.
+    for kind in ["twilio", "aliyun", "tencent"] {
+        m.declare_counter(
+            "duebell_callbacks_refused_total",
+            &[("kind", kind), ("why", "unknown provider")],
+        );
     }
 }

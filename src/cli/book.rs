@@ -2,38 +2,20 @@
 
 use super::*;
 
-/// Loads the templates and renders every one against the samples.
+/// Every problem `duebell check` reports in the templates (the same checks
+/// start-up and every reload run: `engine::load_templates`).
 pub fn check_templates(config: &crate::config::Config) -> Vec<TemplateProblem> {
-    let set = match TemplateSet::load(&config.templates) {
-        Ok(s) => s,
-        Err(problems) => return problems,
-    };
-    let samples = match Samples::load(&config.templates.dir) {
-        Ok(s) => s,
-        Err(p) => return vec![p],
-    };
-    let used: Vec<(String, Channel, String)> = config
-        .policy
-        .steps
-        .iter()
-        .flat_map(|s| {
-            s.channels
-                .iter()
-                .map(move |c| (s.template.clone(), *c, s.id.clone()))
-        })
-        .collect();
-    let mut problems = crate::templates::context::check(
-        &set,
-        &samples,
-        &config.templates,
-        &crate::engine::context_source(config),
-        &used,
-    );
-    problems.extend(crate::templates::context::lint_sources(&config.templates));
-    problems
+    crate::engine::load_templates(config)
+        .err()
+        .unwrap_or_default()
 }
 
-pub(super) fn warn_stale_calendars(config: &crate::config::Config) {
+/// Warnings `check` prints on a valid config: overlapping windows, holiday
+/// calendars that need their yearly update.
+pub(super) fn print_warnings(config: &crate::config::Config) {
+    for (key, message) in config.quiet_hours.overlapping_windows() {
+        eprintln!("warning: {key}: {message}");
+    }
     if let Ok(gate) = crate::compliance::Gate::build(&config.quiet_hours, &config.caps) {
         for c in gate.stale_calendars(SystemClock.now().date_naive()) {
             eprintln!(

@@ -53,6 +53,18 @@ pub(super) async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
             .map(|l| l.config)
             .map_err(|p| p.0.iter().map(ToString::to_string).collect())
     });
+    // The same checks as `duebell check`: a template or policy it refuses
+    // never starts the daemon.
+    if let Err(problems) = crate::engine::load_templates(&loaded.config) {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "duebell: {} problem(s) in the templates; not starting",
+            problems.len()
+        );
+        return ExitStatus::BadConfig;
+    }
     let mut app = match App::build(loaded.config, clock).await {
         Ok(a) => a,
         Err(e) => {

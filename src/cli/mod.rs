@@ -5,9 +5,9 @@
 //! render, plan), `ops.rs` (status, messages, audit, migrate, store copy),
 //! `daemon.rs` (import, run, signals).
 
-use book::{check_templates, plan, render, warn_stale_calendars};
+use book::{check_templates, plan, print_warnings, render};
 use daemon::{import, run};
-use ops::{audit, decide_messages, messages, migrate, status, store_copy};
+use ops::{audit, callbacks, decide_messages, messages, migrate, status, store_copy};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,6 +117,9 @@ pub enum Command {
         #[arg(long, default_value = "100")]
         limit: u32,
     },
+    /// Print the delivery-receipt URLs to configure at each provider (Aliyun
+    /// and Tencent URLs carry a secret token; Twilio's are set per message).
+    Callbacks,
     /// Create the store if needed and apply its migrations (the daemon also
     /// does this at start; run it first when instances start together).
     Migrate,
@@ -289,7 +292,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             for p in &problems {
                 eprintln!("{p}");
             }
-            warn_stale_calendars(&loaded.config);
+            print_warnings(&loaded.config);
             if problems.is_empty() {
                 println!("{}: ok", loaded.path.display());
                 first_run::print(&loaded.config, &loaded.path);
@@ -345,6 +348,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             crate::simulate::run(&loaded.config, args).await
         }
         Command::Status => status(&loaded.config).await,
+        Command::Callbacks => callbacks(&loaded.config).await,
         Command::Migrate => migrate(&loaded.config.store).await,
         Command::Store { .. } | Command::Generate { .. } => {
             unreachable!("handled before the config is read")

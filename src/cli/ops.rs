@@ -74,7 +74,7 @@ pub(super) async fn status(config: &crate::config::Config) -> ExitStatus {
     let url = format!("http://{addr}/v1/status");
     let resp = reqwest::Client::new()
         .get(&url)
-        .bearer_auth(token)
+        .bearer_auth(token.expose())
         .timeout(std::time::Duration::from_secs(10))
         .send()
         .await;
@@ -243,4 +243,53 @@ pub(super) async fn messages(
             ExitStatus::Failed
         }
     }
+}
+
+/// The URLs each provider should send its delivery reports to. Aliyun and
+/// Tencent sign nothing, so theirs carry a token derived from this
+/// deployment's key (kept in the store): a report without it is refused.
+pub(super) async fn callbacks(config: &crate::config::Config) -> ExitStatus {
+    use crate::providers::ProviderKind;
+    let store = match open_store(&config.store).await {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let key = match crate::signing::random_key() {
+        Ok(fresh) => {
+            store
+                .secret("unsubscribe_key", &fresh, SystemClock.now())
+                .await
+        }
+        Err(e) => Err(crate::store::StoreError::Corrupt(format!(
+            "no random source: {e}"
+        ))),
+    };
+    store.close().await;
+    let signer = match key {
+        Ok(k) => crate::signing::Signer::new(k),
+        Err(e) => {
+            eprintln!("duebell: cannot read the deployment key: {e}");
+            return ExitStatus::Failed;
+        }
+    };
+    let base = config.api.public_url.trim_end_matches('/');
+    for p in &config.providers {
+        let url = match p.kind {
+            ProviderKind::Aliyun | ProviderKind::Tencent => {
+                let kind = format!("{:?}", p.kind).to_lowercase();
+                format!(
+                    "{base}/webhooks/{kind}/{}/report/{}",
+                    p.name,
+                    signer.callback_token(&p.name)
+                )
+            }
+            ProviderKind::Twilio => format!(
+                "{base}/webhooks/twilio/{}/inbound (inbound SMS; status callbacks are set per message)",
+                p.name
+            ),
+            _ => continue,
+        };
+        out!("{:<12} {url}", p.name);
+    }
+    ExitStatus::Ok
 }

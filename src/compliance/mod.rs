@@ -74,6 +74,42 @@ pub struct WindowRuleConfig {
     pub on_holidays: Vec<LocalWindow>,
 }
 
+impl QuietHoursConfig {
+    /// Windows of one rule and day list that overlap: allowed, but almost
+    /// always a typo (`08:00-12:00` and `11:00-21:00` for `…-13:00`), so
+    /// `duebell check` warns. Each as (key, the two windows).
+    pub fn overlapping_windows(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let lists = [
+                ("every_day", Some(&r.every_day)),
+                ("mon", r.mon.as_ref()),
+                ("tue", r.tue.as_ref()),
+                ("wed", r.wed.as_ref()),
+                ("thu", r.thu.as_ref()),
+                ("fri", r.fri.as_ref()),
+                ("sat", r.sat.as_ref()),
+                ("sun", r.sun.as_ref()),
+                ("on_holidays", Some(&r.on_holidays)),
+            ];
+            for (day, list) in lists {
+                let Some(list) = list else { continue };
+                for (a, wa) in list.iter().enumerate() {
+                    for wb in &list[a + 1..] {
+                        if wa.overlaps(wb) {
+                            out.push((
+                                format!("quiet_hours.rules[{i}].{day}"),
+                                format!("windows {wa} and {wb} overlap; did you mean one window?"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Default for WindowRuleConfig {
     fn default() -> Self {
         WindowRuleConfig {

@@ -23,6 +23,11 @@ pub struct LocalWindow {
 }
 
 impl LocalWindow {
+    /// Whether two windows share any minute.
+    pub fn overlaps(&self, other: &LocalWindow) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let bad = || {
             Invalid::new(format!(

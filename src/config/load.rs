@@ -9,7 +9,7 @@ use std::path::Path;
 use toml::{Table, Value};
 use toml_edit::ImDocument;
 
-use super::locate::{display_path, exact_offset_of, line_col, offset_of, Seg};
+use super::locate::{display_path, exact_offset_of, line_col, offset_of, value_offset_of, Seg};
 use super::{Config, LoadedConfig};
 
 /// Environment variables with this prefix override config keys:
@@ -126,7 +126,10 @@ pub fn load_from_str(
         }
     }
 
-    let origin_of = |segs: &[Seg]| -> String {
+    // Where a problem was written: its value when `at_value` and the value
+    // is in the file, else its key (or the nearest written ancestor), or the
+    // environment variable that set it.
+    let origin = |segs: &[Seg], at_value: bool| -> String {
         for n in (1..=segs.len()).rev() {
             let key = display_path(&segs[..n]);
             if let Some(var) = from_env.get(&key) {
@@ -144,12 +147,25 @@ pub fn load_from_str(
                 return format!("env {var}");
             }
         }
-        at(exact_offset_of(&doc, segs)
+        let value = at_value.then(|| value_offset_of(&doc, segs)).flatten();
+        at(value
+            .or_else(|| exact_offset_of(&doc, segs))
             .or_else(|| exact_offset_of(&doc, &with_file_suffix(segs)))
             .or_else(|| offset_of(&doc, segs)))
     };
+    let origin_of = |segs: &[Seg]| origin(segs, false);
 
+    // Keys whose `…_file` could not be read: the file key is dropped (so it
+    // is not also an unknown key) and the key it stands for is not judged.
+    let mut unresolved: std::collections::HashSet<String> = Default::default();
     resolve_file_keys(&mut table, &mut Vec::new(), &mut |segs, message| {
+        if let Some(Seg::Key(k)) = segs.last() {
+            if let Some(base) = k.strip_suffix("_file") {
+                let mut b = segs[..segs.len() - 1].to_vec();
+                b.push(Seg::Key(base.to_owned()));
+                unresolved.insert(display_path(&b));
+            }
+        }
         problems.push(ConfigProblem {
             origin: origin_of(segs),
             key: display_path(segs),
@@ -173,7 +189,22 @@ pub fn load_from_str(
                 let mut segs = to_segs(err.path());
                 let inner = err.into_inner();
                 let mut message = inner.message().trim().to_owned();
+                let mut at_value = true;
+                // A required field whose bad value was reported and dropped
+                // is missing now: that is the same problem, said once.
+                if let Some(field) = message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.split('`').next())
+                {
+                    let mut dropped = segs.clone();
+                    dropped.push(Seg::Key(field.to_owned()));
+                    if removed.contains(&dropped) {
+                        break;
+                    }
+                    at_value = false;
+                }
                 if let Some(field) = unknown_field(&message) {
+                    at_value = false;
                     if segs.last() != Some(&Seg::Key(field.clone())) {
                         segs.push(Seg::Key(field.clone()));
                     }
@@ -184,7 +215,7 @@ pub fn load_from_str(
                 if removed.iter().any(|r| segs.starts_with(r)) || !remove_path(&mut table, &segs) {
                     if !removed.iter().any(|r| segs.starts_with(r)) {
                         problems.push(ConfigProblem {
-                            origin: origin_of(&segs),
+                            origin: origin(&segs, at_value),
                             key: display_path(&segs),
                             message,
                         });
@@ -192,7 +223,7 @@ pub fn load_from_str(
                     break;
                 }
                 problems.push(ConfigProblem {
-                    origin: origin_of(&segs),
+                    origin: origin(&segs, at_value),
                     key: display_path(&segs),
                     message,
                 });
@@ -203,9 +234,13 @@ pub fn load_from_str(
 
     if let Some(config) = &config {
         for (key, message) in config.validate() {
+            if unresolved.contains(&key) {
+                // Its `…_file` could not be read: said already.
+                continue;
+            }
             let segs = parse_display_path(&key);
             problems.push(ConfigProblem {
-                origin: origin_of(&segs),
+                origin: origin(&segs, true),
                 key,
                 message,
             });
@@ -442,7 +477,10 @@ fn resolve_file_keys(
                         table.remove(&key);
                         table.insert(base.to_owned(), Value::String(contents));
                     }
-                    Err(e) => report(path, e),
+                    Err(e) => {
+                        report(path, e);
+                        table.remove(&key);
+                    }
                 }
             } else {
                 report(path, "must be a file path (a string)".to_owned());

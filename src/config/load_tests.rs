@@ -22,7 +22,7 @@ fn every_bad_key_is_reported_with_line_and_column() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("t.toml:3:1: store.busy_timeout: `soon` is not a duration")),
+            .any(|l| l.starts_with("t.toml:3:16: store.busy_timeout: `soon` is not a duration")),
         "{lines:#?}"
     );
     assert!(
@@ -33,7 +33,7 @@ fn every_bad_key_is_reported_with_line_and_column() {
     );
     assert!(
         lines.iter().any(|l| l
-            .starts_with("t.toml:7:1: defaults.timezone: `Mars/Base` is not an IANA time zone")),
+            .starts_with("t.toml:7:12: defaults.timezone: `Mars/Base` is not an IANA time zone")),
         "{lines:#?}"
     );
 }
@@ -98,7 +98,7 @@ fn sources_are_validated_by_index() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("t.toml:8:1: sources[1].poll_interval:")),
+            .any(|l| l.starts_with("t.toml:8:17: sources[1].poll_interval:")),
         "{lines:#?}"
     );
 }
@@ -115,4 +115,28 @@ fn expand_env_reads_variables() {
         "/run/creds/tok"
     );
     assert!(expand_env("${NOT_SET_ANYWHERE_XYZ}/x").is_err());
+}
+
+#[test]
+fn an_unreadable_secret_file_is_one_problem_not_three() {
+    let text = "[handoff]\nurl = \"http://127.0.0.1:9/h\"\nsecret_file = \"/nonexistent/secret\"\n";
+    let errs = load_text(text, &[]).unwrap_err().0;
+    let lines: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+    assert_eq!(errs.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("handoff.secret_file: cannot read"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_bad_required_value_is_not_also_reported_missing() {
+    let text = "[[caps.rules]]\nname = \"x\"\nscope = \"borrower\"\nchannels = []\nmax = -1\nwindow = \"day\"\n";
+    let errs = load_text(text, &[]).unwrap_err().0;
+    let lines: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+    assert_eq!(errs.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("t.toml:5:7: caps.rules[0].max: invalid value"),
+        "{lines:#?}"
+    );
 }

@@ -39,6 +39,35 @@ pub fn exact_offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> 
     locate(doc, path).and_then(|(offset, exact)| exact.then_some(offset))
 }
 
+/// Byte offset of the value written at `path` (after `key = `), when the
+/// whole path is in the file and ends at a value: errors about a value point
+/// at it rather than at its key.
+pub fn value_offset_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<usize> {
+    fn in_table(t: &dyn toml_edit::TableLike, path: &[Seg]) -> Option<usize> {
+        let (Seg::Key(k), rest) = path.split_first()? else {
+            return None;
+        };
+        in_item(t.get(k)?, rest)
+    }
+    fn in_item(item: &Item, path: &[Seg]) -> Option<usize> {
+        match (item, path.split_first()) {
+            (Item::Value(v), _) => in_value(v, path),
+            (Item::Table(t), Some(_)) => in_table(t, path),
+            (Item::ArrayOfTables(a), Some((Seg::Index(n), rest))) => in_table(a.get(*n)?, rest),
+            _ => None,
+        }
+    }
+    fn in_value(v: &Value, path: &[Seg]) -> Option<usize> {
+        match (v, path.split_first()) {
+            (_, None) => v.span().map(|s| s.start),
+            (Value::Array(a), Some((Seg::Index(n), rest))) => in_value(a.get(*n)?, rest),
+            (Value::InlineTable(t), Some((Seg::Key(k), rest))) => in_value(t.get(k)?, rest),
+            _ => None,
+        }
+    }
+    in_table(doc.as_table(), path)
+}
+
 /// The offset of the deepest written part of `path`, and whether that is
 /// all of it.
 fn locate(doc: &ImDocument<String>, path: &[Seg]) -> Option<(usize, bool)> {

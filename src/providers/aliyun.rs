@@ -95,14 +95,12 @@ impl AliyunProvider {
 pub fn classify(code: &str) -> Result<(), ProviderError> {
     match code {
         "OK" => Ok(()),
-        // Frequency limits: later, not now (and a sign the per-number
-        // daily limit was hit).
+        // Per-number frequency limits: this message later, never through
+        // another provider (the limit protects the borrower).
         "isv.BUSINESS_LIMIT_CONTROL" | "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => {
-            Err(ProviderError::Transient {
+            Err(ProviderError::RecipientLimited {
                 code: code.into(),
-                retry_after: Some(std::time::Duration::from_secs(3600)),
-                maybe_delivered: false,
-                throttle: false,
+                retry_after: std::time::Duration::from_secs(3600),
             })
         }
         // The account cannot send at all: fail over.
@@ -126,7 +124,7 @@ impl Provider for AliyunProvider {
 
     async fn send(&self, m: &Outbound) -> Result<Receipt, ProviderError> {
         let Some((template_code, params)) = &m.provider_params.aliyun else {
-            return Err(ProviderError::Permanent {
+            return Err(ProviderError::Unsupported {
                 code: format!("template `{}` declares no aliyun TemplateCode", m.template),
             });
         };
@@ -197,11 +195,8 @@ impl Provider for AliyunProvider {
 /// err_code, …}`. `out_id` is our message id (sent as OutId).
 pub fn read_report(r: &serde_json::Value) -> Option<http::Report> {
     Some(http::Report {
-        reference: r["out_id"]
-            .as_str()
-            .filter(|o| !o.is_empty())
-            .map(http::ours)
-            .or_else(|| r["biz_id"].as_str().map(str::to_owned))?,
+        ours: r["out_id"].as_str().and_then(|o| o.parse().ok()),
+        reference: r["biz_id"].as_str().filter(|b| !b.is_empty())?.to_owned(),
         delivered: r["success"].as_bool().unwrap_or(false),
         detail: r["err_code"].as_str().unwrap_or("").to_owned(),
     })
@@ -249,7 +244,7 @@ mod tests {
         assert!(classify("OK").is_ok());
         assert!(matches!(
             classify("isv.BUSINESS_LIMIT_CONTROL"),
-            Err(ProviderError::Transient { .. })
+            Err(ProviderError::RecipientLimited { .. })
         ));
         assert!(matches!(
             classify("isv.MOBILE_NUMBER_ILLEGAL"),

@@ -45,19 +45,17 @@ pub fn without_code(status: u16, missing: &str) -> ProviderError {
     }
 }
 
-/// One delivery report from a provider's callback.
+/// One delivery report from a provider's callback. A report applies only
+/// to the message it names: by the provider's own reference for the send,
+/// and by our message id too when the provider echoes it (both must agree).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    /// Our message id (`m:<id>`) when the provider echoes it, else the
-    /// provider's own reference for the send.
+    /// Our message id, when the provider echoes it (Aliyun OutId, the
+    /// `?m=` of Twilio's status callback).
+    pub ours: Option<i64>,
+    /// The provider's reference for the send (BizId, SerialNo, sid).
     pub reference: String,
     pub delivered: bool,
     /// What the provider said, for the message's history.
     pub detail: String,
-}
-
-/// Our message id as a report reference (`m:<id>`), which the store
-/// matches before the provider's own reference.
-pub fn ours(message_id: &str) -> String {
-    format!("m:{message_id}")
 }

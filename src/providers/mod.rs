@@ -74,6 +74,16 @@ pub enum ProviderError {
     Permanent { code: String },
     /// The recipient refused (opted out at the provider): never fail over.
     Policy { code: String },
+    /// This provider cannot carry this message at all (no template approved
+    /// at it), decided before any request: the next provider may.
+    Unsupported { code: String },
+    /// The recipient has had as much as the provider lets one number have
+    /// (a frequency or daily limit): this message waits, and does not fail
+    /// over, because the limit protects the borrower, not the provider.
+    RecipientLimited {
+        code: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl fmt::Display for ProviderError {
@@ -82,6 +92,8 @@ impl fmt::Display for ProviderError {
             ProviderError::Transient { code, .. } => write!(f, "transient error {code}"),
             ProviderError::Permanent { code } => write!(f, "permanent error {code}"),
             ProviderError::Policy { code } => write!(f, "recipient opted out ({code})"),
+            ProviderError::Unsupported { code } => write!(f, "cannot carry it ({code})"),
+            ProviderError::RecipientLimited { code, .. } => write!(f, "recipient limit {code}"),
         }
     }
 }

@@ -49,11 +49,9 @@ pub fn signature(
 pub fn classify(code: &str) -> Result<(), ProviderError> {
     match code {
         "Ok" => Ok(()),
-        c if c.starts_with("LimitExceeded.") => Err(ProviderError::Transient {
+        c if c.starts_with("LimitExceeded.") => Err(ProviderError::RecipientLimited {
             code: c.into(),
-            retry_after: Some(std::time::Duration::from_secs(1800)),
-            maybe_delivered: false,
-            throttle: false,
+            retry_after: std::time::Duration::from_secs(1800),
         }),
         "FailedOperation.PhoneNumberInBlacklist" => {
             Err(ProviderError::Policy { code: code.into() })
@@ -133,7 +131,7 @@ impl Provider for TencentProvider {
 
     async fn send(&self, m: &Outbound) -> Result<Receipt, ProviderError> {
         let Some((template_id, params)) = &m.provider_params.tencent else {
-            return Err(ProviderError::Permanent {
+            return Err(ProviderError::Unsupported {
                 code: format!("template `{}` declares no tencent TemplateId", m.template),
             });
         };
@@ -211,7 +209,8 @@ impl Provider for TencentProvider {
 pub fn read_report(r: &serde_json::Value) -> Option<http::Report> {
     let status = r["report_status"].as_str().unwrap_or("");
     Some(http::Report {
-        reference: r["sid"].as_str()?.to_owned(),
+        ours: None,
+        reference: r["sid"].as_str().filter(|s| !s.is_empty())?.to_owned(),
         delivered: status == "SUCCESS",
         detail: format!("{status} {}", r["description"].as_str().unwrap_or("")),
     })
@@ -249,7 +248,7 @@ mod tests {
         assert!(classify("Ok").is_ok());
         assert!(matches!(
             classify("LimitExceeded.PhoneNumberThirtySecondLimit"),
-            Err(ProviderError::Transient { .. })
+            Err(ProviderError::RecipientLimited { .. })
         ));
         assert!(matches!(
             classify("FailedOperation.PhoneNumberInBlacklist"),

@@ -244,12 +244,9 @@ pub fn read_status(
             .map(|c| format!(" (error {c})"))
             .unwrap_or_default()
     );
-    let reference = ours
-        .and_then(|m| m.parse::<i64>().ok())
-        .map(|m| http::ours(&m.to_string()))
-        .unwrap_or_else(|| sid.to_owned());
     Ok(Some(http::Report {
-        reference,
+        ours: ours.and_then(|m| m.parse::<i64>().ok()),
+        reference: sid.to_owned(),
         delivered,
         detail,
     }))

@@ -141,6 +141,7 @@ pub fn csv_records(bytes: &[u8]) -> Result<(Vec<String>, CsvRecords<'_>), FileEr
             bytes,
             counted_to: 0,
             line: 1,
+            pending: Default::default(),
         },
     ))
 }
@@ -154,6 +155,8 @@ pub struct CsvRecords<'a> {
     bytes: &'a [u8],
     counted_to: usize,
     line: u64,
+    /// Errors for the further lines of a row that swallowed them.
+    pending: std::collections::VecDeque<(u64, String, String)>,
 }
 
 impl CsvRecords<'_> {
@@ -179,6 +182,9 @@ impl Iterator for CsvRecords<'_> {
     type Item = Result<RawRecord, (u64, String, String)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(Err(e));
+        }
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => None,
             Err(e) => {
@@ -193,6 +199,37 @@ impl Iterator for CsvRecords<'_> {
                 let start = self.record.position().map_or(0, |p| p.byte());
                 let line = self.line_at(start);
                 let end = self.reader.position().byte();
+                // No field of a book holds a line break: one that does is a
+                // quote left open, which swallowed the lines after it. Each
+                // of those lines is reported, never silently lost.
+                if self
+                    .record
+                    .iter()
+                    .any(|f| f.iter().any(|b| matches!(b, b'\n' | b'\r')))
+                {
+                    let body = &self.bytes[(start as usize).min(self.bytes.len())
+                        ..(end as usize).min(self.bytes.len())];
+                    let last = line
+                        + body
+                            .trim_ascii_end()
+                            .iter()
+                            .filter(|b| **b == b'\n')
+                            .count() as u64;
+                    for swallowed in line + 1..=last {
+                        self.pending.push_back((
+                            swallowed,
+                            "row".to_owned(),
+                            format!("was read as part of line {line}, whose quote is never closed; not imported"),
+                        ));
+                    }
+                    return Some(Err((
+                        line,
+                        "row".to_owned(),
+                        format!(
+                            "a quote opened on this line is not closed on it, so lines {line}-{last} read as one row; close the quote (none of them was imported)"
+                        ),
+                    )));
+                }
                 if self
                     .record
                     .iter()

@@ -363,7 +363,8 @@ macro_rules! impl_store_all {
                     (SELECT COUNT(*) FROM message_events p WHERE p.message_id = e.message_id AND p.to_state = 'sending' AND p.id <= e.id),
                     (SELECT n.to_state FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
                     (SELECT n.reason FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
-                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
+                    (SELECT group_concat(l.external_id, ',') FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id),
+                    (SELECT c.address FROM contact_points c WHERE c.borrower_id = b.id AND c.channel = 'sms' AND c.active = 1 LIMIT 1)
                FROM message_events e JOIN messages m ON m.id = e.message_id
                JOIN borrowers b ON b.id = m.borrower_id
                LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
@@ -400,6 +401,7 @@ macro_rules! impl_store_all {
                         .get::<Option<String>, _>(14)
                         .map(|s| s.split(',').map(str::to_owned).collect())
                         .unwrap_or_default(),
+                    borrower_phone: r.get(15),
                 })
             })
             .collect()

@@ -103,6 +103,12 @@ macro_rules! with_outcome_methods {
             }
             Finish::OptedOut { provider, reason } => {
                 unlog(&mut tx, message_id).await?;
+                // The audit names the provider that reported the refusal.
+                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
                 if let Some(cp) = cp {
                     sqlx::query(&sql("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?"))
                         .bind(now_ms)
@@ -172,22 +178,26 @@ macro_rules! with_outcome_methods {
         &self,
         now: DateTime<Utc>,
         provider: &str,
+        ours: Option<i64>,
         provider_ref: &str,
         delivered: bool,
         detail: &str,
     ) -> Result<bool, StoreError> {
         let now_ms = to_millis(now);
         let mut tx = begin_write(&self.pool).await?;
-        // Our own message id (`m:<id>`, echoed by providers that carry it)
-        // also matches a message whose send was interrupted before the
-        // provider's id was recorded: the receipt reconciles it.
-        let row: Option<(i64, String)> = match provider_ref
-            .strip_prefix("m:")
-            .and_then(|id| id.parse::<i64>().ok())
-        {
+        let row: Option<(i64, String)> = match ours {
+            // Our id and the provider's reference must name the same
+            // message; a message with no reference yet (a send cut off
+            // before it was stored) is reconciled only while in doubt.
             Some(id) => {
-                sqlx::query_as(&sql("SELECT id, state FROM messages WHERE id = ? /*FOR UPDATE*/"))
+                sqlx::query_as(&sql("SELECT id, state FROM messages
+                      WHERE id = ? AND ((provider = ? AND provider_ref = ?)
+                        OR (provider_ref IS NULL AND (provider IS NULL OR provider = ?)
+                            AND state IN ('sending', 'unknown'))) /*FOR UPDATE*/"))
                     .bind(id)
+                    .bind(provider)
+                    .bind(provider_ref)
+                    .bind(provider)
                     .fetch_optional(&mut *tx)
                     .await?
             }
@@ -220,6 +230,13 @@ macro_rules! with_outcome_methods {
             return Ok(false);
         }
         transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
+        // A send reconciled by its receipt learns who took it.
+        sqlx::query(&sql("UPDATE messages SET provider = COALESCE(provider, ?), provider_ref = COALESCE(provider_ref, ?) WHERE id = ?"))
+            .bind(provider)
+            .bind(provider_ref)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

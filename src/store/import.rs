@@ -392,6 +392,16 @@ impl ImportTx for $import {
                 Some(existing) if existing.2 == p.amount && existing.3 == paid_at => {
                     outcomes.push(RowOutcome::Unchanged)
                 }
+                // Money already applied to the loan never changes silently:
+                // a different amount under the same id is a different
+                // payment, or a mistake.
+                Some(existing) if existing.2 != p.amount => outcomes.push(RowOutcome::Rejected {
+                    field: "amount",
+                    reason: format!(
+                        "payment `{}` is already recorded as {}; a payment id names one payment and its amount cannot change: record a correction under a new payment id",
+                        p.id, existing.2
+                    ),
+                }),
                 Some(existing) => {
                     sqlx::query(&$sql("UPDATE payments SET amount = ?, paid_at = ?, updated_at = ? WHERE id = ?"))
                         .bind(p.amount.to_string())

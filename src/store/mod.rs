@@ -359,13 +359,18 @@ pub trait Store: Send + Sync + 'static {
         )>,
         StoreError,
     >;
-    /// Applies a delivery receipt to the message a provider knows as
-    /// `provider_ref`: `sent` → `delivered` or `undelivered`. Receipts repeat;
-    /// a repeat changes nothing. Returns whether a message changed.
+    /// Applies a delivery receipt: `sent` → `delivered` or `undelivered`.
+    /// It applies to the message `provider` recorded as `provider_ref`; when
+    /// the provider also echoes our id (`ours`), to that message only if it
+    /// agrees: its recorded reference is `provider_ref`, or (a send cut off
+    /// before the reference was stored) it has none yet, is `sending` or
+    /// `unknown`, and no other provider took it. Receipts repeat; a repeat
+    /// changes nothing. Returns whether a message changed.
     async fn receipt(
         &self,
         now: DateTime<Utc>,
         provider: &str,
+        ours: Option<i64>,
         provider_ref: &str,
         delivered: bool,
         detail: &str,

@@ -266,6 +266,9 @@ pub struct AuditRow {
     pub channel: Channel,
     /// The full address; masked by the audit command before output.
     pub address: Option<String>,
+    /// The borrower's current phone, whatever the channel: with the stated
+    /// zone, what the gate resolves the borrower's zones from.
+    pub borrower_phone: Option<String>,
     pub step: String,
     pub template: String,
     pub template_version: Option<String>,

@@ -220,6 +220,25 @@ pub fn check(
             });
         }
     }
+    if let Some(sample) = samples.sample.first() {
+        let shapes: Vec<serde_json::Value> = [Channel::Sms, Channel::Email]
+            .into_iter()
+            .map(|ch| {
+                serde_json::to_value(source.from_sample(sample, &cfg.default_locale, ch))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let known = |path: &str| shapes.iter().any(|v| has_path(v, path));
+        for (file, var) in set.unknown_variables(&known) {
+            problems.push(TemplateProblem {
+                file: cfg.dir.join(&file).display().to_string(),
+                line: None,
+                message: format!(
+                    "uses `{var}`, which no message has (check the spelling; the variables are listed in the README's template reference)"
+                ),
+            });
+        }
+    }
     for (name, channel, locale) in set.list() {
         for sample in &samples.sample {
             let ctx = source.from_sample(sample, &locale, channel);
@@ -284,6 +303,23 @@ pub fn check(
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     problems.dedup();
     problems
+}
+
+/// Whether a dotted variable path exists in a context's shape. Past a
+/// value that is not a map (a list, a string) anything goes: the rest is an
+/// index, an attribute or a method minijinja checks at render time.
+fn has_path(value: &serde_json::Value, path: &str) -> bool {
+    let mut v = value;
+    for seg in path.split('.') {
+        match v {
+            serde_json::Value::Object(m) => match m.get(seg) {
+                Some(next) => v = next,
+                None => return false,
+            },
+            _ => return true,
+        }
+    }
+    true
 }
 
 fn html_escape(s: &str) -> String {

@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod filters;
+mod provider;
 pub mod sms;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,16 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::Channel;
 use sms::SmsCount;
+
+/// Instructions one render may execute. The shipped templates take a few
+/// hundred; a runaway loop stops here within milliseconds instead of pinning
+/// a core, in `check`, in previews, on reload and at send time alike.
+pub const RENDER_FUEL: u64 = 200_000;
+
+/// Bytes one rendered part (an SMS, a subject, a text or HTML body) may
+/// have. Mail servers refuse far less than this; a template that renders
+/// more is a bug, refused like any other.
+pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
 
 /// `[templates]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -177,40 +188,8 @@ pub struct Rendered {
     pub provider: ProviderParams,
 }
 
-/// Provider template declarations for one SMS template
-/// (`<name>.sms.toml` beside it):
-///
-/// ```toml
-/// [aliyun]
-/// template_code = "SMS_123456"
-/// params = { name = "borrower.name", amount = "loan.amount_due | money(loan.currency)" }
-/// [tencent]
-/// template_id = "1234567"
-/// params = ["borrower.name", "loan.amount_due | money(loan.currency)"]
-/// ```
-/// Each parameter is a template expression evaluated against the context.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderTemplates {
-    pub aliyun: Option<AliyunTemplate>,
-    pub tencent: Option<TencentTemplate>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliyunTemplate {
-    pub template_code: String,
-    pub params: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TencentTemplate {
-    pub template_id: String,
-    pub params: Vec<String>,
-}
-
 pub use crate::domain::ProviderParams;
+pub use provider::{AliyunTemplate, ProviderTemplates, TencentTemplate};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -293,6 +272,7 @@ impl TemplateSet {
         let shown = |name: &str| dir.join(name).display().to_string();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(RENDER_FUEL));
         env.add_filter("money", filters::money);
         env.add_filter("date", filters::date);
         env.add_filter("days", filters::days);
@@ -412,6 +392,41 @@ impl TemplateSet {
         v
     }
 
+    /// Every variable each template file names that the context may not
+    /// have, in every branch (not only those the samples reach): the names
+    /// minijinja finds undeclared, less those `known` says exist.
+    pub fn unknown_variables(&self, known: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, t) in self.env.templates() {
+            let mut names: Vec<String> = t
+                .undeclared_variables(true)
+                .into_iter()
+                .filter(|v| {
+                    self.env
+                        .globals()
+                        .all(|(g, _)| g != v.split('.').next().unwrap_or(v))
+                })
+                .filter(|v| !known(v))
+                .collect();
+            names.sort();
+            out.extend(names.into_iter().map(|v| (name.to_owned(), v)));
+        }
+        out.sort();
+        out
+    }
+
+    /// The provider templates of SMS template `name`, by locale.
+    pub fn provider_templates(&self, name: &str) -> Vec<(&str, &ProviderTemplates)> {
+        let mut out: Vec<(&str, &ProviderTemplates)> = self
+            .entries
+            .iter()
+            .filter(|((_, n, c), _)| n == name && *c == Channel::Sms)
+            .map(|((l, _, _), e)| (l.as_str(), &e.provider))
+            .collect();
+        out.sort_by_key(|(l, _)| *l);
+        out
+    }
+
     pub fn has(&self, name: &str, channel: Channel) -> bool {
         self.entries
             .keys()
@@ -441,7 +456,19 @@ impl TemplateSet {
         ctx.locale = locale.clone();
         let render = |file: &str| -> Result<String, TemplateProblem> {
             let t = self.env.get_template(file).map_err(|e| problem(file, &e))?;
-            t.render(&ctx).map_err(|e| problem(file, &e))
+            let mut out = Capped(Vec::new());
+            match t.render_captured_to(&ctx, &mut out) {
+                Ok(_) => Ok(String::from_utf8_lossy(&out.0).into_owned()),
+                Err(e) if e.kind() == minijinja::ErrorKind::WriteFailure => Err(TemplateProblem {
+                    file: file.to_owned(),
+                    line: None,
+                    message: format!(
+                        "renders more than {} KiB; a message part may not be that long",
+                        MAX_RENDERED_BYTES / 1024
+                    ),
+                }),
+                Err(e) => Err(problem(file, &e)),
+            }
         };
         let content = match channel {
             Channel::Sms => {
@@ -472,49 +499,31 @@ impl TemplateSet {
             provider,
         })
     }
+}
 
-    fn provider_params(
-        &self,
-        p: &ProviderTemplates,
-        ctx: &MessageContext,
-        file: &str,
-    ) -> Result<ProviderParams, TemplateProblem> {
-        let eval = |expr: &str| -> Result<String, TemplateProblem> {
-            let e = self
-                .env
-                .compile_expression(expr)
-                .map_err(|e| problem(file, &e))?;
-            let v = e.eval(ctx).map_err(|e| problem(file, &e))?;
-            if v.is_undefined() || v.is_none() {
-                return Err(TemplateProblem {
-                    file: file.to_owned(),
-                    line: None,
-                    message: format!("provider parameter `{expr}` is empty"),
-                });
-            }
-            Ok(v.to_string())
-        };
-        let mut out = ProviderParams::default();
-        if let Some(a) = &p.aliyun {
-            let mut params = BTreeMap::new();
-            for (k, expr) in &a.params {
-                params.insert(k.clone(), eval(expr)?);
-            }
-            out.aliyun = Some((a.template_code.clone(), params));
+/// A writer that refuses to grow past `MAX_RENDERED_BYTES`.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED_BYTES {
+            return Err(std::io::Error::other("rendered output too long"));
         }
-        if let Some(t) = &p.tencent {
-            let params = t
-                .params
-                .iter()
-                .map(|e| eval(e))
-                .collect::<Result<Vec<_>, _>>()?;
-            out.tencent = Some((t.template_id.clone(), params));
-        }
-        Ok(out)
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 fn error_message(e: &minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return format!(
+            "stops after {RENDER_FUEL} steps: a loop runs too long (templates may not compute, only lay out)"
+        );
+    }
     match e.detail() {
         Some(d) => format!("{}: {d}", e.kind()),
         None => e.kind().to_string(),

@@ -301,6 +301,19 @@ async fn bad_requests_name_the_field_and_payments_are_idempotent() {
     assert_eq!(post(good.clone()).await.unwrap().status(), 201);
     let again: serde_json::Value = post(good).await.unwrap().json().await.unwrap();
     assert_eq!(again["result"], "unchanged");
+    // The same payment id with another amount is refused, not applied over
+    // the first.
+    let r = post(serde_json::json!({"payment_id": "P1", "loan_id": "A1", "amount": "5.00", "paid_at": "2026-12-01T00:00:00Z"})).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["field"], "amount", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("already recorded as 100.00"),
+        "{e}"
+    );
     let loan = d
         .store
         .loan(&duebell::domain::LoanId::parse("A1").unwrap())
@@ -421,4 +434,120 @@ async fn pause_stops_sending_and_metrics_show_the_outbox() {
         d.next_cycle().await;
     }
     panic!("nothing was sent after resume");
+}
+
+#[tokio::test]
+async fn hostile_requests_get_json_errors_and_unknown_providers_are_refused() {
+    let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
+    let c = client();
+    // RFC 7235: the scheme name is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = c
+            .get(format!("{}/v1/status", d.base))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    // A hold id that is not a number: a JSON error naming it, not text.
+    let r = c
+        .delete(format!("{}/v1/holds/abc", d.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "hold_id", "{body}");
+    // Pausing or resuming a provider that does not exist is refused; the
+    // configured one works.
+    for action in ["pause", "resume"] {
+        let r = c
+            .post(format!("{}/v1/{action}", d.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"provider": "nope"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{action}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("outbox"), "{body}");
+        let r = c
+            .post(format!("{}/v1/{action}", d.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"provider": "outbox"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{action}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_passes_a_standard_validator() {
+    let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
+    let doc = client()
+        .get(format!("{}/openapi.json", d.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    d.stop().await;
+    let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
+    std::fs::write(file.path(), doc).unwrap();
+    // openapi-spec-validator (PyPI; .ci/run installs it): what client
+    // generators run before they trust a document.
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("No module named"),
+        "install the validator: pip install openapi-spec-validator"
+    );
+    assert!(out.status.success(), "{said}");
+}
+
+#[tokio::test]
+async fn every_series_the_readme_documents_is_in_metrics_from_the_first_scrape() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `GET /metrics`"))
+        .expect("the README documents /metrics");
+    let documented: std::collections::BTreeSet<String> = row
+        .split('`')
+        .filter(|w| w.starts_with("duebell_"))
+        .map(|w| w.split('{').next().unwrap().to_owned())
+        .collect();
+    assert!(documented.len() >= 10, "{documented:?}");
+    let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
+    let text = client()
+        .get(format!("{}/metrics", d.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    d.stop().await;
+    let missing: Vec<&String> = documented
+        .iter()
+        .filter(|name| {
+            !text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
+        })
+        .collect();
+    assert!(missing.is_empty(), "not in /metrics: {missing:?}\n{text}");
 }

@@ -23,8 +23,8 @@ fn check_names_file_line_and_key_of_each_problem() {
     assert_eq!(code, 2, "{stderr}");
     let shown = path.display().to_string();
     for expected in [
-        format!("{shown}:4:1: store.busy_timeout: `five seconds` is not a duration"),
-        format!("{shown}:7:1: defaults.timezone: `Europe/Atlantis` is not an IANA time zone"),
+        format!("{shown}:4:16: store.busy_timeout: `five seconds` is not a duration"),
+        format!("{shown}:7:12: defaults.timezone: `Europe/Atlantis` is not an IANA time zone"),
         format!("{shown}:8:1: defaults.local: unknown key"),
     ] {
         assert!(
@@ -83,6 +83,27 @@ fn a_missing_config_file_is_a_clear_error() {
     assert_eq!(code, 2);
     assert!(
         stderr.contains("/nonexistent/duebell.toml: (file): cannot read the config file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_warns_about_overlapping_quiet_hour_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("overlap.toml");
+    let shipped = std::fs::read_to_string(crate::support::repo_root().join("config/duebell.toml"))
+        .unwrap()
+        .replace(
+            "every_day = [\"08:00-21:00\"]",
+            "every_day = [\"08:00-12:00\", \"11:00-21:00\"]",
+        );
+    std::fs::write(&path, shipped).unwrap();
+    let (code, _, stderr) = run(duebell(&["check", "--config", path.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: quiet_hours.rules[0].every_day: windows 08:00-12:00 and 11:00-21:00 overlap"
+        ),
         "{stderr}"
     );
 }

@@ -308,9 +308,14 @@ fn audit_exports_each_attempt_with_masked_address_local_time_window_caps_and_out
         assert!(col(r, "allowed_by").contains("all_per_day"), "{r:?}");
         assert_eq!(col(r, "outcome"), "sent");
         assert_eq!(col(r, "template_version").len(), 16);
-        let local = chrono::DateTime::parse_from_rfc3339(&col(r, "sent_at_local")).unwrap();
         let utc = chrono::DateTime::parse_from_rfc3339(&col(r, "sent_at_utc")).unwrap();
-        assert_eq!(local, utc);
+        // One local time per zone the gate considered, in `timezone`'s order.
+        let zones = col(r, "timezone");
+        let locals = col(r, "sent_at_local");
+        assert_eq!(zones.split(' ').count(), locals.split(' ').count(), "{r:?}");
+        for local in locals.split(' ') {
+            assert_eq!(chrono::DateTime::parse_from_rfc3339(local).unwrap(), utc);
+        }
     }
     let (code, jsonl, _) = run(duebell(&[
         "audit",

@@ -301,3 +301,38 @@ fn repeated_ids_and_disagreeing_borrower_rows_are_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_quote_left_open_names_every_line_it_swallowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let book = dir.path().join("book.csv");
+    let row = |i: usize, name: &str| {
+        format!("L{i},B{i},{name},+86138000000{i:02},,zh-CN,Asia/Shanghai,2026-12-10,10.00,CNY\n")
+    };
+    // Line 3 opens a quote that line 4 closes mid-row: csv reads lines 3
+    // and 4 as one record, and line 4's loan would vanish unreported.
+    let text = format!(
+        "{LOAN_HEADER}\n{}{}{}{}",
+        row(1, "Ann"),
+        row(2, "\"Bad Name"),
+        row(3, "Cy\" Jones"),
+        row(4, "Di")
+    );
+    std::fs::write(&book, text).unwrap();
+    let (code, stdout, stderr) = import(&cfg, &[&book]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.contains("imported 2,"), "{stdout}");
+    assert!(stdout.contains("rejected 2"), "{stdout}");
+    let shown = book.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:3: row: a quote opened on this line is not closed"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{shown}:4: row: was read as part of line 3")),
+        "{stderr}"
+    );
+}

@@ -11,6 +11,7 @@ mod cli_pipeline;
 mod compliance;
 mod daemon;
 mod defaults;
+mod hardening;
 mod import;
 mod install;
 mod layers;

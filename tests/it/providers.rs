@@ -38,8 +38,19 @@ fn provider(name: &str, kind: ProviderKind, url: &str) -> ProviderConfig {
 
 /// A harness whose engine sends SMS through `providers` (in order).
 async fn harness_with(providers: Vec<ProviderConfig>) -> (Harness, duebell::engine::Engine) {
+    harness_with_templates(providers, None).await
+}
+
+/// As `harness_with`, with the templates in `templates` when given.
+async fn harness_with_templates(
+    providers: Vec<ProviderConfig>,
+    templates: Option<&std::path::Path>,
+) -> (Harness, duebell::engine::Engine) {
     let names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
     let h = Harness::with("2026-12-10T03:00:00Z", |c| {
+        if let Some(t) = templates {
+            c.templates.dir = t.to_owned();
+        }
         c.providers = providers.clone();
         c.providers
             .push(duebell::providers::default_providers().remove(0));
@@ -347,7 +358,8 @@ async fn twilio_callbacks_need_a_valid_signature_and_apply_receipts_and_stop_wor
     .await;
     due_sms(&h, 1).await;
     engine.dispatcher.drain(h.now()).await.unwrap();
-    let addr = serve_callbacks(&h, Some(TOKEN)).await;
+    let (addr, _) =
+        serve_callbacks(&h, Some(TOKEN), &[("twilio".into(), ProviderKind::Twilio)]).await;
     let c = reqwest::Client::new();
     let post = |route: &str, params: Vec<(&str, &str)>, good: bool| {
         let owned: Vec<(String, String)> = params
@@ -475,14 +487,27 @@ async fn twilio_callbacks_need_a_valid_signature_and_apply_receipts_and_stop_wor
 
 /// Serves the API over the harness's store on a free port, as the daemon
 /// would for provider callbacks; `twilio` is the `twilio` provider's token.
-async fn serve_callbacks(h: &Harness, twilio: Option<&str>) -> std::net::SocketAddr {
+/// The deployment key the callback server signs with.
+fn callback_signer() -> duebell::signing::Signer {
+    duebell::signing::Signer::new(vec![1; 32])
+}
+
+/// The API's callback routes over the harness's store, for `providers`
+/// (name, kind); Twilio callbacks checked with the `twilio` auth token.
+async fn serve_callbacks(
+    h: &Harness,
+    twilio: Option<&str>,
+    providers: &[(String, ProviderKind)],
+) -> (std::net::SocketAddr, Arc<duebell::metrics::Metrics>) {
+    let metrics: Arc<duebell::metrics::Metrics> = Arc::default();
     let state = duebell::api::ApiState {
         store: h.store.clone(),
         clock: Arc::new(h.clock.clone()),
         tokens: Arc::new(vec![]),
-        unsubscribe: Arc::new(duebell::signing::Signer::new(vec![1; 32])),
+        providers: Arc::new(providers.iter().cloned().collect()),
+        unsubscribe: Arc::new(callback_signer()),
         pauses: Arc::default(),
-        metrics: Arc::default(),
+        metrics: metrics.clone(),
         replan: Arc::default(),
         default_tz: chrono_tz::Asia::Shanghai,
         ready: Arc::default(),
@@ -497,7 +522,7 @@ async fn serve_callbacks(h: &Harness, twilio: Option<&str>) -> std::net::SocketA
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, duebell::api::router(state)).await });
-    addr
+    (addr, metrics)
 }
 
 /// Shipped templates plus provider sidecars for `due_today`.
@@ -510,11 +535,33 @@ fn templates_with_sidecars() -> tempfile::TempDir {
         .status()
         .unwrap();
     assert!(status.success());
-    std::fs::write(
-        dir.path().join("zh-CN/due_today.sms.toml"),
-        "[aliyun]\ntemplate_code = \"SMS_100\"\nparams = { name = \"borrower.name\", amount = \"loan.amount_due | money(loan.currency)\" }\n\n[tencent]\ntemplate_id = \"200\"\nparams = [\"borrower.name\", \"loan.amount_due | money(loan.currency)\"]\n",
-    )
-    .unwrap();
+    // Every SMS template is approved at both providers (a route through
+    // them alone must be able to carry every step); `due_today` in zh-CN
+    // is the one the tests send.
+    for locale in ["zh-CN", "en"] {
+        for entry in std::fs::read_dir(dir.path().join(locale))
+            .unwrap()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(template) = name.strip_suffix(".sms.j2") else {
+                continue;
+            };
+            if template.starts_with('_') {
+                continue;
+            }
+            let (code, id) = if template == "due_today" && locale == "zh-CN" {
+                ("SMS_100", "200")
+            } else {
+                ("SMS_999", "999")
+            };
+            std::fs::write(
+                dir.path().join(format!("{locale}/{template}.sms.toml")),
+                format!("[aliyun]\ntemplate_code = \"{code}\"\nparams = {{ name = \"borrower.name\", amount = \"loan.amount_due | money(loan.currency)\" }}\n\n[tencent]\ntemplate_id = \"{id}\"\nparams = [\"borrower.name\", \"loan.amount_due | money(loan.currency)\"]\n"),
+            )
+            .unwrap();
+        }
+    }
     dir
 }
 
@@ -529,10 +576,7 @@ async fn china_harness(
     p.sign_name = Some("示例金融".into());
     p.sdk_app_id = Some("1400000000".into());
     p.countries = vec![86];
-    let (mut h, _) = harness_with(vec![p]).await;
-    h.config.templates.dir = templates.to_owned();
-    let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
-    (h, engine)
+    harness_with_templates(vec![p], Some(templates)).await
 }
 
 /// Three Shanghai borrowers due today: numbers ending 01, 02, 03.
@@ -648,6 +692,149 @@ async fn aliyun_requests_are_signed_and_codes_classified() {
     );
 }
 
+#[tokio::test]
+async fn a_per_number_limit_delays_the_message_and_never_fails_over() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(AliyunSigned)
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "limit", "BizId": ""}),
+        ))
+        .mount(&server)
+        .await;
+    let templates = templates_with_sidecars();
+    let (mut h, _) = china_harness(ProviderKind::Aliyun, &server.uri(), templates.path()).await;
+    // The outbox stands behind Aliyun: it would take anything.
+    h.config.routing.sms.push("outbox".into());
+    let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
+    due_cn(&h).await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    for m in h
+        .messages()
+        .await
+        .into_iter()
+        .filter(|m| m.channel == Channel::Sms)
+    {
+        assert_eq!(m.state, MessageState::Deferred, "{m:?}");
+        assert!(
+            m.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("isv.BUSINESS_LIMIT_CONTROL"),
+            "{m:?}"
+        );
+        assert!(
+            m.not_before >= h.now() + chrono::Duration::minutes(59),
+            "{m:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forged_or_misdirected_receipts_change_nothing_and_are_counted() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(AliyunSigned)
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"Code": "OK", "Message": "OK", "BizId": "biz-real"}),
+            ),
+        )
+        .mount(&server)
+        .await;
+    let templates = templates_with_sidecars();
+    let (h, engine) = china_harness(ProviderKind::Aliyun, &server.uri(), templates.path()).await;
+    due_cn(&h).await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let bc1 = h
+        .messages()
+        .await
+        .into_iter()
+        .find(|m| m.borrower_id == "BC1" && m.channel == Channel::Sms)
+        .unwrap();
+    assert_eq!(bc1.state, MessageState::Sent);
+    let (addr, metrics) = serve_callbacks(
+        &h,
+        None,
+        &[
+            ("cn".into(), ProviderKind::Aliyun),
+            ("tw".into(), ProviderKind::Twilio),
+        ],
+    )
+    .await;
+    let token = callback_signer().callback_token("cn");
+    let c = reqwest::Client::new();
+    let report = |out_id: i64, biz_id: &str| serde_json::json!([{"out_id": out_id.to_string(), "biz_id": biz_id, "success": false, "err_code": "MOBILE_NUMBER_ILLEGAL"}]);
+    let post = |path: String, body: serde_json::Value| {
+        c.post(format!("http://{addr}{path}")).json(&body).send()
+    };
+    // No such provider, a provider of another kind, a wrong token: the
+    // routes do not exist for a stranger.
+    for path in [
+        format!(
+            "/webhooks/aliyun/nope/report/{}",
+            callback_signer().callback_token("nope")
+        ),
+        format!(
+            "/webhooks/aliyun/tw/report/{}",
+            callback_signer().callback_token("tw")
+        ),
+        "/webhooks/aliyun/cn/report/0123456789abcdef0123456789abcdef".to_owned(),
+        "/webhooks/aliyun/cn/report".to_owned(),
+    ] {
+        let r = post(path.clone(), report(bc1.id, "biz-real"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    // The right route, but our id with a reference the provider never gave
+    // it, or another message's id: acknowledged (providers retry), applied
+    // to nothing.
+    let other = h
+        .messages()
+        .await
+        .into_iter()
+        .find(|m| m.id != bc1.id)
+        .unwrap();
+    for body in [report(bc1.id, "biz-forged"), report(other.id, "biz-real")] {
+        let r = post(format!("/webhooks/aliyun/cn/report/{token}"), body)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let states = |id: i64| {
+        let h = &h;
+        async move {
+            h.messages()
+                .await
+                .into_iter()
+                .find(|m| m.id == id)
+                .unwrap()
+                .state
+        }
+    };
+    assert_eq!(states(bc1.id).await, MessageState::Sent);
+    assert_eq!(states(other.id).await, other.state);
+    let mut text = String::new();
+    metrics.render_into(&mut text);
+    for line in [
+        "duebell_callbacks_refused_total{kind=\"aliyun\",why=\"unknown provider\"} 2",
+        "duebell_callbacks_refused_total{kind=\"aliyun\",why=\"bad token\"} 1",
+        "duebell_receipts_unmatched_total{provider=\"cn\"} 2",
+    ] {
+        assert!(text.contains(line), "no {line} in\n{text}");
+    }
+    // The genuine receipt applies.
+    let r = post(
+        format!("/webhooks/aliyun/cn/report/{token}"),
+        report(bc1.id, "biz-real"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(states(bc1.id).await, MessageState::Undelivered);
+}
+
 struct TencentSigned;
 
 impl wiremock::Match for TencentSigned {
@@ -730,6 +917,14 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
         MessageState::Suppressed,
         "a blacklisted number is opted out, not failed over"
     );
+    // The audit names the provider that refused the number.
+    let bc2 = h
+        .messages()
+        .await
+        .into_iter()
+        .find(|m| m.borrower_id == "BC2" && m.channel == Channel::Sms)
+        .unwrap();
+    assert_eq!(bc2.provider.as_deref(), Some("cn"), "{bc2:?}");
     assert!(
         h.store
             .plan_borrower("BC2", h.now())
@@ -749,11 +944,12 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
     assert_eq!(states["BC5"], MessageState::Unknown);
     assert_eq!(server.received_requests().await.unwrap().len(), 5);
     // Delivery callbacks repeat; each applies once.
-    let addr = serve_callbacks(&h, None).await;
+    let (addr, _) = serve_callbacks(&h, None, &[("cn".into(), ProviderKind::Tencent)]).await;
     let report = serde_json::json!([{"sid": "serial-+8613800000001", "report_status": "SUCCESS", "mobile": "13800000001"}]);
+    let token = callback_signer().callback_token("cn");
     for _ in 0..2 {
         let r = reqwest::Client::new()
-            .post(format!("http://{addr}/webhooks/tencent/cn/report"))
+            .post(format!("http://{addr}/webhooks/tencent/cn/report/{token}"))
             .json(&report)
             .send()
             .await

@@ -20,7 +20,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A config like the shipped one but with its templates, store and outbox in `dir`.
-fn config_with_templates(dir: &Path, extra: &str) -> std::path::PathBuf {
+pub fn config_with_templates(dir: &Path, extra: &str) -> std::path::PathBuf {
     copy_dir(&repo_root().join("templates"), &dir.join("templates"));
     let shipped = std::fs::read_to_string(repo_root().join("config/duebell.toml")).unwrap();
     let text = shipped
@@ -281,6 +281,32 @@ fn templates_reload_under_a_running_daemon_and_a_broken_edit_keeps_the_last_good
         v["message"] == "keeping the last good templates"
     });
     assert_eq!(kept["version"], good_version.as_str());
+
+    // A reload applies every rule `check` does: a template without its
+    // opt-out line, or with a loop that never ends, is refused too, and
+    // the daemon keeps sending with the last good set.
+    let runaway = format!(
+        "{}{{% for i in range(100000) %}}{{% for j in range(100000) %}}{{% endfor %}}{{% endfor %}}",
+        original.replace("Paid already?", "EDITED-V2 Paid already?")
+    );
+    for (broken, why) in [
+        (
+            "{{ lender.name }}: {{ borrower.name }}, your payment is due today.\n".to_owned(),
+            "does not include the required opt_out",
+        ),
+        (runaway, "a loop runs too long"),
+    ] {
+        std::fs::write(&template, broken).unwrap();
+        wait_for(&rx, &mut seen, |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("template edit rejected") && m.contains(why))
+        });
+        let kept = wait_for(&rx, &mut seen, |v| {
+            v["message"] == "keeping the last good templates"
+        });
+        assert_eq!(kept["version"], good_version.as_str());
+    }
 
     // A loan imported now is sent with the last good (edited) template.
     std::fs::write(
