@@ -4,7 +4,7 @@
 //! re-imports a file whenever its content changes.
 
 mod config;
-mod rows;
+pub mod rows;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;

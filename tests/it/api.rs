@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{book, shipped_config, utc};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 struct Daemon {
     base: String,
@@ -79,6 +79,16 @@ impl Daemon {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A daemon for one fuzz case: its base URL and what stops it.
+#[allow(
+    dead_code,
+    reason = "used by `it`'s fuzz module; `it_pg` includes this file without it"
+)]
+pub async fn daemon_for_fuzz() -> (String, impl std::future::Future<Output = ()>) {
+    let d = Daemon::start("2026-12-01T02:00:00Z", &[AMY]).await;
+    (d.base.clone(), d.stop())
 }
 
 fn client() -> reqwest::Client {

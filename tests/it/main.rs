@@ -6,11 +6,13 @@
 pub const BACKEND: support::Backend = support::Backend::Sqlite;
 
 mod api;
+mod chaos;
 mod check;
 mod cli_pipeline;
 mod compliance;
 mod daemon;
 mod defaults;
+mod fuzz;
 mod hardening;
 mod import;
 mod install;

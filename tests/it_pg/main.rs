@@ -6,6 +6,8 @@ pub const BACKEND: support::Backend = support::Backend::Postgres;
 
 #[path = "../it/api.rs"]
 mod api;
+#[path = "../it/chaos.rs"]
+mod chaos;
 mod cluster;
 #[path = "../it/compliance.rs"]
 mod compliance;
