@@ -82,6 +82,17 @@ impl Metrics {
             .or_insert(value);
     }
 
+    /// The sum of a counter over all its labels.
+    pub fn counter_total(&self, name: &str) -> f64 {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Providers whose circuit breaker is open.
     pub fn failing_providers(&self) -> Vec<String> {
         self.gauges

@@ -154,12 +154,18 @@ pub async fn summary(s: &ApiState) -> Result<Status, crate::store::StoreError> {
     let due = counts.get("planned").copied().unwrap_or(0);
     let deferred = counts.get("deferred").copied().unwrap_or(0);
     let failing = s.metrics.failing_providers();
+    let rejected = s.metrics.counter_total("duebell_reload_rejected_total");
     let summary = format!(
-        "due {due}, deferred {deferred}, sent today {sent_today}{}{}",
+        "due {due}, deferred {deferred}, sent today {sent_today}{}{}{}",
         if failing.is_empty() {
             String::new()
         } else {
             format!(", failing providers: {}", failing.join(" "))
+        },
+        if rejected > 0.0 {
+            format!(", {rejected} reload(s) rejected (running on the last good set; see the log)")
+        } else {
+            String::new()
         },
         if paused { ", PAUSED" } else { "" }
     );

@@ -193,14 +193,7 @@ impl App {
         let mut new = match loader() {
             Ok(c) => c,
             Err(problems) => {
-                for p in &problems {
-                    tracing::error!("config reload rejected: {p}");
-                }
-                tracing::error!("keeping the running configuration");
-                self.parts
-                    .metrics
-                    .inc("duebell_reload_rejected_total", &[("what", "config")], 1.0);
-                return false;
+                return self.reject_config(&problems);
             }
         };
         if new.store.url != self.config.store.url || new.api.listen != self.config.api.listen {
@@ -224,17 +217,21 @@ impl App {
                 tracing::info!(templates = %self.engine.dispatcher.templates.version, "configuration reloaded");
                 true
             }
-            Err(problems) => {
-                for p in &problems {
-                    tracing::error!("config reload rejected: {p}");
-                }
-                tracing::error!("keeping the running configuration");
-                self.parts
-                    .metrics
-                    .inc("duebell_reload_rejected_total", &[("what", "config")], 1.0);
-                false
-            }
+            Err(problems) => self.reject_config(&problems),
         }
+    }
+
+    /// A config reload refused: each problem logged, counted, the running
+    /// configuration kept.
+    fn reject_config(&self, problems: &[String]) -> bool {
+        for p in problems {
+            tracing::error!("config reload rejected: {p}");
+        }
+        tracing::error!("keeping the running configuration");
+        self.parts
+            .metrics
+            .inc("duebell_reload_rejected_total", &[("what", "config")], 1.0);
+        false
     }
 
     /// The API's bound address once it listens (port 0 picks a free one).
@@ -460,6 +457,7 @@ impl App {
 fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
     use crate::providers::ProviderKind;
     m.declare_summary("duebell_planner_tick_seconds", &[]);
+    m.declare_counter("duebell_store_busy_retries_total", &[]);
     for what in ["templates", "config"] {
         m.declare_counter("duebell_reload_rejected_total", &[("what", what)]);
     }

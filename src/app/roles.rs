@@ -76,6 +76,14 @@ impl App {
                 self.last_upkeep = Instant::now();
                 false
             }
+            // Busy (an import holds SQLite's write lock): nobody else can
+            // take the lease either, and the fencing token still guards
+            // every planning write, so a holder stays the holder.
+            Err(e) if e.is_contention() => {
+                tracing::warn!("store busy; the planner lease will be renewed when it frees: {e}");
+                self.last_upkeep = Instant::now();
+                self.planner.is_some()
+            }
             Err(e) => {
                 tracing::error!("cannot take or renew the planner lease: {e}");
                 self.planner = None;

@@ -50,6 +50,28 @@ pub enum StoreError {
     Fenced(String),
 }
 
+impl StoreError {
+    /// Whether the store was only busy (another writer held the lock past
+    /// the busy timeout, a pool was exhausted, a connection dropped): the
+    /// same write may succeed if tried again.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), extended
+                // codes included; PostgreSQL: serialization failure,
+                // deadlock, lock timeout.
+                let code = e.code().unwrap_or_default();
+                let sqlite_busy = code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+                sqlite_busy
+                    || matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+                    || e.message().contains("database is locked")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A held role: its name, the holder and the fencing token the role had
 /// when this holder took it. Writes made in the role carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]

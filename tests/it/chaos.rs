@@ -15,19 +15,26 @@ use crate::support::{duebell, open_store, run, write_config, LOAN_HEADER};
 
 /// A gateway that takes 40 ms per send, so kills land mid-send.
 async fn gateway() -> MockServer {
+    slow_gateway(Duration::from_millis(40)).await
+}
+
+/// A gateway that answers every send after `delay`.
+pub async fn slow_gateway(delay: Duration) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(serde_json::json!({"id": "gw"}))
-                .set_delay(Duration::from_millis(40)),
+                .set_delay(delay),
         )
         .mount(&server)
         .await;
     server
 }
 
-fn config(dir: &std::path::Path, gateway: &str, n: usize) -> std::path::PathBuf {
+/// A daemon config sending `n` SMS due today through `gateway`, any hour,
+/// no caps, claim leases of one second.
+pub fn config(dir: &std::path::Path, gateway: &str, n: usize) -> std::path::PathBuf {
     let today = chrono::Utc::now().date_naive();
     let mut book = format!("{LOAN_HEADER}\n");
     for i in 0..n {

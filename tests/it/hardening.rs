@@ -157,3 +157,56 @@ fn callbacks_prints_stable_secret_receipt_urls_for_unsigned_providers() {
     assert_eq!(once(), first, "the token is stable across runs");
     assert!(!first.contains("outbox"), "{first}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_lock_while_a_send_is_answered_costs_the_daemon_nothing() {
+    use sqlx::Connection;
+    // What a long CLI import does to a running daemon on SQLite: it holds
+    // the write lock longer than the busy timeout, right when the daemon
+    // must record a provider's answer.
+    let server = crate::chaos::slow_gateway(Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::chaos::config(dir.path(), &server.uri(), 1);
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if !server.received_requests().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = crate::support::store_url(dir.path());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    // Longer than the 5 s busy timeout, and than the 1 s claim lease.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    drop(lock);
+    let store = crate::support::open_store(dir.path()).await;
+    let mut state = None;
+    for _ in 0..300 {
+        let m = store.messages(&Default::default()).await.unwrap();
+        state = m.first().map(|m| m.state);
+        if state == Some(duebell::store::MessageState::Sent) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.close().await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        state,
+        Some(duebell::store::MessageState::Sent),
+        "the delivered message was not recorded sent:\n{log}"
+    );
+    assert!(!log.contains("reconciled sends"), "{log}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}

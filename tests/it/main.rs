@@ -6,7 +6,7 @@
 pub const BACKEND: support::Backend = support::Backend::Sqlite;
 
 mod api;
-mod chaos;
+pub mod chaos;
 mod check;
 mod cli_pipeline;
 mod compliance;

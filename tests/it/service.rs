@@ -153,6 +153,29 @@ fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
     assert!(text.contains(&format!("{}:", cfg.display())), "{text}");
     wait_log(&rx, &mut seen, |m| m == "keeping the running configuration");
 
+    // A policy step naming a template that does not exist: `check` refuses
+    // it, so the reload does too (it used to apply, then fail every send).
+    std::fs::write(
+        &cfg,
+        good.replace(
+            "template = \"late_help\"",
+            "template = \"no_such_template\"",
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rejected = wait_log(&rx, &mut seen, |m| {
+        m.starts_with("config reload rejected") && m.contains("no_such_template")
+    });
+    assert!(
+        rejected["message"].as_str().unwrap().contains("is missing"),
+        "{rejected}"
+    );
+    wait_log(&rx, &mut seen, |m| m == "keeping the running configuration");
+
     // Valid: applied, and the daemon keeps running.
     std::fs::write(
         &cfg,

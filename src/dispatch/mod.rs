@@ -5,6 +5,8 @@
 //! never lead to a blind resend: `reconcile` asks the provider or marks it
 //! `unknown` for an operator.
 
+mod reconcile;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +23,9 @@ use crate::reason::Reason;
 use crate::store::{ClaimView, Finish, LoanRow, PlanBorrower, Store, StoreError, Verdict};
 use crate::templates::context::ContextSource;
 use crate::templates::{BorrowerContext, LoanContext, MessageContext, TemplateSet};
+
+/// How long the outcome of a send is retried against a busy store.
+const RECORD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Transient failures are retried this many times, then the message fails.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -236,8 +241,38 @@ impl Dispatcher {
                 )
             }
         };
-        self.store.finish(now, id, attempt_id, &finish).await?;
+        self.record(now, id, attempt_id, &finish).await?;
         Ok(result)
+    }
+
+    /// Records how a send ended, waiting out a busy store: the provider has
+    /// answered, and giving up here would leave a delivered message
+    /// `sending`, to be reconciled later as `unknown`. Contention (a long
+    /// import holding SQLite's write lock) is retried for up to two minutes.
+    async fn record(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        attempt_id: &str,
+        finish: &Finish,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.store.finish(now, id, attempt_id, finish).await {
+                Err(e) if e.is_contention() && started.elapsed() < RECORD_PATIENCE => {
+                    tracing::warn!(message_id = id, error = %e, "store busy; recording the outcome again shortly");
+                    self.metrics
+                        .inc("duebell_store_busy_retries_total", &[], 1.0);
+                    // The claim stays ours meanwhile: the daemon's claim
+                    // renewal task keeps its lease, and this process does
+                    // not reconcile while its dispatcher is here.
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other.map(|_| ()),
+            }
+        }
     }
 
     async fn send(
@@ -541,47 +576,5 @@ impl Dispatcher {
                 o => outcomes.push(o),
             }
         }
-    }
-
-    /// Resolves messages left `sending` by a crash or a dead instance (their
-    /// claim lease ran out): if the provider shows the attempt arrived, it
-    /// is `sent`; if every provider of the channel drops a repeated
-    /// idempotency key, it is replayed; otherwise `unknown`, never resent
-    /// blindly. Returns (confirmed sent, replayed or unknown).
-    pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
-        let (mut sent, mut unknown) = (0, 0);
-        for (id, attempt, channel) in self.store.in_flight(now).await? {
-            let mut found = None;
-            let providers = self.router.for_channel(channel);
-            let replay = !providers.is_empty() && providers.iter().all(|p| p.replay_safe());
-            for p in providers {
-                if let Some(r) = p.lookup(id, &attempt).await {
-                    found = Some((p.name().to_owned(), r));
-                    break;
-                }
-            }
-            let finish = match found {
-                Some((provider, r)) => {
-                    sent += 1;
-                    Finish::Sent {
-                        provider,
-                        provider_ref: r.provider_ref,
-                        template_version: String::new(),
-                        subject: None,
-                        body: String::new(),
-                    }
-                }
-                None if replay => {
-                    unknown += 1;
-                    Finish::Replay { reason: "interrupted between claim and the provider's answer; replayed under the same idempotency key".into() }
-                }
-                None => {
-                    unknown += 1;
-                    Finish::Unknown { reason: "interrupted between claim and the provider's answer; the provider cannot confirm it".into() }
-                }
-            };
-            self.store.finish(now, id, &attempt, &finish).await?;
-        }
-        Ok((sent, unknown))
     }
 }
