@@ -5,24 +5,32 @@
 use chrono::{DateTime, Utc};
 
 use super::Dispatcher;
+use crate::providers::Lookup;
 use crate::store::{Finish, StoreError};
 
 impl Dispatcher {
     /// Resolves messages left `sending` by a crash or a dead instance (their
-    /// claim lease ran out): if the provider shows the attempt arrived, it
-    /// is `sent`; if every provider of the channel drops a repeated
-    /// idempotency key, it is replayed; otherwise `unknown`, never resent
-    /// blindly. Returns (confirmed sent, replayed or unknown).
+    /// claim lease ran out): if a provider shows the attempt arrived, it is
+    /// `sent`; if every provider of the channel shows it never arrived, or
+    /// every one drops a repeated idempotency key, it goes back to
+    /// `planned` (the normal claim re-checks caps and quiet hours);
+    /// otherwise `unknown`, never resent blindly. Returns (confirmed sent,
+    /// replayed or unknown).
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
         let (mut sent, mut unknown) = (0, 0);
         for (id, attempt, channel) in self.store.in_flight(now).await? {
             let mut found = None;
             let providers = self.router.for_channel(channel);
             let replay = !providers.is_empty() && providers.iter().all(|p| p.replay_safe());
+            let mut all_absent = !providers.is_empty();
             for p in providers {
-                if let Some(r) = p.lookup(id, &attempt).await {
-                    found = Some((p.name().to_owned(), r));
-                    break;
+                match p.lookup(id, &attempt).await {
+                    Lookup::Found(r) => {
+                        found = Some((p.name().to_owned(), r));
+                        break;
+                    }
+                    Lookup::NotSent => {}
+                    Lookup::Unanswered => all_absent = false,
                 }
             }
             let finish = match found {
@@ -35,6 +43,10 @@ impl Dispatcher {
                         subject: None,
                         body: String::new(),
                     }
+                }
+                None if all_absent => {
+                    unknown += 1;
+                    Finish::Replay { reason: "interrupted before any provider of its channel received it (their records show no such send); planned again".into() }
                 }
                 None if replay => {
                     unknown += 1;

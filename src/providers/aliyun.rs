@@ -8,7 +8,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 
 use super::http::{self, transport_error};
-use super::{Keys, Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 
 /// RFC 3986 percent-encoding as Aliyun's v1 signature wants it: unreserved
 /// characters kept, space as `%20`, `*` as `%2A`, `~` kept.
@@ -186,8 +186,8 @@ impl Provider for AliyunProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
-        None
+    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+        Lookup::Unanswered
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Keys, Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 use crate::domain::Channel;
 
 pub struct FileProvider {
@@ -165,18 +165,33 @@ impl Provider for FileProvider {
         })
     }
 
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt> {
-        let found = self.eml_path(message_id, attempt_id).exists()
-            || std::fs::read_to_string(self.dir.join("sms.jsonl")).is_ok_and(|text| {
-                text.lines().any(|l| {
+    /// The outbox is its own complete record: what is not in it was never
+    /// written (unless the folder cannot be read, which proves nothing).
+    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Lookup {
+        let found = || {
+            Lookup::Found(Receipt {
+                provider_ref: format!("{}:{attempt_id}", self.name),
+            })
+        };
+        match self.eml_path(message_id, attempt_id).try_exists() {
+            Ok(true) => return found(),
+            Ok(false) => {}
+            Err(_) => return Lookup::Unanswered,
+        }
+        match std::fs::read_to_string(self.dir.join("sms.jsonl")) {
+            Ok(text)
+                if text.lines().any(|l| {
                     serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
                         v["message_id"] == message_id && v["attempt_id"] == attempt_id
                     })
-                })
-            });
-        found.then(|| Receipt {
-            provider_ref: format!("{}:{attempt_id}", self.name),
-        })
+                }) =>
+            {
+                found()
+            }
+            Ok(_) => Lookup::NotSent,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lookup::NotSent,
+            Err(_) => Lookup::Unanswered,
+        }
     }
 }
 

@@ -315,7 +315,7 @@ impl Provider for Guarded {
         result
     }
 
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt> {
+    async fn lookup(&self, message_id: i64, attempt_id: &str) -> super::Lookup {
         self.inner.lookup(message_id, attempt_id).await
     }
 

@@ -48,6 +48,18 @@ pub struct Outbound {
     pub provider_params: crate::domain::ProviderParams,
 }
 
+/// What a provider can say about an earlier attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// It arrived.
+    Found(Receipt),
+    /// It provably never arrived (the provider keeps a complete record):
+    /// safe to send again through the normal claim.
+    NotSent,
+    /// The provider cannot tell.
+    Unanswered,
+}
+
 /// A provider accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -103,8 +115,8 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     async fn send(&self, message: &Outbound) -> Result<Receipt, ProviderError>;
     /// Whether an earlier attempt reached the provider, for reconciling
-    /// messages left `sending` by a crash. `None`: the provider cannot tell.
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt>;
+    /// messages left `sending` by a crash.
+    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Lookup;
     /// Whether a send interrupted before its answer may be sent again: the
     /// provider drops a repeat of the same idempotency key (a webhook whose
     /// gateway is configured `idempotent = true`).

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Outbound, Provider, ProviderError, Receipt};
+use super::{Lookup, Outbound, Provider, ProviderError, Receipt};
 use crate::clock::Clock;
 
 pub struct Recorder {
@@ -44,12 +44,17 @@ impl Provider for Recorder {
         })
     }
 
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Option<Receipt> {
+    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Lookup {
         let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.iter()
+        if sent
+            .iter()
             .any(|(_, m)| m.message_id == message_id && m.attempt_id == attempt_id)
-            .then(|| Receipt {
+        {
+            Lookup::Found(Receipt {
                 provider_ref: format!("rec-{message_id}-{attempt_id}"),
             })
+        } else {
+            Lookup::Unanswered
+        }
     }
 }

@@ -16,7 +16,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{Keys, Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,7 +229,7 @@ impl Provider for SmtpProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
-        None
+    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+        Lookup::Unanswered
     }
 }

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::http::{self, transport_error};
-use super::{Keys, Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
@@ -199,8 +199,8 @@ impl Provider for TencentProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
-        None
+    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+        Lookup::Unanswered
     }
 }
 

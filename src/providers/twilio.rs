@@ -9,7 +9,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 
 use super::http::{self, retry_after, transport_error};
-use super::{Keys, Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 
 pub struct TwilioProvider {
     name: String,
@@ -193,8 +193,8 @@ impl Provider for TwilioProvider {
         })
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
-        None
+    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+        Lookup::Unanswered
     }
 }
 

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::http::{retry_after, transport_error};
-use super::{Keys, Outbound, Provider, ProviderError, Receipt};
+use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 
 pub struct WebhookProvider {
     name: String,
@@ -90,8 +90,8 @@ impl Provider for WebhookProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Option<Receipt> {
-        None
+    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+        Lookup::Unanswered
     }
 
     fn replay_safe(&self) -> bool {

@@ -332,3 +332,46 @@ async fn committed_work_wakes_other_instances_and_a_plan_request_reaches_the_pla
         .expect("no wake-up for committed work");
     other.close().await;
 }
+
+#[tokio::test]
+async fn a_send_the_file_outbox_never_wrote_is_planned_again_not_held_unknown() {
+    let h = planned("2026-12-10T20:00:00Z").await;
+    h.tick().await;
+    // The configured router: SMS and email through the file outbox.
+    let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
+    let now = h.now() + Days::minutes(10);
+    let lease = ClaimLease {
+        holder: "dead".into(),
+        until: now + Days::seconds(1),
+    };
+    // A claim whose instance died before the outbox wrote anything.
+    let (claimed, _) = h
+        .store
+        .claim_next(now, now - Days::days(7), &lease, &send)
+        .await
+        .unwrap()
+        .unwrap();
+    let later = now + Days::seconds(5);
+    let (sent, replayed) = engine.dispatcher.reconcile(later).await.unwrap();
+    assert_eq!((sent, replayed), (0, 1));
+    let m = h
+        .messages()
+        .await
+        .into_iter()
+        .find(|m| m.id == claimed.message_id)
+        .unwrap();
+    assert_eq!(m.state, MessageState::Planned, "{m:?}");
+    assert!(m.reason.unwrap().contains("planned again"));
+    // It goes out once, through the normal claim.
+    engine.dispatcher.drain(later).await.unwrap();
+    let outbox = h.config.providers[0].dir.clone().unwrap();
+    let lines = std::fs::read_to_string(outbox.join("sms.jsonl")).unwrap();
+    let copies = lines
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["message_id"]
+                == claimed.message_id
+        })
+        .count();
+    assert_eq!(copies, 1, "{lines}");
+}
