@@ -211,19 +211,17 @@ pub(super) async fn aliyun_report(
     Path((provider, token)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    match apply_reports(
+    let (read, ack) = (aliyun::read_report, aliyun::report_ack);
+    reports(
         &s,
         ProviderKind::Aliyun,
         &provider,
         &token,
         &body,
-        aliyun::read_report,
+        read,
+        ack,
     )
     .await
-    {
-        Ok(()) => Json(aliyun::report_ack()).into_response(),
-        Err(r) => r,
-    }
 }
 
 /// Tencent delivery callback, answered as Tencent expects.
@@ -232,17 +230,31 @@ pub(super) async fn tencent_report(
     Path((provider, token)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    match apply_reports(
+    let (read, ack) = (tencent::read_report, tencent::report_ack);
+    reports(
         &s,
         ProviderKind::Tencent,
         &provider,
         &token,
         &body,
-        tencent::read_report,
+        read,
+        ack,
     )
     .await
-    {
-        Ok(()) => Json(tencent::report_ack()).into_response(),
+}
+
+/// A report batch applied, answered with the provider's own acknowledgement.
+async fn reports(
+    s: &ApiState,
+    kind: ProviderKind,
+    provider: &str,
+    token: &str,
+    body: &[u8],
+    read: fn(&serde_json::Value) -> Option<Report>,
+    ack: fn() -> serde_json::Value,
+) -> Response {
+    match apply_reports(s, kind, provider, token, body, read).await {
+        Ok(()) => Json(ack()).into_response(),
         Err(r) => r,
     }
 }
