@@ -33,6 +33,8 @@ pub struct AuditLine {
     pub sent_at_local: String,
     pub timezone: String,
     pub allowed_by: String,
+    /// Compliance packs that governed and allowed the contact (space-separated).
+    pub packs: String,
     pub provider: String,
     pub outcome: String,
     pub outcome_reason: String,
@@ -43,6 +45,15 @@ fn mask(channel: Channel, address: &str) -> String {
         Channel::Sms => crate::domain::mask_phone_text(address),
         Channel::Email => mask_email(address),
     }
+}
+
+/// The packs named in a claim's `allowed_by` (`…; packs a, b`).
+fn packs_of(allowed_by: &str) -> String {
+    allowed_by
+        .split("; ")
+        .find_map(|part| part.strip_prefix("packs "))
+        .map(|p| p.split(", ").collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 pub fn line(row: &AuditRow, default_tz: chrono_tz::Tz) -> AuditLine {
@@ -84,6 +95,7 @@ pub fn line(row: &AuditRow, default_tz: chrono_tz::Tz) -> AuditLine {
             .collect::<Vec<_>>()
             .join(" "),
         allowed_by: row.allowed_by.clone(),
+        packs: packs_of(&row.allowed_by),
         provider: row.provider.clone().unwrap_or_default(),
         outcome: row.outcome.as_str().to_owned(),
         outcome_reason: row.outcome_reason.clone(),

@@ -66,11 +66,15 @@ impl Engine {
         router: Option<Router>,
         parts: Parts,
     ) -> Result<Engine, Vec<String>> {
-        let gate = Gate::build(&config.quiet_hours, &config.caps).map_err(|p| {
+        let keyed = |p: Vec<(String, String)>| {
             p.into_iter()
                 .map(|(k, m)| format!("{k}: {m}"))
                 .collect::<Vec<_>>()
-        })?;
+        };
+        let packs = config.compliance.active().map_err(keyed)?;
+        let gate = Gate::build(&config.quiet_hours, &config.caps)
+            .map_err(keyed)?
+            .with_packs(packs);
         let templates = load_templates(config)
             .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let router = match router {
@@ -103,6 +107,7 @@ impl Engine {
                 default_tz: config.defaults.timezone.0,
                 default_locale: config.defaults.locale.as_str().to_owned(),
                 sms_signature: config.templates.sms_signature.clone(),
+                tone: Arc::new(config.tone.clone()),
                 unsubscribe_base: config.api.public_url.clone(),
                 unsubscribe: parts.unsubscribe,
                 pauses: parts.pauses,
@@ -171,12 +176,21 @@ pub fn load_templates(config: &Config) -> Result<TemplateSet, Vec<TemplateProble
                 .map(move |c| (s.template.clone(), *c, s.id.clone()))
         })
         .collect();
+    let toned: Vec<String> = config
+        .policy
+        .steps
+        .iter()
+        .filter(|s| config.tone.applies(&s.stage))
+        .map(|s| s.template.clone())
+        .collect();
     let mut problems = crate::templates::context::check(
         &set,
         &samples,
         &config.templates,
         &context_source(config),
         &used,
+        &config.tone,
+        &toned,
     );
     problems.extend(crate::templates::context::lint_sources(&config.templates));
     problems.extend(routable(config, &set, &used));

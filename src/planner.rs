@@ -356,8 +356,8 @@ impl Planner<'_> {
             contact_point,
             loans: &loans,
         };
-        if let Some(block) = caps::check_all(self.gate.caps(), at, zones.primary, &subject, recent)
-        {
+        let held_to = self.gate.caps_for(ch, zones);
+        if let Some(block) = caps::check_all(&held_to, at, zones.primary, &subject, recent) {
             let next = self
                 .gate
                 .next_window(ch, zones, block.until)
@@ -446,7 +446,7 @@ pub async fn tick(
         cancelled: store.cancel_ineligible(now, fence).await?,
         ..Default::default()
     };
-    let since = now - caps::lookback(planner.gate.caps());
+    let since = now - caps::lookback(planner.gate.all_caps());
     let mut after = 0;
     loop {
         let page = store.planning_batch(after, PAGE, since).await?;
@@ -477,7 +477,7 @@ pub async fn preview(
     now: DateTime<Utc>,
     borrower: Option<&str>,
 ) -> Result<Vec<PlanLine>, StoreError> {
-    let since = now - caps::lookback(planner.gate.caps());
+    let since = now - caps::lookback(planner.gate.all_caps());
     let mut lines = Vec::new();
     if let Some(id) = borrower {
         if let Some(b) = store.plan_borrower(id, since).await? {

@@ -46,7 +46,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration; print each problem as FILE:LINE:COL: key: message.
-    Check,
+    Check {
+        /// Report settings looser than a compliance pack as warnings, not errors
+        /// (the daemon still refuses them).
+        #[arg(long)]
+        pack_advisory: bool,
+        /// Print, per market a compliance pack governs, the effective windows and
+        /// caps after combining the operator's rules with the packs.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Import loan-book or payments files (CSV or JSONL), each in one transaction.
     Import {
         /// Files to import, in order.
@@ -259,9 +268,13 @@ fn welcome(cli: &Cli) -> ExitStatus {
 }
 
 fn load_config(cli: &Cli) -> Result<LoadedConfig, ExitStatus> {
+    load_config_with(cli, config::PackMode::Enforce)
+}
+
+fn load_config_with(cli: &Cli, mode: config::PackMode) -> Result<LoadedConfig, ExitStatus> {
     let env_path = std::env::var("DUEBELL_CONFIG").ok();
     let path = config::resolve_path(cli.config.as_deref(), env_path.as_deref());
-    config::load(&path, std::env::vars()).map_err(|problems| {
+    config::load_with(&path, std::env::vars(), mode).map_err(|problems| {
         eprintln!("{problems}");
         eprintln!(
             "duebell: {} problem(s) in the configuration; nothing was done",
@@ -282,17 +295,39 @@ pub async fn execute(cli: Cli) -> ExitStatus {
         Command::Generate { dir } => return generate::generate(dir),
         _ => {}
     }
-    let loaded = match load_config(&cli) {
+    let mode = match command {
+        Command::Check {
+            pack_advisory: true,
+            ..
+        } => config::PackMode::Advisory,
+        _ => config::PackMode::Enforce,
+    };
+    let loaded = match load_config_with(&cli, mode) {
         Ok(l) => l,
         Err(status) => return status,
     };
     match command {
-        Command::Check => {
+        Command::Check { explain, .. } => {
             let problems = check_templates(&loaded.config);
             for p in &problems {
                 eprintln!("{p}");
             }
+            for w in &loaded.pack_warnings {
+                eprintln!("warning: {w}");
+            }
             print_warnings(&loaded.config);
+            if *explain {
+                if let Ok(packs) = loaded.config.compliance.active() {
+                    print!(
+                        "{}",
+                        crate::compliance::packs::explain(
+                            &packs,
+                            &loaded.config.quiet_hours,
+                            &loaded.config.caps
+                        )
+                    );
+                }
+            }
             if problems.is_empty() {
                 println!("{}: ok", loaded.path.display());
                 first_run::print(&loaded.config, &loaded.path);

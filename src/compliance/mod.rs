@@ -7,6 +7,7 @@
 //! Facts and shipped defaults: ../shared/reference/contact-rules.md.
 
 pub mod caps;
+pub mod packs;
 pub mod window;
 pub mod zones;
 
@@ -194,6 +195,8 @@ impl Calendar {
 }
 
 struct WindowRule {
+    /// Its position in `quiet_hours.rules`, for config keys.
+    index: usize,
     name: String,
     channels: Vec<Channel>,
     countries: Vec<String>,
@@ -244,6 +247,8 @@ pub enum GateDecision {
         window_end: DateTime<Utc>,
         /// Each applicable cap as `name used/max per window`.
         caps: Vec<String>,
+        /// Compliance packs that governed (and allowed) the contact.
+        packs: Vec<String>,
     },
     /// Must wait until `until`.
     Defer {
@@ -259,6 +264,12 @@ pub enum GateDecision {
 pub struct Gate {
     rules: Vec<WindowRule>,
     caps: Vec<CapRule>,
+    /// Packs in force: their windows and caps hold whatever `rules` and
+    /// `caps` allow.
+    packs: Vec<packs::ActivePack>,
+    /// Every cap any contact may be held to (operator and packs), for how
+    /// far back the contact log is read.
+    all_caps: Vec<CapRule>,
     spread: Duration,
     pub calendars: Vec<Calendar>,
 }
@@ -304,6 +315,7 @@ impl Gate {
             let day =
                 |d: &Option<Vec<LocalWindow>>| d.clone().unwrap_or_else(|| r.every_day.clone());
             rules.push(WindowRule {
+                index: i,
                 name: r.name.clone(),
                 channels: r.channels.clone(),
                 countries: r.countries.clone(),
@@ -334,6 +346,8 @@ impl Gate {
             Ok(Gate {
                 rules,
                 caps: c.rules.clone(),
+                packs: Vec::new(),
+                all_caps: c.rules.clone(),
                 spread,
                 calendars: loaded.into_values().collect(),
             })
@@ -342,8 +356,38 @@ impl Gate {
         }
     }
 
-    pub fn caps(&self) -> &[CapRule] {
-        &self.caps
+    /// The gate with compliance packs in force (defense in depth: their
+    /// hard limits hold even where the operator's rules are looser).
+    pub fn with_packs(mut self, packs: Vec<packs::ActivePack>) -> Gate {
+        self.all_caps = self.caps.clone();
+        for p in &packs {
+            self.all_caps.extend(p.pack.cap_rules());
+        }
+        self.packs = packs;
+        self
+    }
+
+    /// Every cap some contact may be held to (for the contact-log lookback).
+    pub fn all_caps(&self) -> &[CapRule] {
+        &self.all_caps
+    }
+
+    /// The caps a contact on `channel` to someone in `zones` is held to:
+    /// the operator's and those of every pack governing it.
+    pub fn caps_for(&self, channel: Channel, zones: &ZoneSet) -> Vec<CapRule> {
+        let mut out = self.caps.clone();
+        for p in packs::governing(&self.packs, channel, &zones.all) {
+            out.extend(p.pack.cap_rules());
+        }
+        out
+    }
+
+    /// Names of the packs governing a contact on `channel` in `zones`.
+    pub fn packs_for(&self, channel: Channel, zones: &ZoneSet) -> Vec<String> {
+        packs::governing(&self.packs, channel, &zones.all)
+            .into_iter()
+            .map(|p| p.pack.name.clone())
+            .collect()
     }
 
     /// Calendars whose `valid_through` has passed at `today`.
@@ -368,6 +412,12 @@ impl Gate {
             let rule = self.rules.iter().find(|r| r.matches(channel, *tz))?;
             schedules.push((rule as &dyn DaySchedule, *tz));
             names.push(format!("{}@{}", rule.name, tz.name()));
+            if let Some(country) = zone_country(*tz) {
+                for p in self.packs.iter().filter(|p| p.governs(channel, country)) {
+                    schedules.push((p as &dyn DaySchedule, *tz));
+                    names.push(format!("{}@{}", p.pack.name, tz.name()));
+                }
+            }
         }
         next_open_everywhere(&schedules, t).map(|(open, end)| (open, end, names.join("+")))
     }
@@ -399,8 +449,9 @@ impl Gate {
                 because: Reason::quiet_hours(&zone_names()),
             };
         }
+        let caps = self.caps_for(subject.channel, zones);
         if let Some(CapBlock { rule, until }) =
-            caps::check_all(&self.caps, now, zones.primary, subject, log)
+            caps::check_all(&caps, now, zones.primary, subject, log)
         {
             // Waiting for the cap may land in quiet hours: go at the first
             // window opening after the cap frees.
@@ -412,11 +463,12 @@ impl Gate {
                 because: Reason::cap_full(&rule),
             };
         }
-        let usage = caps::usage(&self.caps, now, zones.primary, subject, log);
+        let usage = caps::usage(&caps, now, zones.primary, subject, log);
         GateDecision::Allow {
             window,
             window_end: end,
             caps: usage,
+            packs: self.packs_for(subject.channel, zones),
         }
     }
 

@@ -45,6 +45,17 @@ impl LocalWindow {
         Ok(LocalWindow { start, end })
     }
 
+    /// Whether every minute of `self` is inside `other`.
+    pub fn within(&self, other: &LocalWindow) -> bool {
+        other.start <= self.start && self.end <= other.end
+    }
+
+    /// The minutes both windows allow, if any.
+    pub fn intersect(&self, other: &LocalWindow) -> Option<LocalWindow> {
+        let (start, end) = (self.start.max(other.start), self.end.min(other.end));
+        (start < end).then_some(LocalWindow { start, end })
+    }
+
     pub fn contains(&self, t: NaiveTime) -> bool {
         let m = t.hour_minute();
         m >= self.start && m < self.end

@@ -10,7 +10,7 @@ use toml::{Table, Value};
 use toml_edit::ImDocument;
 
 use super::locate::{display_path, exact_offset_of, line_col, offset_of, value_offset_of, Seg};
-use super::{Config, LoadedConfig};
+use super::{Config, LoadedConfig, PackMode};
 
 /// Environment variables with this prefix override config keys:
 /// `DUEBELL_STORE__URL` sets `store.url`, `DUEBELL_SOURCES__0__PATH` sets
@@ -59,6 +59,15 @@ pub fn load(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<LoadedConfig, ConfigProblems> {
+    load_with(path, env, PackMode::Enforce)
+}
+
+/// As `load`, with compliance-pack findings counted per `packs`.
+pub fn load_with(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    packs: PackMode,
+) -> Result<LoadedConfig, ConfigProblems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigProblems(vec![ConfigProblem {
             origin: path.display().to_string(),
@@ -68,7 +77,7 @@ pub fn load(
             ),
         }])
     })?;
-    load_from_str(&text, path, env)
+    load_from_str_with(&text, path, env, packs)
 }
 
 /// Loads config text as if read from `path` (used for messages and for
@@ -78,6 +87,15 @@ pub fn load_from_str(
     text: &str,
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
+) -> Result<LoadedConfig, ConfigProblems> {
+    load_from_str_with(text, path, env, PackMode::Enforce)
+}
+
+fn load_from_str_with(
+    text: &str,
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    packs: PackMode,
 ) -> Result<LoadedConfig, ConfigProblems> {
     let file = path.display().to_string();
     let at = |offset: Option<usize>| {
@@ -232,8 +250,27 @@ pub fn load_from_str(
         }
     }
 
+    let mut pack_warnings = Vec::new();
     if let Some(config) = &config {
-        for (key, message) in config.validate() {
+        let valid = config.validate();
+        let looser = if valid.is_empty() {
+            config.looser_than_packs()
+        } else {
+            Vec::new()
+        };
+        for (key, message) in looser {
+            let segs = parse_display_path(&key);
+            let problem = ConfigProblem {
+                origin: origin(&segs, true),
+                key,
+                message,
+            };
+            match packs {
+                PackMode::Enforce => problems.push(problem),
+                PackMode::Advisory => pack_warnings.push(problem),
+            }
+        }
+        for (key, message) in valid {
             if unresolved.contains(&key) {
                 // Its `…_file` could not be read: said already.
                 continue;
@@ -250,6 +287,7 @@ pub fn load_from_str(
         Some(config) if problems.is_empty() => Ok(LoadedConfig {
             config,
             path: path.to_owned(),
+            pack_warnings,
         }),
         _ => {
             if problems.is_empty() {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::domain::{Locale, TimeZone};
 
-pub use load::{load, load_from_str, ConfigProblem, ConfigProblems};
+pub use load::{load, load_from_str, load_with, ConfigProblem, ConfigProblems};
 
 /// Where the config file is looked for when neither `--config` nor
 /// `DUEBELL_CONFIG` names one.
@@ -34,7 +34,9 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     pub quiet_hours: crate::compliance::QuietHoursConfig,
     pub caps: crate::compliance::CapsConfig,
+    pub compliance: crate::compliance::packs::ComplianceConfig,
     pub templates: crate::templates::TemplatesConfig,
+    pub tone: crate::templates::ToneConfig,
     pub lender: crate::templates::context::LenderConfig,
     pub opt_out: crate::templates::context::OptOutConfig,
     #[serde(default = "crate::providers::default_providers")]
@@ -108,7 +110,9 @@ impl Default for Config {
             policy: Default::default(),
             quiet_hours: Default::default(),
             caps: Default::default(),
+            compliance: Default::default(),
             templates: Default::default(),
+            tone: Default::default(),
             lender: Default::default(),
             opt_out: Default::default(),
             providers: crate::providers::default_providers(),
@@ -152,6 +156,7 @@ impl Config {
         problems.extend(self.log.validate());
         problems.extend(self.policy.validate());
         problems.extend(self.api.validate());
+        problems.extend(self.tone.validate());
         if let Err(e) = crate::domain::Locale::parse(&self.templates.default_locale) {
             problems.push(("templates.default_locale".to_owned(), e.0));
         }
@@ -202,7 +207,36 @@ impl Config {
             }
         }
         problems.extend(crate::sources::validate_sources(&self.sources));
+        if let Err(packs) = self.compliance.active() {
+            problems.extend(packs);
+        }
         problems
+    }
+
+    /// Every way the quiet hours, caps, ladder and required elements are
+    /// looser than a compliance pack in force (errors unless
+    /// `check --pack-advisory`).
+    pub fn looser_than_packs(&self) -> Vec<(String, String)> {
+        use crate::compliance::packs::{looser_settings, LadderStep};
+        let Ok(packs) = self.compliance.active() else {
+            return Vec::new();
+        };
+        let ladder: Vec<LadderStep> = self
+            .policy
+            .steps
+            .iter()
+            .map(|s| LadderStep {
+                offset_days: s.offset_days,
+                contacts: s.channels.len() as u32,
+            })
+            .collect();
+        looser_settings(
+            &packs,
+            &self.quiet_hours,
+            &self.caps,
+            &ladder,
+            &self.templates.required,
+        )
     }
 }
 
@@ -211,6 +245,18 @@ impl Config {
 pub struct LoadedConfig {
     pub config: Config,
     pub path: PathBuf,
+    /// Compliance-pack findings downgraded to warnings (`check
+    /// --pack-advisory`); empty otherwise, as such findings are errors.
+    pub pack_warnings: Vec<ConfigProblem>,
+}
+
+/// How findings of `Config::looser_than_packs` count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackMode {
+    /// Errors: the config is refused (the daemon does not start).
+    Enforce,
+    /// Warnings, kept in `LoadedConfig::pack_warnings`.
+    Advisory,
 }
 
 /// Picks the config path: `--config`, else `DUEBELL_CONFIG`, else the default.

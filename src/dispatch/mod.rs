@@ -5,10 +5,12 @@
 //! never lead to a blind resend: `reconcile` asks the provider or marks it
 //! `unknown` for an operator.
 
+mod pauses;
 mod reconcile;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+pub use pauses::Pauses;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -29,26 +31,6 @@ const RECORD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120)
 
 /// Transient failures are retried this many times, then the message fails.
 pub const MAX_ATTEMPTS: i64 = 5;
-
-/// Sending switches: all sending, or one provider, paused by an operator
-/// (through the API). The dispatcher reads them before every claim.
-#[derive(Debug, Default)]
-pub struct Pauses {
-    pub all: AtomicBool,
-    pub providers: Mutex<std::collections::BTreeSet<String>>,
-}
-
-impl Pauses {
-    pub fn is_paused(&self, provider: Option<&str>) -> bool {
-        self.all.load(Ordering::SeqCst)
-            || provider.is_some_and(|p| {
-                self.providers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(p)
-            })
-    }
-}
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +65,8 @@ pub struct Dispatcher {
     pub default_tz: Tz,
     pub default_locale: String,
     pub sms_signature: String,
+    /// Forbidden phrases for firm and formal steps, checked on each message.
+    pub tone: Arc<crate::templates::ToneConfig>,
     /// Base URL for one-click unsubscribe links in email.
     pub unsubscribe_base: String,
     pub unsubscribe: Arc<crate::signing::Signer>,
@@ -116,10 +100,22 @@ pub fn decide(view: &ClaimView, now: DateTime<Utc>, gate: &Gate, default_tz: Tz)
         loans: &eligible,
     };
     match gate.evaluate(now, &zones, &subject, &view.borrower.recent) {
-        GateDecision::Allow { window, caps, .. } => Verdict::Send {
+        GateDecision::Allow {
+            window,
+            caps,
+            packs,
+            ..
+        } => Verdict::Send {
             attempt_id: format!("a{}", view.attempts + 1),
             loans: eligible,
-            window: format!("window {window}; caps {}", caps.join(", ")),
+            window: match packs.is_empty() {
+                true => format!("window {window}; caps {}", caps.join(", ")),
+                false => format!(
+                    "window {window}; caps {}; packs {}",
+                    caps.join(", "),
+                    packs.join(", ")
+                ),
+            },
         },
         GateDecision::Defer { until, because } => match view.expires_at {
             Some(exp) if until >= exp => Verdict::Expire {
@@ -201,7 +197,7 @@ impl Dispatcher {
         if self.pauses.is_paused(None) {
             return Ok(Outcome::Idle);
         }
-        let since = now - caps::lookback(self.gate.caps());
+        let since = now - caps::lookback(self.gate.all_caps());
         let gate = self.gate.clone();
         let tz = self.default_tz;
         let decide = move |v: &ClaimView| decide(v, now, &gate, tz);
@@ -322,6 +318,14 @@ impl Dispatcher {
             .templates
             .render(&view.template, &ctx, &self.sms_signature)
             .map_err(|p| p.to_string())?;
+        self.tone
+            .check_message(&stage, &ctx, &rendered.content)
+            .map_err(|phrase| {
+                format!(
+                    "not sent: the {stage} message rendered the forbidden phrase `{phrase}` ([tone] forbidden); fix template `{}`",
+                    view.template
+                )
+            })?;
         let to = view
             .contact
             .as_ref()

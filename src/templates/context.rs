@@ -192,6 +192,8 @@ pub fn check(
     cfg: &TemplatesConfig,
     source: &ContextSource,
     used: &[(String, Channel, String)],
+    tone: &super::ToneConfig,
+    toned: &[String],
 ) -> Vec<TemplateProblem> {
     let mut problems = Vec::new();
     for (template, channel, step) in used {
@@ -261,6 +263,24 @@ pub fn check(
                 super::Content::Sms { body, .. } => vec![body],
                 super::Content::Email { text, html, .. } => vec![text, html],
             };
+            if toned.contains(&name) {
+                let mut all = texts.clone();
+                if let super::Content::Email { subject, .. } = &rendered.content {
+                    all.push(subject);
+                }
+                if let Some(phrase) = tone.find(&locale, &all) {
+                    let (file, line) = locate_phrase(&cfg.dir, &locale, &name, channel, phrase)
+                        .unwrap_or((file.clone(), None));
+                    problems.push(TemplateProblem {
+                        file,
+                        line,
+                        message: format!(
+                            "renders the forbidden phrase `{phrase}` (sample `{}`); a firm or formal step never threatens, shames or mentions family, employer or contacts ([tone] forbidden)",
+                            sample.name
+                        ),
+                    });
+                }
+            }
             for marker in &cfg.required {
                 let needle = match marker.as_str() {
                     "lender_name" => ctx.lender.name.clone(),
@@ -303,6 +323,32 @@ pub fn check(
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     problems.dedup();
     problems
+}
+
+/// The template file and line where a forbidden phrase is written, when it
+/// is written literally (it may also come from a variable).
+fn locate_phrase(
+    dir: &std::path::Path,
+    locale: &str,
+    name: &str,
+    channel: Channel,
+    phrase: &str,
+) -> Option<(String, Option<usize>)> {
+    let files: Vec<std::path::PathBuf> = match channel {
+        Channel::Sms => vec![dir.join(format!("{locale}/{name}.sms.j2"))],
+        Channel::Email => ["subject.txt.j2", "body.txt.j2", "body.html.j2"]
+            .iter()
+            .map(|f| dir.join(format!("{locale}/{name}/{f}")))
+            .collect(),
+    };
+    let needle = phrase.to_lowercase();
+    files.into_iter().find_map(|f| {
+        let text = std::fs::read_to_string(&f).ok()?;
+        let line = text
+            .lines()
+            .position(|l| l.to_lowercase().contains(&needle))?;
+        Some((f.display().to_string(), Some(line + 1)))
+    })
 }
 
 /// Whether a dotted variable path exists in a context's shape. Past a

@@ -16,6 +16,7 @@ pub mod context;
 pub mod filters;
 mod provider;
 pub mod sms;
+pub mod tone;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -190,6 +191,7 @@ pub struct Rendered {
 
 pub use crate::domain::ProviderParams;
 pub use provider::{AliyunTemplate, ProviderTemplates, TencentTemplate};
+pub use tone::ToneConfig;
 
 #[derive(Debug, Clone)]
 struct Entry {

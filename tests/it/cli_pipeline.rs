@@ -284,6 +284,7 @@ fn audit_exports_each_attempt_with_masked_address_local_time_window_caps_and_out
         "sent_at_utc",
         "sent_at_local",
         "allowed_by",
+        "packs",
         "outcome",
     ] {
         assert!(headers.iter().any(|x| x == h), "no {h} column");
@@ -306,6 +307,15 @@ fn audit_exports_each_attempt_with_masked_address_local_time_window_caps_and_out
         );
         assert!(col(r, "allowed_by").contains("window default@"), "{r:?}");
         assert!(col(r, "allowed_by").contains("all_per_day"), "{r:?}");
+        // The shipped config puts mainland-China borrowers under cn-2026.
+        let governed = col(r, "timezone").contains("Asia/Shanghai");
+        assert_eq!(col(r, "packs") == "cn-2026", governed, "{r:?}");
+        if governed {
+            assert!(
+                col(r, "allowed_by").contains("cn-2026@Asia/Shanghai"),
+                "{r:?}"
+            );
+        }
         assert_eq!(col(r, "outcome"), "sent");
         assert_eq!(col(r, "template_version").len(), 16);
         let utc = chrono::DateTime::parse_from_rfc3339(&col(r, "sent_at_utc")).unwrap();
