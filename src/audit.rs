@@ -35,6 +35,8 @@ pub struct AuditLine {
     pub allowed_by: String,
     /// Compliance packs that governed and allowed the contact (space-separated).
     pub packs: String,
+    /// The repayment offer the step made on these loans and how it ended.
+    pub offer: String,
     pub provider: String,
     pub outcome: String,
     pub outcome_reason: String,
@@ -96,6 +98,7 @@ pub fn line(row: &AuditRow, default_tz: chrono_tz::Tz) -> AuditLine {
             .join(" "),
         allowed_by: row.allowed_by.clone(),
         packs: packs_of(&row.allowed_by),
+        offer: String::new(),
         provider: row.provider.clone().unwrap_or_default(),
         outcome: row.outcome.as_str().to_owned(),
         outcome_reason: row.outcome_reason.clone(),
@@ -121,6 +124,28 @@ pub async fn export(
             .and_utc()
     });
     let rows = store.audit(start, end).await?;
+    let offers: std::collections::HashMap<(String, String), String> = store
+        .offers(None)
+        .await?
+        .iter()
+        .map(|o| {
+            (
+                (o.loan_id.clone(), o.step.clone()),
+                crate::offers::describe(o),
+            )
+        })
+        .collect();
+    let line = |r: &AuditRow, tz| {
+        let mut l = line(r, tz);
+        l.offer = r
+            .loan_ids
+            .iter()
+            .filter_map(|id| offers.get(&(id.clone(), r.step.clone())))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        l
+    };
     // A closed pipe (`duebell audit | head`) ends the export quietly.
     let written = match format {
         AuditFormat::Jsonl => rows.iter().try_for_each(|r| {

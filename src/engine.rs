@@ -166,34 +166,41 @@ impl Engine {
 pub fn load_templates(config: &Config) -> Result<TemplateSet, Vec<TemplateProblem>> {
     let set = TemplateSet::load(&config.templates)?;
     let samples = Samples::load(&config.templates.dir).map_err(|p| vec![p])?;
-    let used: Vec<(String, Channel, String)> = config
-        .policy
-        .steps
-        .iter()
-        .flat_map(|s| {
-            s.channels
-                .iter()
-                .map(move |c| (s.template.clone(), *c, s.id.clone()))
-        })
-        .collect();
-    let toned: Vec<String> = config
-        .policy
-        .steps
-        .iter()
-        .filter(|s| config.tone.applies(&s.stage))
-        .map(|s| s.template.clone())
-        .collect();
+    let steps = crate::templates::context::StepUses {
+        used: config
+            .policy
+            .steps
+            .iter()
+            .flat_map(|s| {
+                s.channels
+                    .iter()
+                    .map(move |c| (s.template.clone(), *c, s.id.clone()))
+            })
+            .collect(),
+        toned: config
+            .policy
+            .steps
+            .iter()
+            .filter(|s| config.tone.applies(&s.stage))
+            .map(|s| s.template.clone())
+            .collect(),
+        offered: config
+            .policy
+            .steps
+            .iter()
+            .filter_map(|s| Some((s.template.clone(), s.offer.clone()?)))
+            .collect(),
+    };
     let mut problems = crate::templates::context::check(
         &set,
         &samples,
         &config.templates,
         &context_source(config),
-        &used,
+        &steps,
         &config.tone,
-        &toned,
     );
     problems.extend(crate::templates::context::lint_sources(&config.templates));
-    problems.extend(routable(config, &set, &used));
+    problems.extend(routable(config, &set, &steps.used));
     if problems.is_empty() {
         Ok(set)
     } else {

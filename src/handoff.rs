@@ -34,6 +34,29 @@ impl Default for HandoffConfig {
     }
 }
 
+impl HandoffConfig {
+    /// Problems as (key under `section`, message).
+    pub fn validate(&self, section: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.url.is_empty() {
+            return out;
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            out.push((
+                format!("{section}.url"),
+                format!("`{}` is not an http(s) URL", self.url),
+            ));
+        }
+        if self.secret.len() < 16 {
+            out.push((
+                format!("{section}.secret"),
+                "must be at least 16 characters: receivers verify the signature with it".to_owned(),
+            ));
+        }
+        out
+    }
+}
+
 /// The JSON body of a hand-off event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HandoffEvent {
@@ -68,23 +91,16 @@ pub async fn post_due(
             at: now,
         };
         let body = serde_json::to_vec(&event).unwrap_or_default();
-        let result = client
-            .post(&cfg.url)
-            .timeout(cfg.timeout.get())
-            .header("content-type", "application/json")
-            .header(
-                "x-duebell-signature",
-                crate::signing::webhook_signature(cfg.secret.expose(), now.timestamp(), &body),
-            )
-            .header("idempotency-key", format!("handoff-{id}"))
-            .body(body)
-            .send()
-            .await;
-        let error = match result {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
-            Err(e) => Some(format!("{e}")),
-        };
+        let error = post_signed(
+            client,
+            &cfg.url,
+            cfg.secret.expose(),
+            cfg.timeout.get(),
+            &format!("handoff-{id}"),
+            now,
+            body,
+        )
+        .await;
         match error {
             None => {
                 ok += 1;
@@ -92,12 +108,48 @@ pub async fn post_due(
             }
             Some(e) => {
                 failed += 1;
-                let next = (attempts + 1 < i64::from(cfg.max_attempts))
-                    .then(|| now + Duration::seconds(30 * (1i64 << attempts.clamp(0, 8))));
+                let next = retry_at(now, attempts, cfg.max_attempts);
                 tracing::warn!(handoff = id, error = %e, retry = next.is_some(), "hand-off not accepted");
                 store.finish_handoff(now, id, Err((e, next))).await?;
             }
         }
     }
     Ok((ok, failed))
+}
+
+/// When to try a failed post again (30 s doubling, at most ~2 h), or `None`
+/// once `max_attempts` are used.
+pub fn retry_at(now: DateTime<Utc>, attempts: i64, max_attempts: u32) -> Option<DateTime<Utc>> {
+    (attempts + 1 < i64::from(max_attempts))
+        .then(|| now + Duration::seconds(30 * (1i64 << attempts.clamp(0, 8))))
+}
+
+/// POSTs a JSON event signed with `X-Duebell-Signature: t=…,v1=…` and an
+/// `Idempotency-Key`; `None` when the receiver accepted it (2xx), else why not.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    timeout: std::time::Duration,
+    idempotency_key: &str,
+    now: DateTime<Utc>,
+    body: Vec<u8>,
+) -> Option<String> {
+    let result = client
+        .post(url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header(
+            "x-duebell-signature",
+            crate::signing::webhook_signature(secret, now.timestamp(), &body),
+        )
+        .header("idempotency-key", idempotency_key)
+        .body(body)
+        .send()
+        .await;
+    match result {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+        Err(e) => Some(format!("{e}")),
+    }
 }

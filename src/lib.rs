@@ -18,6 +18,7 @@ pub mod handoff;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod offers;
 pub mod planner;
 pub mod policy;
 pub mod providers;

@@ -33,6 +33,9 @@ pub struct PlanLine {
     pub decision: Decision,
     pub reason: Reason,
     pub not_before: Option<DateTime<Utc>>,
+    /// The repayment offer the step's message will make, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
 }
 
 /// What the planner decided for a (loan, step, channel).
@@ -126,6 +129,10 @@ impl Planner<'_> {
             step: step.map(|s| s.id.clone()),
             channel: ch,
             decision,
+            offer: step
+                .and_then(|s| s.offer.as_ref())
+                .filter(|_| matches!(decision, Decision::Due | Decision::Deferred))
+                .map(|o| o.summary()),
             reason,
             not_before: nb,
         };

@@ -39,6 +39,9 @@ pub struct Step {
     /// Post a hand-off event to manual collection when the loan reaches it.
     #[serde(default)]
     pub handoff: bool,
+    /// A repayment offer made with this step's messages (README: Offers).
+    #[serde(default)]
+    pub offer: Option<crate::domain::OfferConfig>,
 }
 
 impl Step {
@@ -67,6 +70,19 @@ fn step(
         stage: stage.to_owned(),
         send_at: Some("10:00".to_owned()),
         handoff,
+        offer: None,
+    }
+}
+
+/// The shipped ladder's one offer: the late fee waived when the rest is
+/// paid within 48 hours of the late_3 message.
+pub fn shipped_offer() -> crate::domain::OfferConfig {
+    crate::domain::OfferConfig {
+        kind: crate::domain::OfferKind::FeeWaiver,
+        amount: Some("30.00".to_owned()),
+        percent: None,
+        min_payment: None,
+        valid_for: crate::domain::ConfigDuration(std::time::Duration::from_secs(48 * 3600)),
     }
 }
 
@@ -84,7 +100,10 @@ impl Default for PolicyConfig {
                 step("pre_1", -1, &[Sms], "tomorrow", "friendly", false),
                 step("due", 0, &[Sms, Email], "due_today", "friendly", false),
                 step("late_1", 1, &[Sms], "late_gentle", "gentle", false),
-                step("late_3", 3, &[Sms, Email], "late_firm", "firm", false),
+                Step {
+                    offer: Some(shipped_offer()),
+                    ..step("late_3", 3, &[Sms, Email], "late_firm", "firm", false)
+                },
                 step("late_7", 7, &[Sms], "late_help", "firm", false),
                 step("late_15", 15, &[Email], "handoff_notice", "formal", true),
                 step("late_30", 30, &[Email], "final_notice", "formal", false),
@@ -181,6 +200,11 @@ impl PolicyConfig {
             }
             if !ids.insert(s.id.clone()) {
                 problems.push((key("id"), format!("`{}` is used by two steps", s.id)));
+            }
+            if let Some(offer) = &s.offer {
+                for (field, message) in offer.validate() {
+                    problems.push((key(&format!("offer.{field}")), message));
+                }
             }
             if s.channels.is_empty() {
                 problems.push((

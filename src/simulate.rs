@@ -300,6 +300,9 @@ pub async fn simulate(
             touched = true;
         }
         if touched || now >= next_tick {
+            // A payment may take an offer (and settle its loan) before the
+            // planner looks at the loan again.
+            crate::offers::settle(store.as_ref(), now, None).await?;
             let tick = engine.plan(now).await?;
             // Ticks before the next local midnight would decide nothing new:
             // jump to the first cron tick at or after it.
@@ -338,6 +341,20 @@ pub async fn simulate(
     eprintln!("decisions at the end of the simulation (state, channel, reason):");
     for ((state, channel, class), n) in &summary {
         eprintln!("  {state:<11} {channel:<6} {class:<14} {n}");
+    }
+    crate::offers::settle(store.as_ref(), end, None).await?;
+    let offers = store.offers(None).await?;
+    if !offers.is_empty() {
+        let count = |s: crate::domain::OfferState| offers.iter().filter(|o| o.state == s).count();
+        use crate::domain::OfferState::{Expired, Open, Taken, Void};
+        eprintln!(
+            "offers: made {}, taken {}, expired {}, still open {} (never sent: {})",
+            offers.len() - count(Void),
+            count(Taken),
+            count(Expired),
+            count(Open),
+            count(Void)
+        );
     }
     store.close().await;
     let provider_for = |ch: Channel| -> String {

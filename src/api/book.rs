@@ -270,7 +270,21 @@ pub(super) async fn timeline(
         let events = s.store.message_events(m.id).await?;
         out.push(serde_json::json!({ "message": masked(&m), "events": events }));
     }
-    Ok(Json(serde_json::json!({ "borrower_id": borrower_id, "messages": out })).into_response())
+    let offers: Vec<serde_json::Value> = s
+        .store
+        .offers(Some(&borrower_id))
+        .await?
+        .iter()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap_or_default();
+            v["summary"] = crate::offers::describe(o).into();
+            v
+        })
+        .collect();
+    Ok(
+        Json(serde_json::json!({ "borrower_id": borrower_id, "messages": out, "offers": offers }))
+            .into_response(),
+    )
 }
 
 pub(super) fn masked(m: &crate::store::MessageView) -> serde_json::Value {

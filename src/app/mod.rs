@@ -374,6 +374,22 @@ impl App {
         )
         .await
         .context("while posting hand-offs")?;
+        crate::offers::settle(
+            self.store.as_ref(),
+            self.clock.now(),
+            Some(&self.parts.metrics),
+        )
+        .await
+        .context("while settling offers")?;
+        crate::offers::post_due(
+            self.store.as_ref(),
+            &self.config.offers,
+            &self.config.handoff,
+            &self.http,
+            self.clock.now(),
+        )
+        .await
+        .context("while posting taken offers")?;
         self.cycles.send_modify(|n| *n += 1);
         Ok(report)
     }
@@ -458,6 +474,14 @@ fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
     use crate::providers::ProviderKind;
     m.declare_summary("duebell_planner_tick_seconds", &[]);
     m.declare_counter("duebell_store_busy_retries_total", &[]);
+    for s in config.policy.steps.iter().filter_map(|s| s.offer.as_ref()) {
+        for state in ["shown", "taken", "expired", "void"] {
+            m.declare_counter(
+                "duebell_offers_total",
+                &[("kind", s.kind.as_str()), ("state", state)],
+            );
+        }
+    }
     for what in ["templates", "config"] {
         m.declare_counter("duebell_reload_rejected_total", &[("what", what)]);
     }

@@ -167,7 +167,10 @@ pub(super) async fn plan(
                     l.not_before.map_or("-".to_owned(), |t| t
                         .format("%Y-%m-%dT%H:%M:%SZ")
                         .to_string()),
-                    l.reason
+                    match &l.offer {
+                        Some(o) => format!("{}; offer: {o}", l.reason),
+                        None => l.reason.to_string(),
+                    }
                 );
             }
         }

@@ -43,6 +43,9 @@ pub struct Config {
     pub providers: Vec<crate::providers::ProviderConfig>,
     pub routing: crate::providers::RoutingConfig,
     pub handoff: crate::handoff::HandoffConfig,
+    /// `[offers]`: where taken offers are posted (a signed webhook like
+    /// `[handoff]`; empty url: the hand-off's url and secret).
+    pub offers: crate::handoff::HandoffConfig,
     pub api: crate::api::ApiConfig,
     pub daemon: DaemonConfig,
 }
@@ -118,6 +121,7 @@ impl Default for Config {
             providers: crate::providers::default_providers(),
             routing: Default::default(),
             handoff: Default::default(),
+            offers: Default::default(),
             api: Default::default(),
             daemon: Default::default(),
         }
@@ -189,23 +193,8 @@ impl Config {
         ) {
             problems.extend(router);
         }
-        if !self.handoff.url.is_empty() {
-            if !(self.handoff.url.starts_with("http://")
-                || self.handoff.url.starts_with("https://"))
-            {
-                problems.push((
-                    "handoff.url".to_owned(),
-                    format!("`{}` is not an http(s) URL", self.handoff.url),
-                ));
-            }
-            if self.handoff.secret.len() < 16 {
-                problems.push((
-                    "handoff.secret".to_owned(),
-                    "must be at least 16 characters: receivers verify the signature with it"
-                        .to_owned(),
-                ));
-            }
-        }
+        problems.extend(self.handoff.validate("handoff"));
+        problems.extend(self.offers.validate("offers"));
         problems.extend(crate::sources::validate_sources(&self.sources));
         if let Err(packs) = self.compliance.active() {
             problems.extend(packs);

@@ -5,6 +5,7 @@
 //! never lead to a blind resend: `reconcile` asks the provider or marks it
 //! `unknown` for an operator.
 
+mod offer;
 mod pauses;
 mod reconcile;
 
@@ -304,6 +305,7 @@ impl Dispatcher {
             &stage,
             today,
         );
+        ctx.offer = self.offer(now, view, loans, zones.primary, &locale).await;
         let unsubscribe = (view.channel == Channel::Email).then(|| {
             format!(
                 "{}/u/{}",

@@ -5,6 +5,7 @@
 //! stray `{}` or `?` in a log line cannot leak a phone number or an address.
 
 mod money;
+mod offer;
 mod phone;
 mod settings;
 
@@ -14,6 +15,7 @@ use std::str::FromStr;
 use chrono::NaiveDate;
 
 pub use money::{parse_amount as money_amount, Currency, Money};
+pub use offer::{settle as settle_offer, OfferConfig, OfferKind, OfferState, OfferTerms};
 pub use phone::{mask_phone as mask_phone_text, PhoneNumber};
 pub use settings::{ConfigDuration, Secret};
 

@@ -170,8 +170,233 @@ macro_rules! with_book_methods {
         )
     }
 
+    async fn offer_for(
+        &self,
+        now: DateTime<Utc>,
+        loan: i64,
+        due_date: NaiveDate,
+        step: &str,
+        terms: &crate::domain::OfferTerms,
+    ) -> Result<super::OfferRow, StoreError> {
+        let now_ms = to_millis(now);
+        let due = due_date.format("%Y-%m-%d").to_string();
+        // Insert-if-absent, then read: the step's other channel, a retry or
+        // another instance all get the terms made first.
+        sqlx::query(&sql("INSERT INTO offers (loan_id, due_date, step, kind, amount, percent, min_payment, currency, made_at, expires_at, state, created_at, updated_at)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) ON CONFLICT (loan_id, due_date, step) DO NOTHING"))
+            .bind(loan)
+            .bind(&due)
+            .bind(step)
+            .bind(terms.kind.as_str())
+            .bind(terms.amount.map(|a| a.to_string()))
+            .bind(terms.percent.map(|p| p.to_string()))
+            .bind(terms.min_payment.to_string())
+            .bind(&terms.currency)
+            .bind(now_ms)
+            .bind(to_millis(terms.expires_at))
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query(&sql(&format!("{} WHERE o.loan_id = ? AND o.due_date = ? AND o.step = ?", super::common_book::OFFER_SELECT)))
+            .bind(loan)
+            .bind(&due)
+            .bind(step)
+            .fetch_one(&self.pool)
+            .await?;
+        super::common_book::offer_row(&row)
+    }
+
+    async fn offers_to_settle(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<super::OfferToSettle>, StoreError> {
+        let rows = sqlx::query(&sql(&format!("{} WHERE o.state = 'open' OR (o.state IN ('expired', 'void') AND o.expires_at >= ?) ORDER BY o.id", super::common_book::OFFER_SELECT)))
+            .bind(to_millis(since))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let offer = super::common_book::offer_row(row)?;
+            let shown: bool = sqlx::query_scalar::<_, i64>(&sql("SELECT COUNT(*) FROM message_loans ml JOIN messages m ON m.id = ml.message_id
+                  WHERE ml.loan_id = ? AND ml.due_date = ? AND ml.step = ? AND m.state IN ('sent', 'delivered')"))
+                .bind(offer.loan_pk)
+                .bind(offer.due_date.format("%Y-%m-%d").to_string())
+                .bind(&offer.step)
+                .fetch_one(&self.pool)
+                .await?
+                > 0;
+            let payments = sqlx::query(&sql("SELECT external_id, amount, paid_at FROM payments WHERE loan_id = ? AND paid_at >= ? AND paid_at <= ?"))
+                .bind(offer.loan_pk)
+                .bind(to_millis(offer.made_at))
+                .bind(to_millis(offer.terms.expires_at))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.get::<String, _>(0),
+                        super::codec::decimal(&r.get::<String, _>(1))?,
+                        from_millis(r.get(2))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            out.push(super::OfferToSettle {
+                offer,
+                shown,
+                payments,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn settle_offer(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        state: crate::domain::OfferState,
+        at: DateTime<Utc>,
+        payment_ids: &[String],
+    ) -> Result<bool, StoreError> {
+        use crate::domain::{OfferKind, OfferState};
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        let changed = sqlx::query(&sql("UPDATE offers SET state = ?, settled_at = ?, payment_ids = ?,
+                   event_state = CASE WHEN ? = 'taken' THEN 'pending' ELSE event_state END,
+                   event_next_at = CASE WHEN ? = 'taken' THEN ? ELSE event_next_at END, updated_at = ?
+             WHERE id = ? AND state <> 'taken' AND state <> ?"))
+            .bind(state.as_str())
+            .bind(to_millis(at))
+            .bind((!payment_ids.is_empty()).then(|| payment_ids.join(" ")))
+            .bind(state.as_str())
+            .bind(state.as_str())
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(id)
+            .bind(state.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if changed && state == OfferState::Taken {
+            let row = sqlx::query(&sql("SELECT loan_id, kind FROM offers WHERE id = ?"))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let loan: i64 = row.get(0);
+            // A waiver or discount paid in time settles the loan; a plan's
+            // first instalment puts it on hold for the lender to set up.
+            match OfferKind::parse(&row.get::<String, _>(1)).map_err(|e| StoreError::Corrupt(e.0))? {
+                OfferKind::FeeWaiver | OfferKind::Discount => {
+                    sqlx::query(&sql("UPDATE loans SET status = 'paid', updated_at = ? WHERE id = ? AND status = 'active'"))
+                        .bind(now_ms)
+                        .bind(loan)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                OfferKind::PaymentPlan => {
+                    sqlx::query(&sql("INSERT INTO holds (loan_id, kind, note, created_at) VALUES (?, 'hardship', ?, ?)"))
+                        .bind(loan)
+                        .bind(format!("payment plan offer {id} taken"))
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn due_offer_events(&self, now: DateTime<Utc>) -> Result<Vec<super::OfferRow>, StoreError> {
+        let rows = sqlx::query(&sql(&format!("{} WHERE o.event_state = 'pending' AND o.event_next_at <= ? ORDER BY o.event_next_at, o.id LIMIT 100", super::common_book::OFFER_SELECT)))
+            .bind(to_millis(now))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::common_book::offer_row).collect()
+    }
+
+    async fn finish_offer_event(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        result: Result<(), (String, Option<DateTime<Utc>>)>,
+    ) -> Result<(), StoreError> {
+        let (state, error, retry_at) = match result {
+            Ok(()) => ("delivered", None, None),
+            Err((error, Some(retry_at))) => ("pending", Some(error), Some(to_millis(retry_at))),
+            Err((error, None)) => ("failed", Some(error), None),
+        };
+        sqlx::query(&sql("UPDATE offers SET event_state = ?, event_attempts = event_attempts + 1, event_error = ?, event_next_at = COALESCE(?, event_next_at), updated_at = ? WHERE id = ?"))
+            .bind(state)
+            .bind(error)
+            .bind(retry_at)
+            .bind(to_millis(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn offers(&self, borrower: Option<&str>) -> Result<Vec<super::OfferRow>, StoreError> {
+        let rows = sqlx::query(&sql(&format!("{} WHERE ? IS NULL OR b.external_id = ? ORDER BY o.id", super::common_book::OFFER_SELECT)))
+            .bind(borrower)
+            .bind(borrower)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::common_book::offer_row).collect()
+    }
+
         );
     };
 }
 
 pub(super) use with_book_methods;
+
+/// The columns `offer_row` reads, joined to the loan and borrower.
+pub(super) const OFFER_SELECT: &str = "SELECT o.id, o.loan_id, l.external_id, b.external_id, o.due_date, o.step, o.kind, o.amount, o.percent, o.min_payment, o.currency, o.made_at, o.expires_at, o.state, o.settled_at, o.payment_ids, o.event_state, o.event_attempts
+   FROM offers o JOIN loans l ON l.id = o.loan_id JOIN borrowers b ON b.id = l.borrower_id";
+
+/// An `OFFER_SELECT` row.
+pub(super) fn offer_row<R>(r: &R) -> Result<super::OfferRow, super::StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    use super::codec::{date, decimal};
+    use super::{from_millis, StoreError};
+    let corrupt = |e: crate::domain::Invalid| StoreError::Corrupt(e.0);
+    let opt_dec = |v: Option<String>| v.as_deref().map(decimal).transpose();
+    Ok(super::OfferRow {
+        id: r.try_get(0)?,
+        loan_pk: r.try_get(1)?,
+        loan_id: r.try_get(2)?,
+        borrower_id: r.try_get(3)?,
+        due_date: date(&r.try_get::<String, _>(4)?)?,
+        step: r.try_get(5)?,
+        terms: crate::domain::OfferTerms {
+            kind: crate::domain::OfferKind::parse(&r.try_get::<String, _>(6)?).map_err(corrupt)?,
+            amount: opt_dec(r.try_get(7)?)?,
+            percent: opt_dec(r.try_get(8)?)?,
+            min_payment: decimal(&r.try_get::<String, _>(9)?)?,
+            currency: r.try_get(10)?,
+            expires_at: from_millis(r.try_get(12)?)?,
+        },
+        made_at: from_millis(r.try_get(11)?)?,
+        state: crate::domain::OfferState::parse(&r.try_get::<String, _>(13)?).map_err(corrupt)?,
+        settled_at: r
+            .try_get::<Option<i64>, _>(14)?
+            .map(from_millis)
+            .transpose()?,
+        payment_ids: r
+            .try_get::<Option<String>, _>(15)?
+            .map(|s| s.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        event_state: r.try_get(16)?,
+        event_attempts: r.try_get(17)?,
+    })
+}

@@ -435,6 +435,43 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         result: Result<(), (String, Option<DateTime<Utc>>)>,
     ) -> Result<(), StoreError>;
+    /// The offer of (loan, due date, step): the one made first, or one made
+    /// now with `terms`.
+    async fn offer_for(
+        &self,
+        now: DateTime<Utc>,
+        loan: i64,
+        due_date: NaiveDate,
+        step: &str,
+        terms: &crate::domain::OfferTerms,
+    ) -> Result<OfferRow, StoreError>;
+    /// Offers to settle: open ones, and expired or void ones whose deadline
+    /// is after `since` (a payment made in time may be imported late).
+    async fn offers_to_settle(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<OfferToSettle>, StoreError>;
+    /// Moves an offer to `state` (never out of `taken`); a taken offer's
+    /// event becomes due, and its loan is settled (waiver, discount) or put
+    /// on a hardship hold (plan), in one transaction. False if unchanged.
+    async fn settle_offer(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        state: crate::domain::OfferState,
+        at: DateTime<Utc>,
+        payment_ids: &[String],
+    ) -> Result<bool, StoreError>;
+    /// Taken offers whose event is due to be posted.
+    async fn due_offer_events(&self, now: DateTime<Utc>) -> Result<Vec<OfferRow>, StoreError>;
+    async fn finish_offer_event(
+        &self,
+        now: DateTime<Utc>,
+        id: i64,
+        result: Result<(), (String, Option<DateTime<Utc>>)>,
+    ) -> Result<(), StoreError>;
+    /// Every offer, or one borrower's, oldest first.
+    async fn offers(&self, borrower: Option<&str>) -> Result<Vec<OfferRow>, StoreError>;
     /// Every contact attempt (a claim to `sending`) in `[from, to)`, in order.
     async fn audit(
         &self,

@@ -290,3 +290,33 @@ pub struct MessageEvent {
     pub to: MessageState,
     pub reason: Option<String>,
 }
+
+/// A repayment offer as stored (README: Offers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OfferRow {
+    pub id: i64,
+    pub loan_pk: i64,
+    pub loan_id: String,
+    pub borrower_id: String,
+    pub due_date: NaiveDate,
+    pub step: String,
+    pub terms: crate::domain::OfferTerms,
+    pub made_at: DateTime<Utc>,
+    pub state: crate::domain::OfferState,
+    pub settled_at: Option<DateTime<Utc>>,
+    /// The payments that took it.
+    pub payment_ids: Vec<String>,
+    /// The lender's event: none, pending, delivered or failed.
+    pub event_state: String,
+    pub event_attempts: i64,
+}
+
+/// An offer to settle, with what settling needs.
+#[derive(Debug, Clone)]
+pub struct OfferToSettle {
+    pub offer: OfferRow,
+    /// A message carrying it was sent (or delivered).
+    pub shown: bool,
+    /// Payments on its loan from its making to its deadline: (id, amount, paid at).
+    pub payments: Vec<(String, rust_decimal::Decimal, DateTime<Utc>)>,
+}

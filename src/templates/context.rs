@@ -161,6 +161,7 @@ impl ContextSource {
             } else {
                 String::new()
             },
+            offer: None,
         }
     }
 
@@ -186,15 +187,26 @@ impl ContextSource {
 /// Renders every template in every locale against every sample and checks
 /// required content and SMS length. `used` lists (template, channel) pairs
 /// the policy needs; each must exist in the default locale.
+/// What the policy asks of the templates.
+#[derive(Debug, Clone, Default)]
+pub struct StepUses {
+    /// (template, channel, step id) for every step and channel.
+    pub used: Vec<(String, Channel, String)>,
+    /// Templates of steps whose stage `[tone]` checks.
+    pub toned: Vec<String>,
+    /// Templates of steps that make an offer, with the offer.
+    pub offered: Vec<(String, crate::domain::OfferConfig)>,
+}
+
 pub fn check(
     set: &TemplateSet,
     samples: &Samples,
     cfg: &TemplatesConfig,
     source: &ContextSource,
-    used: &[(String, Channel, String)],
+    steps: &StepUses,
     tone: &super::ToneConfig,
-    toned: &[String],
 ) -> Vec<TemplateProblem> {
+    let (used, toned, offered) = (&steps.used, &steps.toned, &steps.offered);
     let mut problems = Vec::new();
     for (template, channel, step) in used {
         if set
@@ -226,8 +238,11 @@ pub fn check(
         let shapes: Vec<serde_json::Value> = [Channel::Sms, Channel::Email]
             .into_iter()
             .map(|ch| {
-                serde_json::to_value(source.from_sample(sample, &cfg.default_locale, ch))
-                    .unwrap_or_default()
+                let mut ctx = source.from_sample(sample, &cfg.default_locale, ch);
+                if let Some((_, offer)) = offered.first() {
+                    ctx.offer = Some(sample_offer(offer, &ctx, &cfg.default_locale));
+                }
+                serde_json::to_value(ctx).unwrap_or_default()
             })
             .collect();
         let known = |path: &str| shapes.iter().any(|v| has_path(v, path));
@@ -243,79 +258,88 @@ pub fn check(
     }
     for (name, channel, locale) in set.list() {
         for sample in &samples.sample {
-            let ctx = source.from_sample(sample, &locale, channel);
-            let rendered = match set.render(&name, &ctx, &cfg.sms_signature) {
-                Ok(r) => r,
-                Err(mut p) => {
-                    p.file = cfg.dir.join(&p.file).display().to_string();
-                    p.message = format!("{} (sample `{}`)", p.message, sample.name);
-                    problems.push(p);
-                    continue;
-                }
-            };
-            let file = match channel {
-                Channel::Sms => cfg.dir.join(format!("{locale}/{name}.sms.j2")),
-                Channel::Email => cfg.dir.join(format!("{locale}/{name}/")),
+            let plain = source.from_sample(sample, &locale, channel);
+            let mut variants = vec![(plain.clone(), sample.name.clone())];
+            // A step's offer is rendered too, so its wording is checked.
+            if let Some((_, offer)) = offered.iter().find(|(t, _)| *t == name) {
+                let mut with = plain;
+                with.offer = Some(sample_offer(offer, &with, &locale));
+                variants.push((with, format!("{} with its offer", sample.name)));
             }
-            .display()
-            .to_string();
-            let texts: Vec<&str> = match &rendered.content {
-                super::Content::Sms { body, .. } => vec![body],
-                super::Content::Email { text, html, .. } => vec![text, html],
-            };
-            if toned.contains(&name) {
-                let mut all = texts.clone();
-                if let super::Content::Email { subject, .. } = &rendered.content {
-                    all.push(subject);
-                }
-                if let Some(phrase) = tone.find(&locale, &all) {
-                    let (file, line) = locate_phrase(&cfg.dir, &locale, &name, channel, phrase)
-                        .unwrap_or((file.clone(), None));
-                    problems.push(TemplateProblem {
-                        file,
-                        line,
-                        message: format!(
-                            "renders the forbidden phrase `{phrase}` (sample `{}`); a firm or formal step never threatens, shames or mentions family, employer or contacts ([tone] forbidden)",
-                            sample.name
-                        ),
-                    });
-                }
-            }
-            for marker in &cfg.required {
-                let needle = match marker.as_str() {
-                    "lender_name" => ctx.lender.name.clone(),
-                    "opt_out" => ctx.opt_out.clone(),
-                    "support_phone" => ctx.lender.support_phone.clone(),
-                    "payment_link" => ctx.lender.payment_link.clone(),
-                    _ => continue,
+            for (ctx, label) in variants {
+                let rendered = match set.render(&name, &ctx, &cfg.sms_signature) {
+                    Ok(r) => r,
+                    Err(mut p) => {
+                        p.file = cfg.dir.join(&p.file).display().to_string();
+                        p.message = format!("{} (sample `{}`)", p.message, label);
+                        problems.push(p);
+                        continue;
+                    }
                 };
-                if needle.is_empty() {
-                    continue;
+                let file = match channel {
+                    Channel::Sms => cfg.dir.join(format!("{locale}/{name}.sms.j2")),
+                    Channel::Email => cfg.dir.join(format!("{locale}/{name}/")),
                 }
-                if texts
-                    .iter()
-                    .any(|t| !t.contains(&needle) && !t.contains(&html_escape(&needle)))
-                {
-                    problems.push(TemplateProblem {
-                        file: file.clone(),
-                        line: None,
-                        message: format!(
-                            "does not include the required {marker} (`{needle}`) (sample `{}`)",
-                            sample.name
-                        ),
-                    });
+                .display()
+                .to_string();
+                let texts: Vec<&str> = match &rendered.content {
+                    super::Content::Sms { body, .. } => vec![body],
+                    super::Content::Email { text, html, .. } => vec![text, html],
+                };
+                if toned.contains(&name) {
+                    let mut all = texts.clone();
+                    if let super::Content::Email { subject, .. } = &rendered.content {
+                        all.push(subject);
+                    }
+                    if let Some(phrase) = tone.find(&locale, &all) {
+                        let (file, line) = locate_phrase(&cfg.dir, &locale, &name, channel, phrase)
+                            .unwrap_or((file.clone(), None));
+                        problems.push(TemplateProblem {
+                            file,
+                            line,
+                            message: format!(
+                                "renders the forbidden phrase `{phrase}` (sample `{}`); a firm or formal step never threatens, shames or mentions family, employer or contacts ([tone] forbidden)",
+                                label
+                            ),
+                        });
+                    }
                 }
-            }
-            if let Some(segments) = rendered.content.segments() {
-                if segments > cfg.sms_max_segments {
-                    problems.push(TemplateProblem {
-                        file: file.clone(),
-                        line: None,
-                        message: format!(
-                            "renders to {segments} SMS parts with sample `{}`; the limit is {} (templates.sms_max_segments)",
-                            sample.name, cfg.sms_max_segments
-                        ),
-                    });
+                for marker in &cfg.required {
+                    let needle = match marker.as_str() {
+                        "lender_name" => ctx.lender.name.clone(),
+                        "opt_out" => ctx.opt_out.clone(),
+                        "support_phone" => ctx.lender.support_phone.clone(),
+                        "payment_link" => ctx.lender.payment_link.clone(),
+                        _ => continue,
+                    };
+                    if needle.is_empty() {
+                        continue;
+                    }
+                    if texts
+                        .iter()
+                        .any(|t| !t.contains(&needle) && !t.contains(&html_escape(&needle)))
+                    {
+                        problems.push(TemplateProblem {
+                            file: file.clone(),
+                            line: None,
+                            message: format!(
+                                "does not include the required {marker} (`{needle}`) (sample `{}`)",
+                                label
+                            ),
+                        });
+                    }
+                }
+                if let Some(segments) = rendered.content.segments() {
+                    if segments > cfg.sms_max_segments {
+                        problems.push(TemplateProblem {
+                            file: file.clone(),
+                            line: None,
+                            message: format!(
+                                "renders to {segments} SMS parts with sample `{}`; the limit is {} (templates.sms_max_segments)",
+                                label, cfg.sms_max_segments
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -323,6 +347,21 @@ pub fn check(
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     problems.dedup();
     problems
+}
+
+/// A step's offer as a sample borrower would read it, made at a fixed
+/// instant (2026-12-04 10:00 Shanghai) so checks repeat.
+fn sample_offer(
+    offer: &crate::domain::OfferConfig,
+    ctx: &super::MessageContext,
+    locale: &str,
+) -> super::OfferContext {
+    let due = ctx.loan.amount_due.parse().unwrap_or_default();
+    let made = chrono::DateTime::parse_from_rfc3339("2026-12-04T02:00:00Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default();
+    let terms = offer.for_loan(due, &ctx.loan.currency, made);
+    super::OfferContext::new(&terms, chrono_tz::Asia::Shanghai, locale)
 }
 
 /// The template file and line where a forbidden phrase is written, when it

@@ -109,6 +109,45 @@ pub struct MessageContext {
     pub opt_out: String,
     /// Email only: the one-click unsubscribe link (empty for SMS).
     pub unsubscribe_url: String,
+    /// The repayment offer this message makes, if its step carries one
+    /// that is still open (`{% if offer %}`).
+    pub offer: Option<OfferContext>,
+}
+
+/// `offer.*`: the terms as the borrower reads them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferContext {
+    /// `fee_waiver`, `discount` or `payment_plan`.
+    pub kind: String,
+    /// The fee waived or the discount (decimal text; `| money(offer.currency)`);
+    /// empty for a payment plan.
+    pub amount: String,
+    /// The discount's percentage, when given as one; else empty.
+    pub percent: String,
+    /// The least payment that takes the offer (decimal text).
+    pub min_payment: String,
+    pub currency: String,
+    /// The deadline in the borrower's local time, formatted for the locale
+    /// (`12月6日 10:00`, `Dec 6, 10:00`).
+    pub expires_at: String,
+    /// The deadline as an RFC 3339 UTC instant.
+    pub expires_at_utc: String,
+}
+
+impl OfferContext {
+    pub fn new(terms: &crate::domain::OfferTerms, tz: chrono_tz::Tz, locale: &str) -> Self {
+        let local = terms.expires_at.with_timezone(&tz);
+        let day = filters::format_short_date(local.date_naive(), locale);
+        OfferContext {
+            kind: terms.kind.as_str().to_owned(),
+            amount: terms.amount.map(|a| a.to_string()).unwrap_or_default(),
+            percent: terms.percent.map(|p| p.to_string()).unwrap_or_default(),
+            min_payment: terms.min_payment.to_string(),
+            currency: terms.currency.clone(),
+            expires_at: format!("{day} {}", local.format("%H:%M")),
+            expires_at_utc: terms.expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

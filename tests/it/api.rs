@@ -438,6 +438,8 @@ async fn pause_stops_sending_and_metrics_show_the_outbox() {
                         .contains("***@")
             );
             assert!(first["events"].as_array().unwrap().len() >= 2, "{timeline}");
+            // Offers the borrower was made (none at this step).
+            assert!(timeline["offers"].is_array(), "{timeline}");
             d.stop().await;
             return;
         }

@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &["engine"]),
     ("config", &["config"]),
     ("api", &["api"]),
-    ("core", &["planner", "dispatch"]),
+    ("core", &["planner", "dispatch", "offers"]),
     (
         "intake and rules of contact",
         &["sources", "handoff", "eligibility"],

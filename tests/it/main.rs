@@ -17,6 +17,7 @@ mod hardening;
 mod import;
 mod install;
 mod layers;
+mod offers;
 mod packs;
 mod pipeline;
 mod properties;

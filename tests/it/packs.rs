@@ -131,3 +131,59 @@ fn a_firm_template_rendering_a_forbidden_phrase_fails_templates_check() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("forbidden phrase `家人`"), "{stderr}");
 }
+
+/// A forbidden phrase in a branch no sample reaches (three loans in one
+/// message) passes `check`; the dispatcher catches it on the real message
+/// and records it failed instead of sending it. The borrower's own name is
+/// not held against the tone.
+#[tokio::test]
+async fn the_dispatcher_refuses_a_firm_message_that_renders_a_forbidden_phrase() {
+    use duebell::store::MessageState;
+    let templates = tempfile::tempdir().unwrap();
+    crate::templates::copy_dir(
+        &crate::support::repo_root().join("templates"),
+        templates.path(),
+    );
+    let sms = templates.path().join("en/late_firm.sms.j2");
+    let text = std::fs::read_to_string(&sms).unwrap();
+    std::fs::write(
+        &sms,
+        format!("{{% if loans|length > 2 %}}We will tell your employer. {{% endif %}}{text}"),
+    )
+    .unwrap();
+    let dir = templates.path().to_owned();
+    let h = crate::support::Harness::with("2026-12-04T01:00:00Z", |c| {
+        c.templates.dir = dir.clone();
+    })
+    .await;
+    let rows = [
+        "M1,B7,Ann Shames,+8613800000007,,en,Asia/Shanghai,2026-12-01,100.00,CNY,active",
+        "M2,B7,Ann Shames,+8613800000007,,en,Asia/Shanghai,2026-12-01,200.00,CNY,active",
+        "M3,B7,Ann Shames,+8613800000007,,en,Asia/Shanghai,2026-12-01,300.00,CNY,active",
+        "M4,B8,Bo Shames,+8613800000008,,en,Asia/Shanghai,2026-12-01,300.00,CNY,active",
+    ];
+    h.import("book.csv", &crate::support::book(&rows)).await;
+    h.tick().await;
+    h.set("2026-12-04T02:30:00Z");
+    h.drain().await;
+    let messages = h.messages().await;
+    let of = |b: &str| {
+        messages
+            .iter()
+            .find(|m| m.borrower_id == b && m.step == "late_3")
+            .unwrap_or_else(|| panic!("{messages:?}"))
+    };
+    let three = of("B7");
+    assert_eq!(three.state, MessageState::Failed, "{three:?}");
+    let reason = three.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("forbidden phrase `your employer`"),
+        "{reason}"
+    );
+    // One loan: the branch is not taken; "Shames" is the borrower's name.
+    let one = of("B8");
+    assert_eq!(one.state, MessageState::Sent, "{one:?}");
+    let sent = h.recorder.take();
+    assert_eq!(sent.len(), 1);
+    assert!(!sent[0].1.body.contains("employer"));
+}

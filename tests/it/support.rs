@@ -272,3 +272,25 @@ pub fn book(rows: &[&str]) -> String {
     }
     s
 }
+
+/// Checks a received webhook carries `X-Duebell-Signature: t=…,v1=…` over
+/// its body with `secret`.
+pub fn assert_signed(request: &wiremock::Request, secret: &str) {
+    let sig = request
+        .headers
+        .get("x-duebell-signature")
+        .expect("a signature header")
+        .to_str()
+        .unwrap();
+    let t: i64 = sig
+        .trim_start_matches("t=")
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        sig,
+        duebell::signing::webhook_signature(secret, t, &request.body)
+    );
+}

@@ -13,6 +13,8 @@ mod cluster;
 mod compliance;
 #[path = "../it/import.rs"]
 mod import;
+#[path = "../it/offers.rs"]
+mod offers;
 #[path = "../it/pipeline.rs"]
 mod pipeline;
 #[path = "../it/store.rs"]
