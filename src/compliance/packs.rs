@@ -481,8 +481,14 @@ pub fn explain(packs: &[ActivePack], quiet: &QuietHoursConfig, caps: &CapsConfig
                         .collect::<Vec<_>>()
                         .join("; ")
                 };
+                let packs_here: Vec<&str> = governing
+                    .iter()
+                    .filter(|a| a.governs(ch, country))
+                    .map(|a| a.pack.name.as_str())
+                    .collect();
                 let from = match rule {
-                    Some(r) => format!("rule `{}`", r.name),
+                    Some(r) if packs_here.is_empty() => format!("rule `{}`", r.name),
+                    Some(r) => format!("rule `{}` within {}", r.name, packs_here.join(", ")),
                     None => "no rule: never".to_owned(),
                 };
                 let holidays = match rule {
