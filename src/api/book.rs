@@ -232,6 +232,43 @@ pub(super) async fn opt(s: ApiState, body: &[u8], out: bool) -> Result<Response,
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiftBody {
+    channel: String,
+    address: String,
+}
+
+pub(super) async fn lift_bounce(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: LiftBody = json_body(&body)?;
+    let channel = Channel::parse(&b.channel).map_err(|e| ApiError::bad("channel", e.0))?;
+    let address = match channel {
+        Channel::Email => crate::domain::EmailAddress::parse(&b.address)
+            .map_err(|e| ApiError::bad("address", e.0))?
+            .as_str()
+            .to_owned(),
+        Channel::Sms => crate::domain::PhoneNumber::parse(&b.address)
+            .map_err(|e| ApiError::bad("address", e.0))?
+            .as_str()
+            .to_owned(),
+    };
+    let lifted = s
+        .store
+        .lift_bounce(s.clock.now(), channel, &address)
+        .await?;
+    if lifted == 0 {
+        return Err(ApiError::not_found(format!(
+            "no {channel} contact point with that address is suppressed by a bounce"
+        )));
+    }
+    tracing::info!(channel = %channel, contact_points = lifted, "bounce suppression lifted");
+    s.replan.notify_one();
+    Ok(Json(serde_json::json!({"result": "lifted", "contact_points": lifted})).into_response())
+}
+
 pub(super) async fn opt_out(
     State(s): State<ApiState>,
     body: axum::body::Bytes,

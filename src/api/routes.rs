@@ -67,6 +67,12 @@ fn table() -> Vec<(
             post(super::book::add_hold),
         ),
         (
+            "post",
+            "/v1/bounces/lift",
+            "Lift the hard-bounce suppression of an address",
+            post(super::book::lift_bounce),
+        ),
+        (
             "delete",
             "/v1/holds/{hold_id}",
             "Clear a hold",

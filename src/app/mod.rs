@@ -474,6 +474,7 @@ fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
     use crate::providers::ProviderKind;
     m.declare_summary("duebell_planner_tick_seconds", &[]);
     m.declare_counter("duebell_store_busy_retries_total", &[]);
+    m.declare_counter("duebell_bounces_total", &[("class", "hard_at_send")]);
     for s in config.policy.steps.iter().filter_map(|s| s.offer.as_ref()) {
         for state in ["shown", "taken", "expired", "void"] {
             m.declare_counter(

@@ -398,6 +398,7 @@ impl Dispatcher {
                 Err(ProviderError::Transient { .. }) => "transient",
                 Err(ProviderError::Permanent { .. }) => "permanent",
                 Err(ProviderError::Policy { .. }) => "policy",
+                Err(ProviderError::Bounced { .. }) => "bounced",
                 Err(ProviderError::Unsupported { .. }) => "unsupported",
                 Err(ProviderError::RecipientLimited { .. }) => "recipient_limited",
             };
@@ -429,6 +430,23 @@ impl Dispatcher {
                     let reason = Reason::parse(format!("recipient opted out ({code})"));
                     return Ok((
                         Finish::OptedOut {
+                            provider: p.name().to_owned(),
+                            reason: reason.clone(),
+                        },
+                        Outcome::Failed {
+                            message_id: id,
+                            reason,
+                        },
+                    ));
+                }
+                Err(ProviderError::Bounced { code }) => {
+                    // The address cannot receive: suppress it everywhere,
+                    // never fail over (another relay would bounce too).
+                    self.metrics
+                        .inc("duebell_bounces_total", &[("class", "hard_at_send")], 1.0);
+                    let reason = Reason::parse(code);
+                    return Ok((
+                        Finish::Bounced {
                             provider: p.name().to_owned(),
                             reason: reason.clone(),
                         },

@@ -86,6 +86,9 @@ pub enum ProviderError {
     Permanent { code: String },
     /// The recipient refused (opted out at the provider): never fail over.
     Policy { code: String },
+    /// The address cannot receive (a hard bounce: SMTP 5.1.x, 5.2.x, 5.7.1
+    /// at RCPT or DATA): suppress it, never fail over.
+    Bounced { code: String },
     /// This provider cannot carry this message at all (no template approved
     /// at it), decided before any request: the next provider may.
     Unsupported { code: String },
@@ -104,6 +107,7 @@ impl fmt::Display for ProviderError {
             ProviderError::Transient { code, .. } => write!(f, "transient error {code}"),
             ProviderError::Permanent { code } => write!(f, "permanent error {code}"),
             ProviderError::Policy { code } => write!(f, "recipient opted out ({code})"),
+            ProviderError::Bounced { code } => write!(f, "hard bounce ({code})"),
             ProviderError::Unsupported { code } => write!(f, "cannot carry it ({code})"),
             ProviderError::RecipientLimited { code, .. } => write!(f, "recipient limit {code}"),
         }

@@ -169,7 +169,12 @@ impl SmtpProvider {
 /// broken connection after DATA began may have delivered.
 fn classify(e: &lettre::transport::smtp::Error, after_data: bool) -> ProviderError {
     let code = e.status().map_or_else(|| e.to_string(), |c| c.to_string());
-    if e.is_permanent() {
+    if e.is_permanent() && hard_bounce(&e.to_string()) {
+        // The server's whole reply is the reason the address is suppressed.
+        ProviderError::Bounced {
+            code: e.to_string(),
+        }
+    } else if e.is_permanent() {
         ProviderError::Permanent { code }
     } else if e.is_transient() {
         ProviderError::Transient {
@@ -186,6 +191,30 @@ fn classify(e: &lettre::transport::smtp::Error, after_data: bool) -> ProviderErr
             throttle: false,
         }
     }
+}
+
+/// Whether a permanent SMTP reply says the address itself cannot receive:
+/// an RFC 3463 enhanced status 5.1.x (bad mailbox or domain), 5.2.x
+/// (mailbox disabled, full beyond limits) or 5.7.1 (delivery not
+/// authorized). Other 5xx (a policy on our content, a syntax error) fail
+/// only the message.
+pub fn hard_bounce(reply: &str) -> bool {
+    reply
+        .split(|c: char| c.is_whitespace() || c == ':' || c == ',' || c == '(' || c == ')')
+        .filter_map(|w| {
+            let mut parts = w.trim_end_matches('.').split('.');
+            let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
+            (parts.next().is_none()
+                && class == "5"
+                && !subject.is_empty()
+                && subject.len() <= 3
+                && subject.chars().all(|c| c.is_ascii_digit())
+                && !detail.is_empty()
+                && detail.len() <= 3
+                && detail.chars().all(|c| c.is_ascii_digit()))
+            .then_some((subject.to_owned(), detail.to_owned()))
+        })
+        .any(|(s, d)| s == "1" || s == "2" || (s == "7" && d == "1"))
 }
 
 #[async_trait]

@@ -170,6 +170,22 @@ macro_rules! with_book_methods {
         )
     }
 
+    async fn lift_bounce(
+        &self,
+        now: DateTime<Utc>,
+        channel: crate::domain::Channel,
+        address: &str,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(&sql("UPDATE contact_points SET invalid_at = NULL, invalid_reason = NULL, updated_at = ?
+              WHERE channel = ? AND address = ? AND invalid_at IS NOT NULL"))
+            .bind(to_millis(now))
+            .bind(channel.as_str())
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn offer_for(
         &self,
         now: DateTime<Utc>,

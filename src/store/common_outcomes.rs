@@ -101,6 +101,35 @@ macro_rules! with_outcome_methods {
                 )
                 .await?;
             }
+            Finish::Bounced { provider, reason } => {
+                unlog(&mut tx, message_id).await?;
+                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(cp) = cp {
+                    // Every contact point with this address: it bounces for
+                    // whoever it belongs to.
+                    sqlx::query(&sql("UPDATE contact_points SET invalid_at = COALESCE(invalid_at, ?), invalid_reason = COALESCE(invalid_reason, ?), updated_at = ?
+                          WHERE (channel, address) IN (SELECT channel, address FROM contact_points WHERE id = ?)"))
+                        .bind(now_ms)
+                        .bind(format!("hard bounce from {provider}: {reason}"))
+                        .bind(now_ms)
+                        .bind(cp)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                transition(
+                    &mut tx,
+                    now_ms,
+                    message_id,
+                    from,
+                    MessageState::Failed,
+                    &format!("{provider}: hard bounce: {reason}; the address is suppressed"),
+                )
+                .await?;
+            }
             Finish::OptedOut { provider, reason } => {
                 unlog(&mut tx, message_id).await?;
                 // The audit names the provider that reported the refusal.

@@ -405,6 +405,14 @@ pub trait Store: Send + Sync + 'static {
         address: &str,
         source: &str,
     ) -> Result<u64, StoreError>;
+    /// Lifts a hard-bounce suppression: the address is valid again on every
+    /// contact point that has it. Returns how many were suppressed.
+    async fn lift_bounce(
+        &self,
+        now: DateTime<Utc>,
+        channel: Channel,
+        address: &str,
+    ) -> Result<u64, StoreError>;
     /// An operator's decision on an `unknown` (or `failed`) message:
     /// `release` plans it again for now, otherwise it is cancelled.
     async fn operator_decide(

@@ -212,6 +212,13 @@ pub enum Finish {
         provider: String,
         reason: Reason,
     },
+    /// The address does not exist or refuses all our mail (a hard bounce
+    /// at send time): failed, and the address marked invalid on every
+    /// contact point that has it, until an operator lifts it.
+    Bounced {
+        provider: String,
+        reason: Reason,
+    },
     /// Rendering failed: nothing was sent.
     NotRendered {
         reason: Reason,

@@ -440,6 +440,21 @@ async fn pause_stops_sending_and_metrics_show_the_outbox() {
             assert!(first["events"].as_array().unwrap().len() >= 2, "{timeline}");
             // Offers the borrower was made (none at this step).
             assert!(timeline["offers"].is_array(), "{timeline}");
+            // Lifting a bounce that is not there says so; a bad address is a 422.
+            for (body, status) in [
+                (r#"{"channel":"email","address":"nobody@example.com"}"#, 404),
+                (r#"{"channel":"email","address":"not an address"}"#, 422),
+            ] {
+                let r = c
+                    .post(format!("{}/v1/bounces/lift", d.base))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), status, "{body}");
+            }
             d.stop().await;
             return;
         }

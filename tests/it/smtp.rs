@@ -44,6 +44,9 @@ async fn smtp_server() -> (u16, Inbox) {
                             b"451 4.3.0 try again later\r\n"
                         } else if line.contains("reject") {
                             b"550 5.1.1 no such user\r\n"
+                        } else if line.contains("policy") {
+                            // A 5xx about the message, not the address.
+                            b"554 5.6.0 message content refused\r\n"
                         } else {
                             b"250 OK\r\n"
                         }
@@ -57,8 +60,13 @@ async fn smtp_server() -> (u16, Inbox) {
                             data.push_str(&l);
                             data.push('\n');
                         }
-                        inbox.lock().unwrap().push(format!("{rcpt}\n{data}"));
-                        b"250 2.0.0 queued\r\n"
+                        if rcpt.contains("blocked") {
+                            // Refused after DATA: delivery not authorized.
+                            b"550 5.7.1 delivery not authorized, message refused\r\n"
+                        } else {
+                            inbox.lock().unwrap().push(format!("{rcpt}\n{data}"));
+                            b"250 2.0.0 queued\r\n"
+                        }
                     } else if upper.starts_with("QUIT") {
                         let _ = w.write_all(b"221 bye\r\n").await;
                         return;
@@ -155,4 +163,143 @@ async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
             && mail.contains("Content-Type: text/html; charset=utf-8"),
         "{mail}"
     );
+}
+
+/// A hard bounce at RCPT (550 5.1.1) or after DATA (550 5.7.1) fails the
+/// message and suppresses the address for every later step, with the
+/// server's reply as the reason; a 5xx about the message only fails it.
+/// Lifting the suppression (the API's `/v1/bounces/lift`, here its store
+/// call) lets the next step through.
+#[tokio::test]
+async fn a_hard_bounce_suppresses_the_address_until_lifted() {
+    let (port, inbox) = smtp_server().await;
+    let mut p = duebell::providers::default_providers().remove(0);
+    p.name = "mail".into();
+    p.kind = ProviderKind::Smtp;
+    p.dir = None;
+    p.host = Some("127.0.0.1".into());
+    p.port = Some(port);
+    p.security = Some(duebell::providers::smtp::Security::Plain);
+    p.from = Some("Example Finance <reminders@example.com>".into());
+    let h = Harness::with("2026-12-10T02:30:00Z", |c| {
+        let mut outbox = duebell::providers::default_providers().remove(0);
+        outbox.dir = Some(std::env::temp_dir().join("duebell-smtp-bounce-outbox"));
+        c.providers = vec![p.clone(), outbox];
+        c.routing = RoutingConfig {
+            sms: vec!["outbox".into()],
+            email: vec!["mail".into()],
+        };
+        c.caps.rules.clear();
+    })
+    .await;
+    let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
+    h.import(
+        "book.csv",
+        &book(&[
+            "H1,BH1,Ann Lee,,reject@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            "H2,BH2,Bo Li,,blocked@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            "H3,BH3,Cy Wu,,policy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            // Another borrower sharing the bouncing address.
+            "H4,BH4,Di Ma,,reject@example.com,en,Asia/Shanghai,2026-12-13,120.00,USD,active",
+        ]),
+    )
+    .await;
+    h.set("2026-12-10T03:00:00Z");
+    h.tick().await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let latest = |step: &'static str| {
+        let store = h.store.clone();
+        async move {
+            store
+                .messages(&Default::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|m| m.channel == Channel::Email && m.step == step)
+                .map(|m| {
+                    (
+                        m.borrower_id.clone(),
+                        (m.state, m.reason.unwrap_or_default()),
+                    )
+                })
+                .collect::<std::collections::HashMap<_, _>>()
+        }
+    };
+    let due = latest("due").await;
+    for (b, code) in [("BH1", "5.1.1"), ("BH2", "5.7.1")] {
+        let (state, reason) = &due[b];
+        assert_eq!(*state, MessageState::Failed, "{b}: {due:?}");
+        assert!(
+            reason.contains("hard bounce") && reason.contains(code),
+            "{b}: {reason}"
+        );
+    }
+    let (state, reason) = &due["BH3"];
+    assert_eq!(*state, MessageState::Failed);
+    assert!(!reason.contains("hard bounce"), "{reason}");
+
+    // D+3: the bounced addresses are not emailed again (the other borrower
+    // at the same address is due on 12-13: also suppressed); the address
+    // whose message was refused for its content is.
+    h.set("2026-12-13T03:00:00Z");
+    h.tick().await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let late = latest("late_3").await;
+    for b in ["BH1", "BH2"] {
+        let (state, reason) = &late[b];
+        assert_eq!(*state, MessageState::Suppressed, "{b}: {late:?}");
+        assert!(reason.contains("marked invalid"), "{b}: {reason}");
+    }
+    assert_eq!(late["BH3"].0, MessageState::Failed, "{late:?}");
+    let due_h4 = latest("due").await;
+    assert_eq!(due_h4["BH4"].0, MessageState::Suppressed, "{due_h4:?}");
+    let delivered_to = |who: &str| {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(who))
+            .count()
+    };
+    assert_eq!(delivered_to("reject@"), 0);
+    assert_eq!(delivered_to("blocked@"), 0);
+
+    // An operator lifts it; the next step emails the address again.
+    let lifted = h
+        .store
+        .lift_bounce(h.now(), Channel::Email, "blocked@example.com")
+        .await
+        .unwrap();
+    assert_eq!(lifted, 1);
+    // The D+15 email: BH2's address is tried again (and this test server
+    // still refuses it after DATA); BH1's stays suppressed.
+    h.set("2026-12-25T03:00:00Z");
+    h.tick().await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let late_15 = latest("late_15").await;
+    assert_eq!(late_15["BH1"].0, MessageState::Suppressed, "{late_15:?}");
+    let (state, reason) = &late_15["BH2"];
+    assert_eq!(*state, MessageState::Failed, "{late_15:?}");
+    assert!(reason.contains("hard bounce"), "{reason}");
+}
+
+#[test]
+fn only_address_statuses_count_as_hard_bounces() {
+    use duebell::providers::smtp::hard_bounce;
+    for reply in [
+        "permanent error (550): 5.1.1 <ann@example.com>: user unknown",
+        "permanent error (552): 5.2.2 mailbox full",
+        "permanent error (550): 5.7.1 delivery not authorized",
+        "permanent error (550): 5.1.10 recipient address rejected",
+    ] {
+        assert!(hard_bounce(reply), "{reply}");
+    }
+    for reply in [
+        "permanent error (554): 5.6.0 message content refused",
+        "permanent error (550): 5.7.26 unauthenticated mail is prohibited",
+        "permanent error (550): relay 10.1.1.1 refused",
+        "permanent error (500): syntax error",
+    ] {
+        assert!(!hard_bounce(reply), "{reply}");
+    }
 }
