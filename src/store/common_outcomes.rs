@@ -101,36 +101,8 @@ macro_rules! with_outcome_methods {
                 )
                 .await?;
             }
-            Finish::Bounced { provider, reason } => {
-                unlog(&mut tx, message_id).await?;
-                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some(cp) = cp {
-                    // Every contact point with this address: it bounces for
-                    // whoever it belongs to.
-                    sqlx::query(&sql("UPDATE contact_points SET invalid_at = COALESCE(invalid_at, ?), invalid_reason = COALESCE(invalid_reason, ?), updated_at = ?
-                          WHERE (channel, address) IN (SELECT channel, address FROM contact_points WHERE id = ?)"))
-                        .bind(now_ms)
-                        .bind(format!("hard bounce from {provider}: {reason}"))
-                        .bind(now_ms)
-                        .bind(cp)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Failed,
-                    &format!("{provider}: hard bounce: {reason}; the address is suppressed"),
-                )
-                .await?;
-            }
-            Finish::OptedOut { provider, reason } => {
+            Finish::Bounced { provider, reason } | Finish::OptedOut { provider, reason } => {
+                let bounced = matches!(finish, Finish::Bounced { .. });
                 unlog(&mut tx, message_id).await?;
                 // The audit names the provider that reported the refusal.
                 sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
@@ -138,24 +110,35 @@ macro_rules! with_outcome_methods {
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
+                // A bounce marks the address invalid on every contact point
+                // that has it (it bounces whoever it belongs to); an opt-out
+                // at the provider opts this contact point out.
+                let (text, source, state, why) = if bounced {
+                    (
+                        "UPDATE contact_points SET invalid_at = COALESCE(invalid_at, ?), invalid_reason = COALESCE(invalid_reason, ?), updated_at = ?
+                          WHERE (channel, address) IN (SELECT channel, address FROM contact_points WHERE id = ?)",
+                        format!("hard bounce from {provider}: {reason}"),
+                        MessageState::Failed,
+                        format!("{provider}: hard bounce: {reason}; the address is suppressed"),
+                    )
+                } else {
+                    (
+                        "UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?",
+                        format!("provider {provider}"),
+                        MessageState::Suppressed,
+                        format!("{provider}: {reason}"),
+                    )
+                };
                 if let Some(cp) = cp {
-                    sqlx::query(&sql("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ? WHERE id = ?"))
+                    sqlx::query(&sql(text))
                         .bind(now_ms)
-                        .bind(format!("provider {provider}"))
+                        .bind(source)
                         .bind(now_ms)
                         .bind(cp)
                         .execute(&mut *tx)
                         .await?;
                 }
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Suppressed,
-                    &format!("{provider}: {reason}"),
-                )
-                .await?;
+                transition(&mut tx, now_ms, message_id, from, state, &why).await?;
             }
             Finish::NotRendered { reason } => {
                 unlog(&mut tx, message_id).await?;

@@ -83,9 +83,9 @@ async fn smtp_server() -> (u16, Inbox) {
     (port, inbox)
 }
 
-#[tokio::test]
-async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
-    let (port, inbox) = smtp_server().await;
+/// A harness sending email through the SMTP server on `port` (SMS to a
+/// file outbox named `outbox`), with no caps.
+async fn smtp_harness(port: u16, tweak: impl FnOnce(&mut duebell::config::Config)) -> Harness {
     let mut p = duebell::providers::default_providers().remove(0);
     p.name = "mail".into();
     p.kind = ProviderKind::Smtp;
@@ -94,15 +94,25 @@ async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
     p.port = Some(port);
     p.security = Some(duebell::providers::smtp::Security::Plain);
     p.from = Some("Example Finance <reminders@example.com>".into());
-    let h = Harness::with("2026-12-10T02:30:00Z", |c| {
+    let outbox_dir = tempfile::tempdir().unwrap().keep();
+    Harness::with("2026-12-10T02:30:00Z", |c| {
         let mut outbox = duebell::providers::default_providers().remove(0);
-        outbox.dir = Some(std::env::temp_dir().join("duebell-smtp-test-outbox"));
-        c.providers = vec![p.clone(), outbox];
+        outbox.dir = Some(outbox_dir);
+        c.providers = vec![p, outbox];
         c.routing = RoutingConfig {
             sms: vec!["outbox".into()],
             email: vec!["mail".into()],
         };
         c.caps.rules.clear();
+        tweak(c);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
+    let (port, inbox) = smtp_server().await;
+    let h = smtp_harness(port, |c| {
         c.api.public_url = "https://lender.example.com".into();
     })
     .await;
@@ -173,25 +183,7 @@ async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
 #[tokio::test]
 async fn a_hard_bounce_suppresses_the_address_until_lifted() {
     let (port, inbox) = smtp_server().await;
-    let mut p = duebell::providers::default_providers().remove(0);
-    p.name = "mail".into();
-    p.kind = ProviderKind::Smtp;
-    p.dir = None;
-    p.host = Some("127.0.0.1".into());
-    p.port = Some(port);
-    p.security = Some(duebell::providers::smtp::Security::Plain);
-    p.from = Some("Example Finance <reminders@example.com>".into());
-    let h = Harness::with("2026-12-10T02:30:00Z", |c| {
-        let mut outbox = duebell::providers::default_providers().remove(0);
-        outbox.dir = Some(std::env::temp_dir().join("duebell-smtp-bounce-outbox"));
-        c.providers = vec![p.clone(), outbox];
-        c.routing = RoutingConfig {
-            sms: vec!["outbox".into()],
-            email: vec!["mail".into()],
-        };
-        c.caps.rules.clear();
-    })
-    .await;
+    let h = smtp_harness(port, |_| {}).await;
     let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
     h.import(
         "book.csv",
