@@ -508,6 +508,12 @@ fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
             );
         }
         m.declare_counter("duebell_receipts_unmatched_total", &[("provider", name)]);
+        for outcome in ["found", "not_sent", "unanswered"] {
+            m.declare_counter(
+                "duebell_lookups_total",
+                &[("provider", name), ("outcome", outcome)],
+            );
+        }
     }
     // A callback for a provider that is not configured can come any time.
     for kind in ["twilio", "aliyun", "tencent"] {

@@ -5,27 +5,29 @@
 //! never lead to a blind resend: `reconcile` asks the provider or marks it
 //! `unknown` for an operator.
 
+mod context;
 mod offer;
 mod pauses;
 mod reconcile;
 
+pub use context::context_for;
 pub use pauses::Pauses;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
 use crate::compliance::caps::{self, Subject};
 use crate::compliance::{Gate, GateDecision};
-use crate::domain::{Channel, PhoneNumber};
+use crate::domain::Channel;
 use crate::eligibility;
 use crate::policy::PolicyConfig;
 use crate::providers::{Outbound, ProviderError, Router};
 use crate::reason::Reason;
-use crate::store::{ClaimView, Finish, LoanRow, PlanBorrower, Store, StoreError, Verdict};
+use crate::store::{ClaimView, Finish, Store, StoreError, Verdict};
 use crate::templates::context::ContextSource;
-use crate::templates::{BorrowerContext, LoanContext, MessageContext, TemplateSet};
+use crate::templates::TemplateSet;
 
 /// How long the outcome of a send is retried against a busy store.
 const RECORD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -147,49 +149,6 @@ pub fn backoff(
         Some(ra) => with_jitter.max(ra),
         None => with_jitter,
     }
-}
-
-/// The template context for some of a borrower's loans.
-#[allow(clippy::too_many_arguments)]
-pub fn context_for(
-    source: &ContextSource,
-    b: &PlanBorrower,
-    loans: &[LoanRow],
-    include: &[i64],
-    channel: Channel,
-    locale: &str,
-    step: &str,
-    stage: &str,
-    today: NaiveDate,
-) -> MessageContext {
-    let phone_masked = b
-        .contact(Channel::Sms)
-        .and_then(|c| PhoneNumber::parse(&c.address).ok())
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    let loans: Vec<LoanContext> = loans
-        .iter()
-        .filter(|l| include.contains(&l.pk))
-        .map(|l| LoanContext {
-            id: l.external_id.clone(),
-            due_date: l.due_date.format("%Y-%m-%d").to_string(),
-            amount_due: l.amount_due.amount.to_string(),
-            currency: l.amount_due.currency.code().to_owned(),
-            days_past_due: (today - l.due_date).num_days(),
-        })
-        .collect();
-    source.build(
-        locale,
-        channel,
-        BorrowerContext {
-            name: b.name.clone(),
-            phone_masked,
-        },
-        loans,
-        step,
-        stage,
-        String::new(),
-    )
 }
 
 impl Dispatcher {
@@ -474,17 +433,18 @@ impl Dispatcher {
                     maybe_delivered: true,
                     ..
                 }) => {
-                    // It may have gone out: an operator (or a receipt) decides.
+                    // It may have gone out: never fail over or resend; the
+                    // reconciliation asks this provider what became of it.
                     let reason = Reason::parse(format!(
-                        "{}: {code} after the request was sent; it may have been delivered",
-                        p.name()
+                        "{code} after the request was sent; it may have been delivered"
                     ));
                     tracing::warn!(message_id = id, provider = p.name(), "{reason}");
                     return Ok((
-                        Finish::Unknown {
+                        Finish::Ambiguous {
+                            provider: p.name().to_owned(),
                             reason: reason.clone(),
                         },
-                        Outcome::Failed {
+                        Outcome::Retrying {
                             message_id: id,
                             reason,
                         },

@@ -71,6 +71,64 @@ impl AliyunProvider {
 }
 
 impl AliyunProvider {
+    /// One signed RPC call (`GET /?…`, HMAC-SHA1 v1) with the common
+    /// parameters added: the HTTP status and the JSON answer.
+    async fn call_status(
+        &self,
+        params: &[(&str, String)],
+        nonce_seed: &str,
+    ) -> Result<(u16, serde_json::Value), ProviderError> {
+        let now = chrono::Utc::now();
+        let mut q: Vec<(String, String)> = [
+            ("AccessKeyId", self.key_id.clone()),
+            ("Format", "JSON".into()),
+            ("RegionId", self.region.clone()),
+            ("SignatureMethod", "HMAC-SHA1".into()),
+            (
+                "SignatureNonce",
+                format!("{nonce_seed}-{}", now.timestamp_nanos_opt().unwrap_or(0)),
+            ),
+            ("SignatureVersion", "1.0".into()),
+            ("Timestamp", now.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            ("Version", "2017-05-25".into()),
+        ]
+        .into_iter()
+        .chain(params.iter().map(|(k, v)| (*k, v.clone())))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let sig = signature("GET", &self.secret, &q);
+        q.push(("Signature".into(), sig));
+        let query = q
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let resp = self
+            .client
+            .get(format!("{}/?{query}", self.base.trim_end_matches('/')))
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or_default()))
+    }
+
+    async fn call(
+        &self,
+        params: &[(&str, String)],
+        nonce_seed: &str,
+    ) -> Result<serde_json::Value, ProviderError> {
+        self.call_status(params, nonce_seed).await.map(|(_, j)| j)
+    }
+}
+
+/// Mainland numbers go without +86; others in international form.
+fn national(to: &str) -> String {
+    to.strip_prefix("+86")
+        .map_or_else(|| to.trim_start_matches('+').to_owned(), str::to_owned)
+}
+
+impl AliyunProvider {
     pub fn new(
         name: &str,
         base: String,
@@ -128,56 +186,20 @@ impl Provider for AliyunProvider {
                 code: format!("template `{}` declares no aliyun TemplateCode", m.template),
             });
         };
-        // Mainland numbers go without +86; others in international form.
-        let phone =
-            m.to.strip_prefix("+86")
-                .map_or_else(|| m.to.trim_start_matches('+').to_owned(), str::to_owned);
-        let nonce = format!(
-            "{}-{}-{}",
-            m.message_id,
-            m.attempt_id,
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        );
-        let mut q: Vec<(String, String)> = [
-            ("AccessKeyId", self.key_id.clone()),
-            ("Action", "SendSms".into()),
-            ("Format", "JSON".into()),
+        let params = [
+            ("Action", "SendSms".to_owned()),
             ("OutId", m.message_id.to_string()),
-            ("PhoneNumbers", phone),
-            ("RegionId", self.region.clone()),
+            ("PhoneNumbers", national(&m.to)),
             ("SignName", self.sign_name.clone()),
-            ("SignatureMethod", "HMAC-SHA1".into()),
-            ("SignatureNonce", nonce),
-            ("SignatureVersion", "1.0".into()),
             ("TemplateCode", template_code.clone()),
             (
                 "TemplateParam",
                 serde_json::to_string(params).unwrap_or_default(),
             ),
-            (
-                "Timestamp",
-                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            ),
-            ("Version", "2017-05-25".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let sig = signature("GET", &self.secret, &q);
-        q.push(("Signature".into(), sig));
-        let query = q
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let resp = self
-            .client
-            .get(format!("{}/?{query}", self.base.trim_end_matches('/')))
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = resp.status().as_u16();
-        let json: serde_json::Value = resp.json().await.unwrap_or_default();
+        ];
+        let (status, json) = self
+            .call_status(&params, &format!("{}-{}", m.message_id, m.attempt_id))
+            .await?;
         match json["Code"].as_str() {
             Some(code) => classify(code).map(|()| Receipt {
                 provider_ref: json["BizId"].as_str().unwrap_or_default().to_owned(),
@@ -186,8 +208,56 @@ impl Provider for AliyunProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
-        Lookup::Unanswered
+    fn can_look_up(&self) -> bool {
+        true
+    }
+
+    /// `QuerySendDetails` by number and send date (China time; the day
+    /// after too when the window crosses midnight), matching our `OutId`.
+    /// Aliyun records a send when it accepts it, so no record two minutes
+    /// after the attempt means it never arrived.
+    async fn lookup(&self, q: &super::LookupQuery) -> Lookup {
+        let phone = national(&q.to);
+        let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8");
+        let mut days = vec![q.since.with_timezone(&china).date_naive()];
+        let last = q.now.with_timezone(&china).date_naive();
+        if last != days[0] {
+            days.push(last);
+        }
+        for day in days {
+            let params = [
+                ("Action", "QuerySendDetails".to_owned()),
+                ("PhoneNumber", phone.clone()),
+                ("SendDate", day.format("%Y%m%d").to_string()),
+                ("PageSize", "50".to_owned()),
+                ("CurrentPage", "1".to_owned()),
+            ];
+            let Ok(json) = self
+                .call(&params, &format!("lookup-{}", q.message_id))
+                .await
+            else {
+                return Lookup::Unanswered;
+            };
+            if json["Code"].as_str() != Some("OK") {
+                return Lookup::Unanswered;
+            }
+            let ours = q.message_id.to_string();
+            let found = json["SmsSendDetailDTOs"]["SmsSendDetailDTO"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["OutId"].as_str() == Some(ours.as_str()));
+            if let Some(d) = found {
+                return Lookup::Found(Receipt {
+                    provider_ref: d["BizId"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+        }
+        if q.age() >= chrono::Duration::minutes(2) {
+            Lookup::NotSent
+        } else {
+            Lookup::Unanswered
+        }
     }
 }
 

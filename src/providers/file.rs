@@ -167,7 +167,12 @@ impl Provider for FileProvider {
 
     /// The outbox is its own complete record: what is not in it was never
     /// written (unless the folder cannot be read, which proves nothing).
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Lookup {
+    fn can_look_up(&self) -> bool {
+        true
+    }
+
+    async fn lookup(&self, q: &super::LookupQuery) -> Lookup {
+        let (message_id, attempt_id) = (q.message_id, q.attempt_id.as_str());
         let found = || {
             Lookup::Found(Receipt {
                 provider_ref: format!("{}:{attempt_id}", self.name),

@@ -315,12 +315,27 @@ impl Provider for Guarded {
         result
     }
 
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> super::Lookup {
-        self.inner.lookup(message_id, attempt_id).await
+    /// Look-ups go through the same breaker, rate limit and timeout as
+    /// sends: an open circuit or a slow provider answers nothing.
+    async fn lookup(&self, q: &super::LookupQuery) -> super::Lookup {
+        if self.admit().is_err() {
+            return super::Lookup::Unanswered;
+        }
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        match tokio::time::timeout(self.timeout, self.inner.lookup(q)).await {
+            Ok(answer) => answer,
+            Err(_) => super::Lookup::Unanswered,
+        }
     }
 
     fn replay_safe(&self) -> bool {
         self.inner.replay_safe()
+    }
+
+    fn can_look_up(&self) -> bool {
+        self.inner.can_look_up()
     }
 }
 

@@ -48,6 +48,26 @@ pub struct Outbound {
     pub provider_params: crate::domain::ProviderParams,
 }
 
+/// An earlier attempt to account for: ours ids, the recipient, when it was
+/// claimed, and the time now (look-ups decide "provably not there" against
+/// the provider's own reporting delay, measured on the caller's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupQuery {
+    pub message_id: i64,
+    pub attempt_id: String,
+    /// E.164 phone or email address (empty when the contact point is gone).
+    pub to: String,
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl LookupQuery {
+    /// How long ago the attempt was made.
+    pub fn age(&self) -> chrono::Duration {
+        self.now - self.since
+    }
+}
+
 /// What a provider can say about an earlier attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -120,7 +140,12 @@ pub trait Provider: Send + Sync {
     async fn send(&self, message: &Outbound) -> Result<Receipt, ProviderError>;
     /// Whether an earlier attempt reached the provider, for reconciling
     /// messages left `sending` by a crash.
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Lookup;
+    async fn lookup(&self, q: &LookupQuery) -> Lookup;
+    /// Whether `lookup` can ever answer (a provider with no record to ask
+    /// always says `Unanswered`: nothing is gained by asking again).
+    fn can_look_up(&self) -> bool {
+        false
+    }
     /// Whether a send interrupted before its answer may be sent again: the
     /// provider drops a repeat of the same idempotency key (a webhook whose
     /// gateway is configured `idempotent = true`).

@@ -44,7 +44,12 @@ impl Provider for Recorder {
         })
     }
 
-    async fn lookup(&self, message_id: i64, attempt_id: &str) -> Lookup {
+    fn can_look_up(&self) -> bool {
+        true
+    }
+
+    async fn lookup(&self, q: &super::LookupQuery) -> Lookup {
+        let (message_id, attempt_id) = (q.message_id, q.attempt_id.as_str());
         let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         if sent
             .iter()

@@ -258,7 +258,7 @@ impl Provider for SmtpProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+    async fn lookup(&self, _q: &super::LookupQuery) -> Lookup {
         Lookup::Unanswered
     }
 }

@@ -123,6 +123,58 @@ impl TencentProvider {
     }
 }
 
+impl TencentProvider {
+    /// One TC3-HMAC-SHA256 signed call of `action` with a JSON body: the
+    /// HTTP status and the JSON answer.
+    async fn call(
+        &self,
+        action: &str,
+        body: String,
+    ) -> Result<(u16, serde_json::Value), ProviderError> {
+        let url = reqwest::Url::parse(&self.base).map_err(|e| ProviderError::Permanent {
+            code: format!("bad url: {e}"),
+        })?;
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let ts = chrono::Utc::now().timestamp();
+        let content_type = "application/json; charset=utf-8";
+        let sig = signature(
+            &self.secret_key,
+            "sms",
+            &host,
+            action,
+            content_type,
+            ts,
+            &body,
+        );
+        let date = chrono::DateTime::from_timestamp(ts, 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%d");
+        let auth = format!(
+            "TC3-HMAC-SHA256 Credential={}/{date}/sms/tc3_request, SignedHeaders=content-type;host;x-tc-action, Signature={sig}",
+            self.secret_id
+        );
+        let resp = self
+            .client
+            .post(url)
+            .header("content-type", content_type)
+            .header("host", &host)
+            .header("x-tc-action", action)
+            .header("x-tc-version", "2021-01-11")
+            .header("x-tc-region", &self.region)
+            .header("x-tc-timestamp", ts.to_string())
+            .header("authorization", auth)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or_default()))
+    }
+}
+
 #[async_trait]
 impl Provider for TencentProvider {
     fn name(&self) -> &str {
@@ -144,47 +196,7 @@ impl Provider for TencentProvider {
             "SessionContext": m.message_id.to_string(),
         })
         .to_string();
-        let url = reqwest::Url::parse(&self.base).map_err(|e| ProviderError::Permanent {
-            code: format!("bad url: {e}"),
-        })?;
-        let host = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        };
-        let ts = chrono::Utc::now().timestamp();
-        let content_type = "application/json; charset=utf-8";
-        let sig = signature(
-            &self.secret_key,
-            "sms",
-            &host,
-            "SendSms",
-            content_type,
-            ts,
-            &body,
-        );
-        let date = chrono::DateTime::from_timestamp(ts, 0)
-            .unwrap_or_default()
-            .format("%Y-%m-%d");
-        let auth = format!(
-            "TC3-HMAC-SHA256 Credential={}/{date}/sms/tc3_request, SignedHeaders=content-type;host;x-tc-action, Signature={sig}",
-            self.secret_id
-        );
-        let resp = self
-            .client
-            .post(url)
-            .header("content-type", content_type)
-            .header("host", &host)
-            .header("x-tc-action", "SendSms")
-            .header("x-tc-version", "2021-01-11")
-            .header("x-tc-region", &self.region)
-            .header("x-tc-timestamp", ts.to_string())
-            .header("authorization", auth)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = resp.status().as_u16();
-        let json: serde_json::Value = resp.json().await.unwrap_or_default();
+        let (status, json) = self.call("SendSms", body).await?;
         let r = &json["Response"];
         if let Some(code) = r["Error"]["Code"].as_str() {
             return classify(code).map(|()| Receipt {
@@ -199,8 +211,38 @@ impl Provider for TencentProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
-        Lookup::Unanswered
+    fn can_look_up(&self) -> bool {
+        true
+    }
+
+    /// `PullSmsSendStatusByPhoneNumber` from a minute before the attempt,
+    /// matching our `SessionContext`. Tencent lists a send only once the
+    /// carrier has reported on it, so a record proves it arrived but its
+    /// absence proves nothing: never `NotSent`.
+    async fn lookup(&self, q: &super::LookupQuery) -> Lookup {
+        let body = serde_json::json!({
+            "BeginTime": (q.since - chrono::Duration::minutes(1)).timestamp(),
+            "EndTime": q.now.timestamp().max(q.since.timestamp()),
+            "Offset": 0,
+            "Limit": 100,
+            "PhoneNumber": q.to,
+            "SmsSdkAppId": self.sdk_app_id,
+        })
+        .to_string();
+        let Ok((_, json)) = self.call("PullSmsSendStatusByPhoneNumber", body).await else {
+            return Lookup::Unanswered;
+        };
+        let ours = q.message_id.to_string();
+        json["Response"]["PullSmsSendStatusSet"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["SessionContext"].as_str() == Some(ours.as_str()))
+            .map_or(Lookup::Unanswered, |r| {
+                Lookup::Found(Receipt {
+                    provider_ref: r["SerialNo"].as_str().unwrap_or_default().to_owned(),
+                })
+            })
     }
 }
 

@@ -193,8 +193,63 @@ impl Provider for TwilioProvider {
         })
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
-        Lookup::Unanswered
+    fn can_look_up(&self) -> bool {
+        true
+    }
+
+    /// The message list filtered by `To`, matched on our sender and the
+    /// creation time (Twilio creates the resource when it accepts the POST,
+    /// so none within the attempt's minutes, two minutes on, means it never
+    /// arrived). The closest in time is taken.
+    async fn lookup(&self, q: &super::LookupQuery) -> Lookup {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.base.trim_end_matches('/'),
+            self.account_sid
+        );
+        let resp = self
+            .client
+            .get(&url)
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .query(&[("To", q.to.as_str()), ("PageSize", "50")])
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            return Lookup::Unanswered;
+        };
+        if !resp.status().is_success() {
+            return Lookup::Unanswered;
+        }
+        let Ok(json) = resp.json::<serde_json::Value>().await else {
+            return Lookup::Unanswered;
+        };
+        let Some(list) = json["messages"].as_array() else {
+            return Lookup::Unanswered;
+        };
+        let ours = |m: &serde_json::Value| match (&self.messaging_service_sid, &self.from) {
+            (Some(ms), _) => m["messaging_service_sid"].as_str() == Some(ms.as_str()),
+            (None, Some(f)) => m["from"].as_str() == Some(f.as_str()),
+            (None, None) => true,
+        };
+        let from = q.since - chrono::Duration::minutes(1);
+        let to = q.now.max(q.since) + chrono::Duration::minutes(1);
+        let best = list
+            .iter()
+            .filter(|m| m["to"].as_str() == Some(q.to.as_str()) && ours(m))
+            .filter_map(|m| {
+                let at = chrono::DateTime::parse_from_rfc2822(m["date_created"].as_str()?)
+                    .ok()?
+                    .with_timezone(&chrono::Utc);
+                (at >= from && at <= to).then(|| ((at - q.since).num_seconds().abs(), m))
+            })
+            .min_by_key(|(gap, _)| *gap);
+        match best {
+            Some((_, m)) => Lookup::Found(Receipt {
+                provider_ref: m["sid"].as_str().unwrap_or_default().to_owned(),
+            }),
+            None if q.age() >= chrono::Duration::minutes(2) => Lookup::NotSent,
+            None => Lookup::Unanswered,
+        }
     }
 }
 

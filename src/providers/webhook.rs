@@ -90,7 +90,7 @@ impl Provider for WebhookProvider {
         }
     }
 
-    async fn lookup(&self, _message_id: i64, _attempt_id: &str) -> Lookup {
+    async fn lookup(&self, _q: &super::LookupQuery) -> Lookup {
         Lookup::Unanswered
     }
 

@@ -139,18 +139,40 @@ macro_rules! impl_store_all {
         at.map(from_millis).transpose()
     }
 
-    async fn in_flight(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(i64, String, crate::domain::Channel)>, StoreError> {
-        let rows = sqlx::query(&sql("SELECT id, COALESCE(attempt_id, ''), channel FROM messages
-                                 WHERE state = 'sending' AND (lease_until IS NULL OR lease_until < ?) ORDER BY id"))
+    async fn in_flight(&self, now: DateTime<Utc>) -> Result<Vec<super::InFlight>, StoreError> {
+        let rows = sqlx::query(&sql("SELECT m.id, COALESCE(m.attempt_id, ''), m.channel, m.provider, cp.address, m.updated_at
+               FROM messages m LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
+              WHERE m.state = 'sending' AND (m.lease_until IS NULL OR m.lease_until < ?) ORDER BY m.id"))
             .bind(to_millis(now))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.get(0), r.get(1), parse_channel(&r.get::<String, _>(2))?)))
+            .map(|r| {
+                Ok(super::InFlight {
+                    id: r.get(0),
+                    attempt: r.get(1),
+                    channel: parse_channel(&r.get::<String, _>(2))?,
+                    provider: r.get(3),
+                    address: r.get(4),
+                    since: from_millis(r.get(5))?,
+                })
+            })
             .collect()
+    }
+
+    async fn postpone_reconcile(
+        &self,
+        id: i64,
+        attempt: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&sql("UPDATE messages SET lease_until = ?, claimed_by = NULL WHERE id = ? AND state = 'sending' AND attempt_id = ?"))
+            .bind(to_millis(until))
+            .bind(id)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -152,6 +152,21 @@ macro_rules! with_outcome_methods {
                 )
                 .await?;
             }
+            Finish::Ambiguous { provider, reason } => {
+                // Still `sending`, unclaimed and past its lease: the next
+                // reconciliation (any instance) asks the provider.
+                sqlx::query(&sql("UPDATE messages SET provider = ?, claimed_by = NULL WHERE id = ?"))
+                    .bind(provider)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&sql("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, 'sending', 'sending', ?)"))
+                    .bind(message_id)
+                    .bind(now_ms)
+                    .bind(format!("{provider}: {reason}; asking {provider} what became of it"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Finish::Unknown { reason } => {
                 transition(
                     &mut tx,

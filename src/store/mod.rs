@@ -287,10 +287,15 @@ pub trait Store: Send + Sync + 'static {
     /// Messages left `sending` whose claim lease ran out by `now` (their
     /// instance died or stopped mid-send), with their attempt ids, for
     /// reconciliation.
-    async fn in_flight(
+    async fn in_flight(&self, now: DateTime<Utc>) -> Result<Vec<InFlight>, StoreError>;
+    /// Leaves an unclaimed in-flight message alone until `until` (its
+    /// provider could not tell yet; asked again then).
+    async fn postpone_reconcile(
         &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(i64, String, Channel)>, StoreError>;
+        id: i64,
+        attempt: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Extends the claim leases `holder` has on messages it is sending.
     async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Ends `holder`'s claim leases at once (a stop cut a send off): the

@@ -186,6 +186,21 @@ pub enum Verdict {
     },
 }
 
+/// A message left `sending` (a crash, a dead instance, or a send that timed
+/// out after the request went out), for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub id: i64,
+    pub attempt: String,
+    pub channel: Channel,
+    /// The provider that handled the attempt, when known (a timeout).
+    pub provider: Option<String>,
+    /// The contact point's address.
+    pub address: Option<String>,
+    /// When the attempt was claimed.
+    pub since: DateTime<Utc>,
+}
+
 /// How a send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
@@ -216,6 +231,13 @@ pub enum Finish {
     /// at send time): failed, and the address marked invalid on every
     /// contact point that has it, until an operator lifts it.
     Bounced {
+        provider: String,
+        reason: Reason,
+    },
+    /// The provider's answer never came after the request went out: the
+    /// message stays `sending`, released at once for reconciliation, which
+    /// asks `provider` what became of it.
+    Ambiguous {
         provider: String,
         reason: Reason,
     },

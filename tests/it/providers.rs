@@ -9,7 +9,7 @@ use duebell::dispatch::Outcome;
 use duebell::domain::Channel;
 use duebell::providers::{ProviderConfig, ProviderKind, RoutingConfig};
 use duebell::store::MessageState;
-use wiremock::matchers::{body_string_contains, header_exists, method, path};
+use wiremock::matchers::{body_string_contains, header, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{book, Harness};
@@ -179,8 +179,8 @@ async fn twilio_gets_a_signed_form_post_and_its_errors_are_classified() {
     );
     assert_eq!(
         by_borrower["B4"].0,
-        MessageState::Unknown,
-        "a timeout may have delivered: {:?}",
+        MessageState::Sending,
+        "a timeout may have delivered: kept for a look-up, never resent: {:?}",
         by_borrower["B4"]
     );
     assert_eq!(
@@ -350,14 +350,7 @@ async fn twilio_callbacks_need_a_valid_signature_and_apply_receipts_and_stop_wor
         .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"sid": "SM100"})))
         .mount(&server)
         .await;
-    let (h, engine) = harness_with(vec![provider(
-        "twilio",
-        ProviderKind::Twilio,
-        &server.uri(),
-    )])
-    .await;
-    due_sms(&h, 1).await;
-    engine.dispatcher.drain(h.now()).await.unwrap();
+    let (h, _engine) = one_twilio_send(&server).await;
     let (addr, _) =
         serve_callbacks(&h, Some(TOKEN), &[("twilio".into(), ProviderKind::Twilio)]).await;
     let c = reqwest::Client::new();
@@ -598,17 +591,30 @@ async fn due_cn(h: &Harness) {
 
 struct AliyunSigned;
 
+/// An Aliyun request's query parameter (empty if absent), and whether the
+/// request carries a valid signature by `testSecret`.
+fn aliyun_request(req: &wiremock::Request) -> (impl Fn(&str) -> String, bool) {
+    let params: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
+    let signed = params
+        .iter()
+        .find(|(n, _)| n == "Signature")
+        .is_some_and(|(_, v)| {
+            *v == duebell::providers::aliyun::signature("GET", "testSecret", &params)
+        });
+    let get = move |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    (get, signed)
+}
+
 impl wiremock::Match for AliyunSigned {
     fn matches(&self, req: &wiremock::Request) -> bool {
-        let params: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        get("Signature") == duebell::providers::aliyun::signature("GET", "testSecret", &params)
+        let (get, signed) = aliyun_request(req);
+        signed
             && get("AccessKeyId") == "testId"
             && get("Action") == "SendSms"
             && get("TemplateCode") == "SMS_100"
@@ -682,7 +688,7 @@ async fn aliyun_requests_are_signed_and_codes_classified() {
     );
     assert_eq!(
         states["BC5"].0,
-        MessageState::Unknown,
+        MessageState::Sending,
         "a timeout is not resent blindly: {states:?}"
     );
     assert_eq!(
@@ -690,6 +696,24 @@ async fn aliyun_requests_are_signed_and_codes_classified() {
         5,
         "every request matched the signature check"
     );
+    // Aliyun is asked (QuerySendDetails, signed like a send): its record
+    // carries our OutId, so the message is sent.
+    let bc5 = in_flight_id(&h, "BC5").await;
+    Mock::given(method("GET"))
+        .and(AliyunQuery("13800000005"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "Code": "OK", "TotalCount": 1,
+            "SmsSendDetailDTOs": {"SmsSendDetailDTO": [
+                {"PhoneNum": "13800000005", "SendStatus": 3, "OutId": "999999", "BizId": "biz-other"},
+                {"PhoneNum": "13800000005", "SendStatus": 3, "OutId": bc5.to_string(), "BizId": "biz-late"}
+            ]}
+        })))
+        .mount(&server)
+        .await;
+    assert_eq!(engine.dispatcher.reconcile(h.now()).await.unwrap(), (1, 0));
+    let m = message_of(&h, "BC5").await;
+    assert_eq!(m.state, MessageState::Sent, "{m:?}");
+    assert_eq!(m.provider.as_deref(), Some("cn"));
 }
 
 #[tokio::test]
@@ -941,8 +965,28 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
         "a per-number limit delays that message only"
     );
     assert_eq!(states["BC4"], MessageState::Deferred);
-    assert_eq!(states["BC5"], MessageState::Unknown);
+    assert_eq!(states["BC5"], MessageState::Sending);
     assert_eq!(server.received_requests().await.unwrap().len(), 5);
+    // Tencent's status pull lists only sends the carrier reported on: an
+    // empty answer proves nothing, so it is asked again with backoff and,
+    // after the look-up window, a person decides (saying what was tried).
+    Mock::given(method("POST"))
+        .and(header("x-tc-action", "PullSmsSendStatusByPhoneNumber"))
+        .and(header_exists("authorization"))
+        .and(body_string_contains("+8613800000005"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "Response": {"PullSmsSendStatusSet": [], "RequestId": "r"}
+        })))
+        .mount(&server)
+        .await;
+    assert_eq!(engine.dispatcher.reconcile(h.now()).await.unwrap(), (0, 1));
+    assert_eq!(message_of(&h, "BC5").await.state, MessageState::Sending);
+    h.clock.advance(chrono::Duration::minutes(31));
+    engine.dispatcher.reconcile(h.now()).await.unwrap();
+    let m = message_of(&h, "BC5").await;
+    assert_eq!(m.state, MessageState::Unknown, "{m:?}");
+    let reason = m.reason.unwrap_or_default();
+    assert!(reason.contains("cn could not account for it"), "{reason}");
     // Delivery callbacks repeat; each applies once.
     let (addr, _) = serve_callbacks(&h, None, &[("cn".into(), ProviderKind::Tencent)]).await;
     let report = serde_json::json!([{"sid": "serial-+8613800000001", "report_status": "SUCCESS", "mobile": "13800000001"}]);
@@ -973,4 +1017,134 @@ async fn tencent_requests_are_signed_and_a_200_can_carry_a_failure() {
             .count(),
         1
     );
+}
+
+/// The id of a borrower's SMS message.
+async fn in_flight_id(h: &Harness, borrower: &str) -> i64 {
+    message_of(h, borrower).await.id
+}
+
+async fn message_of(h: &Harness, borrower: &str) -> duebell::store::MessageView {
+    h.messages()
+        .await
+        .into_iter()
+        .find(|m| m.borrower_id == borrower && m.channel == Channel::Sms)
+        .unwrap()
+}
+
+/// A signed Aliyun `QuerySendDetails` for one number.
+struct AliyunQuery(&'static str);
+
+impl wiremock::Match for AliyunQuery {
+    fn matches(&self, req: &wiremock::Request) -> bool {
+        let (get, signed) = aliyun_request(req);
+        signed
+            && get("Action") == "QuerySendDetails"
+            && get("PhoneNumber") == self.0
+            && get("SendDate") == "20261210"
+    }
+}
+
+/// A send that timed out is looked up: Twilio's list shows no such message
+/// two minutes on, so it is planned again through the normal claim and sent
+/// once; the look-up asked with the account's credentials.
+#[tokio::test]
+async fn a_timed_out_send_the_provider_never_got_is_sent_again_once() {
+    let server = MockServer::start().await;
+    let api = format!("/2010-04-01/Accounts/{SID}/Messages.json");
+    Mock::given(method("POST"))
+        .and(path(api.clone()))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(api.clone()))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": "SM-second", "status": "queued"})),
+        )
+        .mount(&server)
+        .await;
+    // The list holds only someone else's message to this number.
+    Mock::given(method("GET"))
+        .and(path(api.clone()))
+        .and(wiremock::matchers::query_param("To", "+12125550100"))
+        .and(header_exists("authorization"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "messages": [{"sid": "SM-other", "to": "+12125550100", "from": "+15550000000",
+                          "date_created": "Thu, 10 Dec 2026 15:00:01 +0000"}]
+        })))
+        .mount(&server)
+        .await;
+    let (h, engine) = one_twilio_send(&server).await;
+    assert_eq!(message_of(&h, "B0").await.state, MessageState::Sending);
+    // Too soon to tell: asked again later.
+    assert_eq!(engine.dispatcher.reconcile(h.now()).await.unwrap(), (0, 1));
+    assert_eq!(message_of(&h, "B0").await.state, MessageState::Sending);
+    h.clock.advance(chrono::Duration::minutes(3));
+    engine.dispatcher.reconcile(h.now()).await.unwrap();
+    let m = message_of(&h, "B0").await;
+    assert_eq!(m.state, MessageState::Planned, "{m:?}");
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let m = message_of(&h, "B0").await;
+    assert_eq!(m.state, MessageState::Sent, "{m:?}");
+    let posts = posts_to(&server).await;
+    assert_eq!(posts, 2, "the first (never received) and the one resend");
+}
+
+/// A timed-out Twilio send that did arrive is found in the list (our
+/// sender, the attempt's minute) and recorded sent, never resent.
+#[tokio::test]
+async fn a_timed_out_send_the_provider_got_is_found_and_not_resent() {
+    let server = MockServer::start().await;
+    let api = format!("/2010-04-01/Accounts/{SID}/Messages.json");
+    Mock::given(method("POST"))
+        .and(path(api.clone()))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api.clone()))
+        .and(wiremock::matchers::query_param("To", "+12125550100"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "messages": [
+                {"sid": "SM-ours", "to": "+12125550100", "from": "+15005550006",
+                 "date_created": "Thu, 10 Dec 2026 15:00:01 +0000"},
+                {"sid": "SM-yesterday", "to": "+12125550100", "from": "+15005550006",
+                 "date_created": "Wed, 09 Dec 2026 15:00:01 +0000"}
+            ]
+        })))
+        .mount(&server)
+        .await;
+    let (h, engine) = one_twilio_send(&server).await;
+    assert_eq!(engine.dispatcher.reconcile(h.now()).await.unwrap(), (1, 0));
+    let m = message_of(&h, "B0").await;
+    assert_eq!(m.state, MessageState::Sent, "{m:?}");
+    let posts = posts_to(&server).await;
+    assert_eq!(posts, 1);
+}
+
+/// One SMS due now through a Twilio at `server`, dispatched once.
+async fn one_twilio_send(server: &MockServer) -> (Harness, duebell::engine::Engine) {
+    let (h, engine) = harness_with(vec![provider(
+        "twilio",
+        ProviderKind::Twilio,
+        &server.uri(),
+    )])
+    .await;
+    due_sms(&h, 1).await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    (h, engine)
+}
+
+/// How many POSTs (sends) `server` received.
+async fn posts_to(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method == wiremock::http::Method::POST)
+        .count()
 }

@@ -137,7 +137,7 @@ async fn a_claim_stays_with_its_live_instance_and_is_recovered_once_its_lease_ru
     );
     let stale = s.in_flight(now + Days::seconds(31)).await.unwrap();
     assert_eq!(
-        stale.iter().map(|m| m.0).collect::<Vec<_>>(),
+        stale.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![second.message_id]
     );
 
@@ -162,7 +162,7 @@ async fn a_claim_stays_with_its_live_instance_and_is_recovered_once_its_lease_ru
     assert_eq!(s.release_claims("a").await.unwrap(), 1);
     let left = s.in_flight(now).await.unwrap();
     assert_eq!(
-        left.iter().map(|m| m.0).collect::<Vec<_>>(),
+        left.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![first.message_id]
     );
 
