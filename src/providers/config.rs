@@ -28,6 +28,10 @@ pub struct ProviderConfig {
     /// interrupted by a crash is replayed rather than left `unknown`.
     #[serde(default)]
     pub idempotent: bool,
+    /// `webhook`: where the gateway answers "did you get this one?" for a
+    /// send left in flight (README: look-ups). Absent: it cannot be asked.
+    #[serde(default)]
+    pub status_url: Option<String>,
     /// `twilio`: account SID and auth token.
     #[serde(default)]
     pub account_sid: Option<String>,
@@ -140,6 +144,7 @@ pub fn default_providers() -> Vec<ProviderConfig> {
         url: None,
         secret: None,
         idempotent: false,
+        status_url: None,
         account_sid: None,
         auth_token: None,
         from: None,

@@ -3,7 +3,8 @@
 //! HMAC-SHA256(secret, "t.body")>`, with `Idempotency-Key: <message id>` so
 //! the gateway can drop a repeat. Answers: 2xx accepted (409 too: it already
 //! has it); 410 or `{"code":"opted_out"}` the recipient refused; 429 and 5xx
-//! transient; other 4xx permanent.
+//! transient; other 4xx permanent. With `status_url`, a send left in
+//! flight is looked up there (see `lookup`).
 
 use async_trait::async_trait;
 
@@ -15,6 +16,7 @@ pub struct WebhookProvider {
     url: String,
     secret: String,
     idempotent: bool,
+    status_url: Option<String>,
     client: reqwest::Client,
 }
 
@@ -24,7 +26,14 @@ impl WebhookProvider {
         let c = keys.config;
         let url = keys.need(c.url.as_deref(), "url");
         let secret = keys.need_secret(c.secret.as_ref(), "secret");
-        Some(WebhookProvider::new(keys.name(), url, secret, c.idempotent))
+        if let Some(s) = c.status_url.as_deref() {
+            if !(s.starts_with("http://") || s.starts_with("https://")) {
+                keys.problem("status_url", format!("`{s}` is not an http(s) URL"));
+            }
+        }
+        let mut p = WebhookProvider::new(keys.name(), url, secret, c.idempotent);
+        p.status_url = c.status_url.clone();
+        Some(p)
     }
 }
 
@@ -35,6 +44,7 @@ impl WebhookProvider {
             url,
             secret,
             idempotent,
+            status_url: None,
             client: reqwest::Client::new(),
         }
     }
@@ -90,8 +100,43 @@ impl Provider for WebhookProvider {
         }
     }
 
-    async fn lookup(&self, _q: &super::LookupQuery) -> Lookup {
-        Lookup::Unanswered
+    fn can_look_up(&self) -> bool {
+        self.status_url.is_some()
+    }
+
+    /// `GET {status_url}?message_id=…&attempt_id=…`, signed like a send
+    /// over the query string: 200 `{"status":"accepted","id":…}` → found;
+    /// 404 or `{"status":"not_found"}` → the gateway never got it (its
+    /// record is complete); anything else → no answer.
+    async fn lookup(&self, q: &super::LookupQuery) -> Lookup {
+        let Some(url) = &self.status_url else {
+            return Lookup::Unanswered;
+        };
+        let query = format!("message_id={}&attempt_id={}", q.message_id, q.attempt_id);
+        let ts = chrono::Utc::now().timestamp();
+        let resp = self
+            .client
+            .get(format!("{url}?{query}"))
+            .header(
+                "x-duebell-signature",
+                crate::signing::webhook_signature(&self.secret, ts, query.as_bytes()),
+            )
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            return Lookup::Unanswered;
+        };
+        let status = resp.status().as_u16();
+        let json: serde_json::Value = resp.json().await.unwrap_or_default();
+        match (status, json["status"].as_str()) {
+            (200, Some("accepted")) => Lookup::Found(Receipt {
+                provider_ref: json["id"]
+                    .as_str()
+                    .map_or_else(|| format!("{}:{}", self.name, q.message_id), str::to_owned),
+            }),
+            (404, _) | (200, Some("not_found")) => Lookup::NotSent,
+            _ => Lookup::Unanswered,
+        }
     }
 
     fn replay_safe(&self) -> bool {

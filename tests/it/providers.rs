@@ -1148,3 +1148,92 @@ async fn posts_to(server: &MockServer) -> usize {
         .filter(|r| r.method == wiremock::http::Method::POST)
         .count()
 }
+
+/// A webhook gateway that declares a `status_url` is asked about sends left
+/// in flight, signed like a send: one it has is recorded sent, one it never
+/// got goes back to the normal claim.
+#[tokio::test]
+async fn a_webhook_status_url_answers_for_sends_left_in_flight() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/send"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/send"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "gw-2"})))
+        .mount(&server)
+        .await;
+    let mut p = provider(
+        "gw",
+        ProviderKind::Webhook,
+        &format!("{}/send", server.uri()),
+    );
+    p.status_url = Some(format!("{}/status", server.uri()));
+    let (h, engine) = harness_with(vec![p]).await;
+    due_sms(&h, 2).await;
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    let b0 = in_flight_id(&h, "B0").await;
+    let b1 = in_flight_id(&h, "B1").await;
+    assert_eq!(message_of(&h, "B0").await.state, MessageState::Sending);
+    assert_eq!(message_of(&h, "B1").await.state, MessageState::Sending);
+    let query = |id: i64| format!("message_id={id}&attempt_id=a1");
+    for (id, resp) in [
+        (
+            b0,
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"status": "accepted", "id": "gw-1"})),
+        ),
+        (b1, ResponseTemplate::new(404)),
+    ] {
+        Mock::given(method("GET"))
+            .and(path("/status"))
+            .and(wiremock::matchers::query_param(
+                "message_id",
+                id.to_string(),
+            ))
+            .and(header_exists("x-duebell-signature"))
+            .respond_with(resp)
+            .mount(&server)
+            .await;
+    }
+    assert_eq!(engine.dispatcher.reconcile(h.now()).await.unwrap(), (1, 1));
+    let m0 = message_of(&h, "B0").await;
+    assert_eq!(
+        (m0.state, m0.provider.as_deref()),
+        (MessageState::Sent, Some("gw"))
+    );
+    assert_eq!(message_of(&h, "B1").await.state, MessageState::Planned);
+    // The look-up is signed over its query string with the gateway's secret.
+    let req = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.method == wiremock::http::Method::GET)
+        .unwrap();
+    let sig = req
+        .headers
+        .get("x-duebell-signature")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let t: i64 = sig
+        .trim_start_matches("t=")
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let q = req.url.query().unwrap().to_owned();
+    assert!(q == query(b0) || q == query(b1), "{q}");
+    assert_eq!(
+        sig,
+        duebell::signing::webhook_signature("webhook-secret-0123456789", t, q.as_bytes())
+    );
+    engine.dispatcher.drain(h.now()).await.unwrap();
+    assert_eq!(message_of(&h, "B1").await.state, MessageState::Sent);
+    assert_eq!(posts_to(&server).await, 3, "two timed out, one resend");
+}
