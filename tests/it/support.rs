@@ -276,6 +276,12 @@ pub fn book(rows: &[&str]) -> String {
 /// Checks a received webhook carries `X-Duebell-Signature: t=…,v1=…` over
 /// its body with `secret`.
 pub fn assert_signed(request: &wiremock::Request, secret: &str) {
+    assert_signed_over(request, secret, &request.body);
+}
+
+/// As `assert_signed`, for a signature over `signed` (a look-up signs its
+/// query string).
+pub fn assert_signed_over(request: &wiremock::Request, secret: &str, signed: &[u8]) {
     let sig = request
         .headers
         .get("x-duebell-signature")
@@ -289,8 +295,5 @@ pub fn assert_signed(request: &wiremock::Request, secret: &str) {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(
-        sig,
-        duebell::signing::webhook_signature(secret, t, &request.body)
-    );
+    assert_eq!(sig, duebell::signing::webhook_signature(secret, t, signed));
 }
