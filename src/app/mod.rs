@@ -476,7 +476,7 @@ fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
     m.declare_counter("duebell_store_busy_retries_total", &[]);
     m.declare_counter("duebell_bounces_total", &[("class", "hard_at_send")]);
     for s in config.policy.steps.iter().filter_map(|s| s.offer.as_ref()) {
-        for state in ["shown", "taken", "expired", "void"] {
+        for state in ["made", "taken", "expired", "void"] {
             m.declare_counter(
                 "duebell_offers_total",
                 &[("kind", s.kind.as_str()), ("state", state)],

@@ -361,7 +361,7 @@ impl Gate {
     pub fn with_packs(mut self, packs: Vec<packs::ActivePack>) -> Gate {
         self.all_caps = self.caps.clone();
         for p in &packs {
-            self.all_caps.extend(p.pack.cap_rules());
+            self.all_caps.extend(p.caps.iter().cloned());
         }
         self.packs = packs;
         self
@@ -374,12 +374,17 @@ impl Gate {
 
     /// The caps a contact on `channel` to someone in `zones` is held to:
     /// the operator's and those of every pack governing it.
-    pub fn caps_for(&self, channel: Channel, zones: &ZoneSet) -> Vec<CapRule> {
-        let mut out = self.caps.clone();
-        for p in packs::governing(&self.packs, channel, &zones.all) {
-            out.extend(p.pack.cap_rules());
+    /// Borrowed when no pack governs (the common case costs nothing).
+    pub fn caps_for(&self, channel: Channel, zones: &ZoneSet) -> std::borrow::Cow<'_, [CapRule]> {
+        let governing = packs::governing(&self.packs, channel, &zones.all);
+        if governing.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.caps);
         }
-        out
+        let mut out = self.caps.clone();
+        for p in governing {
+            out.extend(p.caps.iter().cloned());
+        }
+        std::borrow::Cow::Owned(out)
     }
 
     /// Names of the packs governing a contact on `channel` in `zones`.

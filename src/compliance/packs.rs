@@ -86,11 +86,7 @@ impl Pack {
     }
 
     pub fn find(name: &str) -> Option<Pack> {
-        SHIPPED
-            .iter()
-            .any(|(n, _)| *n == name)
-            .then(|| Pack::shipped().into_iter().find(|p| p.name == name))
-            .flatten()
+        Pack::shipped().into_iter().find(|p| p.name == name)
     }
 
     /// The pack's caps as gate rules, named `pack/cap`.
@@ -130,11 +126,13 @@ pub struct PackRef {
     pub countries: Vec<String>,
 }
 
-/// A pack in force: the pack and the countries it governs.
+/// A pack in force: the pack, the countries it governs, and its caps as
+/// gate rules (compiled once, not per contact).
 #[derive(Debug, Clone)]
 pub struct ActivePack {
     pub pack: Pack,
     pub countries: Vec<String>,
+    pub caps: Vec<CapRule>,
 }
 
 impl ActivePack {
@@ -187,7 +185,12 @@ impl ComplianceConfig {
             } else {
                 r.countries.clone()
             };
-            out.push(ActivePack { pack, countries });
+            let caps = pack.cap_rules();
+            out.push(ActivePack {
+                pack,
+                countries,
+                caps,
+            });
         }
         if problems.is_empty() {
             Ok(out)
@@ -517,8 +520,7 @@ pub fn explain(packs: &[ActivePack], quiet: &QuietHoursConfig, caps: &CapsConfig
                 .collect();
             for a in governing.iter().filter(|a| a.governs(ch, country)) {
                 caps_here.extend(
-                    a.pack
-                        .cap_rules()
+                    a.caps
                         .iter()
                         .filter(|r| r.channels.contains(&ch))
                         .map(|r| format!("{} {} per {}", r.name, r.max, r.window)),

@@ -37,13 +37,19 @@ impl Dispatcher {
                 .offer_for(now, l.pk, l.due_date, &view.step, &terms)
                 .await
             {
-                Ok(row) if row.state == crate::domain::OfferState::Open && shown.is_none() => {
-                    self.metrics.inc(
-                        "duebell_offers_total",
-                        &[("kind", row.terms.kind.as_str()), ("state", "shown")],
-                        1.0,
-                    );
-                    shown = Some(crate::templates::OfferContext::new(&row.terms, tz, locale));
+                Ok(row) if row.state == crate::domain::OfferState::Open => {
+                    if row.made_at.timestamp_millis() == now.timestamp_millis() {
+                        // Made by this message (not read back by the
+                        // step's other channel or a retry).
+                        self.metrics.inc(
+                            "duebell_offers_total",
+                            &[("kind", row.terms.kind.as_str()), ("state", "made")],
+                            1.0,
+                        );
+                    }
+                    if shown.is_none() {
+                        shown = Some(crate::templates::OfferContext::new(&row.terms, tz, locale));
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -214,7 +214,7 @@ macro_rules! with_book_methods {
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query(&sql(&format!("{} WHERE o.loan_id = ? AND o.due_date = ? AND o.step = ?", super::common_book::OFFER_SELECT)))
+        let row = sqlx::query(&sql(&format!("{} {} WHERE o.loan_id = ? AND o.due_date = ? AND o.step = ?", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM)))
             .bind(loan)
             .bind(&due)
             .bind(step)
@@ -227,41 +227,52 @@ macro_rules! with_book_methods {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<super::OfferToSettle>, StoreError> {
-        let rows = sqlx::query(&sql(&format!("{} WHERE o.state = 'open' OR (o.state IN ('expired', 'void') AND o.expires_at >= ?) ORDER BY o.id", super::common_book::OFFER_SELECT)))
-            .bind(to_millis(since))
-            .fetch_all(&self.pool)
-            .await?;
+        // Two queries whatever the number of offers: the offers with whether
+        // a message carrying each was sent, then every payment inside any of
+        // their windows.
+        let which = "(o.state = 'open' OR (o.state IN ('expired', 'void') AND o.expires_at >= ?))";
+        let rows = sqlx::query(&sql(&format!(
+            "{}, EXISTS (SELECT 1 FROM message_loans ml JOIN messages m ON m.id = ml.message_id
+                  WHERE ml.loan_id = o.loan_id AND ml.due_date = o.due_date AND ml.step = o.step AND m.state IN ('sent', 'delivered'))
+              {} WHERE {which} ORDER BY o.id",
+            super::common_book::OFFER_COLUMNS,
+            super::common_book::OFFER_FROM
+        )))
+        .bind(to_millis(since))
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut by_loan: std::collections::HashMap<i64, Vec<usize>> = Default::default();
         for row in &rows {
             let offer = super::common_book::offer_row(row)?;
-            let shown: bool = sqlx::query_scalar::<_, i64>(&sql("SELECT COUNT(*) FROM message_loans ml JOIN messages m ON m.id = ml.message_id
-                  WHERE ml.loan_id = ? AND ml.due_date = ? AND ml.step = ? AND m.state IN ('sent', 'delivered')"))
-                .bind(offer.loan_pk)
-                .bind(offer.due_date.format("%Y-%m-%d").to_string())
-                .bind(&offer.step)
-                .fetch_one(&self.pool)
-                .await?
-                > 0;
-            let payments = sqlx::query(&sql("SELECT external_id, amount, paid_at FROM payments WHERE loan_id = ? AND paid_at >= ? AND paid_at <= ?"))
-                .bind(offer.loan_pk)
-                .bind(to_millis(offer.made_at))
-                .bind(to_millis(offer.terms.expires_at))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.get::<String, _>(0),
-                        super::codec::decimal(&r.get::<String, _>(1))?,
-                        from_millis(r.get(2))?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+            by_loan.entry(offer.loan_pk).or_default().push(out.len());
             out.push(super::OfferToSettle {
                 offer,
-                shown,
-                payments,
+                shown: row.try_get::<bool, _>(18)?,
+                payments: Vec::new(),
             });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let payments = sqlx::query(&sql(&format!(
+            "SELECT DISTINCT p.loan_id, p.external_id, p.amount, p.paid_at FROM payments p JOIN offers o ON o.loan_id = p.loan_id
+              WHERE {which} AND p.paid_at >= o.made_at AND p.paid_at <= o.expires_at"
+        )))
+        .bind(to_millis(since))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &payments {
+            let loan: i64 = r.get(0);
+            let paid = (
+                r.get::<String, _>(1),
+                super::codec::decimal(&r.get::<String, _>(2))?,
+                from_millis(r.get(3))?,
+            );
+            // `settle` keeps only the payments inside each offer's own window.
+            for &k in by_loan.get(&loan).into_iter().flatten() {
+                out[k].payments.push(paid.clone());
+            }
         }
         Ok(out)
     }
@@ -325,7 +336,7 @@ macro_rules! with_book_methods {
     }
 
     async fn due_offer_events(&self, now: DateTime<Utc>) -> Result<Vec<super::OfferRow>, StoreError> {
-        let rows = sqlx::query(&sql(&format!("{} WHERE o.event_state = 'pending' AND o.event_next_at <= ? ORDER BY o.event_next_at, o.id LIMIT 100", super::common_book::OFFER_SELECT)))
+        let rows = sqlx::query(&sql(&format!("{} {} WHERE o.event_state = 'pending' AND o.event_next_at <= ? ORDER BY o.event_next_at, o.id LIMIT 100", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM)))
             .bind(to_millis(now))
             .fetch_all(&self.pool)
             .await?;
@@ -355,7 +366,7 @@ macro_rules! with_book_methods {
     }
 
     async fn offers(&self, borrower: Option<&str>) -> Result<Vec<super::OfferRow>, StoreError> {
-        let rows = sqlx::query(&sql(&format!("{} WHERE ? IS NULL OR b.external_id = ? ORDER BY o.id", super::common_book::OFFER_SELECT)))
+        let rows = sqlx::query(&sql(&format!("{} {} WHERE ? IS NULL OR b.external_id = ? ORDER BY o.id", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM)))
             .bind(borrower)
             .bind(borrower)
             .fetch_all(&self.pool)
@@ -369,11 +380,13 @@ macro_rules! with_book_methods {
 
 pub(super) use with_book_methods;
 
-/// The columns `offer_row` reads, joined to the loan and borrower.
-pub(super) const OFFER_SELECT: &str = "SELECT o.id, o.loan_id, l.external_id, b.external_id, o.due_date, o.step, o.kind, o.amount, o.percent, o.min_payment, o.currency, o.made_at, o.expires_at, o.state, o.settled_at, o.payment_ids, o.event_state, o.event_attempts
-   FROM offers o JOIN loans l ON l.id = o.loan_id JOIN borrowers b ON b.id = l.borrower_id";
+/// The columns `offer_row` reads, and the join to the loan and borrower
+/// they come from.
+pub(super) const OFFER_COLUMNS: &str = "SELECT o.id, o.loan_id, l.external_id, b.external_id, o.due_date, o.step, o.kind, o.amount, o.percent, o.min_payment, o.currency, o.made_at, o.expires_at, o.state, o.settled_at, o.payment_ids, o.event_state, o.event_attempts";
+pub(super) const OFFER_FROM: &str =
+    "FROM offers o JOIN loans l ON l.id = o.loan_id JOIN borrowers b ON b.id = l.borrower_id";
 
-/// An `OFFER_SELECT` row.
+/// A row of `OFFER_COLUMNS`.
 pub(super) fn offer_row<R>(r: &R) -> Result<super::OfferRow, super::StoreError>
 where
     R: sqlx::Row,
