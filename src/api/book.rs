@@ -318,10 +318,25 @@ pub(super) async fn timeline(
             v
         })
         .collect();
-    Ok(
-        Json(serde_json::json!({ "borrower_id": borrower_id, "messages": out, "offers": offers }))
-            .into_response(),
-    )
+    // Bounces and complaints read from bounce mailboxes, address masked.
+    let bounces: Vec<serde_json::Value> = s
+        .store
+        .bounces(&borrower_id)
+        .await?
+        .iter()
+        .map(|b| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            v["address"] = crate::domain::mask_email(&b.address).into();
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "borrower_id": borrower_id,
+        "messages": out,
+        "offers": offers,
+        "bounces": bounces,
+    }))
+    .into_response())
 }
 
 pub(super) fn masked(m: &crate::store::MessageView) -> serde_json::Value {

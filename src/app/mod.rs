@@ -475,6 +475,32 @@ fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
     m.declare_summary("duebell_planner_tick_seconds", &[]);
     m.declare_counter("duebell_store_busy_retries_total", &[]);
     m.declare_counter("duebell_bounces_total", &[("class", "hard_at_send")]);
+    m.declare_counter(
+        "duebell_addresses_suppressed_total",
+        &[("reason", "hard_bounce")],
+    );
+    let boxes = crate::bounces::mailboxes(&config.providers);
+    if !boxes.is_empty() {
+        for class in [
+            "hard",
+            "soft",
+            "complaint",
+            "forged",
+            "unmatched",
+            "not_a_report",
+        ] {
+            m.declare_counter("duebell_bounces_total", &[("class", class)]);
+        }
+        for reason in ["soft_bounces", "complaint"] {
+            m.declare_counter("duebell_addresses_suppressed_total", &[("reason", reason)]);
+        }
+    }
+    for mb in &boxes {
+        m.declare_counter(
+            "duebell_bounce_mailbox_errors_total",
+            &[("provider", &mb.provider)],
+        );
+    }
     for s in config.policy.steps.iter().filter_map(|s| s.offer.as_ref()) {
         for state in ["made", "taken", "expired", "void"] {
             m.declare_counter(

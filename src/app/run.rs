@@ -69,6 +69,23 @@ impl App {
                 }
             })
         };
+        // Bounce mailboxes are read on their own schedule; a reading cut
+        // off by the stop leaves its mail to be read again.
+        let reading = CancellationToken::new();
+        let readers: Vec<_> = crate::bounces::mailboxes(&self.config.providers)
+            .into_iter()
+            .map(|mb| {
+                tokio::spawn(crate::bounces::keep_reading(
+                    mb,
+                    self.store.clone(),
+                    self.parts.unsubscribe.clone(),
+                    self.parts.metrics.clone(),
+                    self.config.bounces.clone(),
+                    self.clock.clone(),
+                    reading.clone(),
+                ))
+            })
+            .collect();
         let deadline = self.config.daemon.stop_deadline.get();
         let mut last_status = String::new();
         let mut backoff = Duration::ZERO;
@@ -141,6 +158,10 @@ impl App {
         notify.stopping();
         renewing.cancel();
         let _ = renewer.await;
+        reading.cancel();
+        for r in readers {
+            let _ = r.await;
+        }
         self.release_roles().await;
         server_stop.cancel();
         if let Some(task) = server {

@@ -7,7 +7,7 @@
 
 use book::{check_templates, plan, print_warnings, render};
 use daemon::{import, run};
-use ops::{audit, callbacks, decide_messages, messages, migrate, status, store_copy};
+use ops::{audit, bounces_poll, callbacks, decide_messages, messages, migrate, status, store_copy};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,6 +129,11 @@ pub enum Command {
     /// Print the delivery-receipt URLs to configure at each provider (Aliyun
     /// and Tencent URLs carry a secret token; Twilio's are set per message).
     Callbacks,
+    /// Bounce mailboxes (SMTP providers' `bounce_mailbox`).
+    Bounces {
+        #[command(subcommand)]
+        command: BouncesCommand,
+    },
     /// Create the store if needed and apply its migrations (the daemon also
     /// does this at start; run it first when instances start together).
     Migrate,
@@ -150,6 +155,13 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// Read every bounce mailbox once and apply what it reports (the daemon
+    /// does this every `bounce_mailbox.every`); print what each held.
+    Poll,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +396,9 @@ pub async fn execute(cli: Cli) -> ExitStatus {
         }
         Command::Status => status(&loaded.config).await,
         Command::Callbacks => callbacks(&loaded.config).await,
+        Command::Bounces {
+            command: BouncesCommand::Poll,
+        } => bounces_poll(&loaded.config).await,
         Command::Migrate => migrate(&loaded.config.store).await,
         Command::Store { .. } | Command::Generate { .. } => {
             unreachable!("handled before the config is read")

@@ -245,15 +245,10 @@ pub(super) async fn messages(
     }
 }
 
-/// The URLs each provider should send its delivery reports to. Aliyun and
-/// Tencent sign nothing, so theirs carry a token derived from this
-/// deployment's key (kept in the store): a report without it is refused.
-pub(super) async fn callbacks(config: &crate::config::Config) -> ExitStatus {
-    use crate::providers::ProviderKind;
-    let store = match open_store(&config.store).await {
-        Ok(s) => s,
-        Err(status) => return status,
-    };
+/// The deployment's signing key (kept in the store, made at first use).
+async fn deployment_signer(
+    store: &dyn crate::store::Store,
+) -> Result<crate::signing::Signer, ExitStatus> {
     let key = match crate::signing::random_key() {
         Ok(fresh) => {
             store
@@ -264,13 +259,68 @@ pub(super) async fn callbacks(config: &crate::config::Config) -> ExitStatus {
             "no random source: {e}"
         ))),
     };
-    store.close().await;
-    let signer = match key {
-        Ok(k) => crate::signing::Signer::new(k),
-        Err(e) => {
-            eprintln!("duebell: cannot read the deployment key: {e}");
-            return ExitStatus::Failed;
+    key.map(crate::signing::Signer::new).map_err(|e| {
+        eprintln!("duebell: cannot read the deployment key: {e}");
+        ExitStatus::Failed
+    })
+}
+
+/// `duebell bounces poll`: every bounce mailbox once.
+pub(super) async fn bounces_poll(config: &crate::config::Config) -> ExitStatus {
+    let boxes = crate::bounces::mailboxes(&config.providers);
+    if boxes.is_empty() {
+        eprintln!("duebell: no SMTP provider has a `bounce_mailbox` (README: Bounces)");
+        return ExitStatus::Failed;
+    }
+    let store = match open_store(&config.store).await {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let signer = match deployment_signer(store.as_ref()).await {
+        Ok(s) => s,
+        Err(status) => {
+            store.close().await;
+            return status;
         }
+    };
+    let metrics = crate::metrics::Metrics::default();
+    let results = crate::bounces::poll_all(
+        &boxes,
+        store.as_ref(),
+        &signer,
+        &metrics,
+        &config.bounces,
+        SystemClock.now(),
+    )
+    .await;
+    store.close().await;
+    let mut status = ExitStatus::Ok;
+    for (provider, r) in results {
+        match r {
+            Ok(summary) => out!("{provider:<12} {summary}"),
+            Err(e) => {
+                eprintln!("duebell: {provider}: {e}");
+                status = ExitStatus::Failed;
+            }
+        }
+    }
+    status
+}
+
+/// The URLs each provider should send its delivery reports to. Aliyun and
+/// Tencent sign nothing, so theirs carry a token derived from this
+/// deployment's key (kept in the store): a report without it is refused.
+pub(super) async fn callbacks(config: &crate::config::Config) -> ExitStatus {
+    use crate::providers::ProviderKind;
+    let store = match open_store(&config.store).await {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let signer = deployment_signer(store.as_ref()).await;
+    store.close().await;
+    let signer = match signer {
+        Ok(s) => s,
+        Err(status) => return status,
     };
     let base = config.api.public_url.trim_end_matches('/');
     for p in &config.providers {

@@ -46,6 +46,9 @@ pub struct Config {
     /// `[offers]`: where taken offers are posted (a signed webhook like
     /// `[handoff]`; empty url: the hand-off's url and secret).
     pub offers: crate::handoff::HandoffConfig,
+    /// `[bounces]`: when soft bounces read from bounce mailboxes suppress
+    /// an address.
+    pub bounces: crate::bounces::BouncesConfig,
     pub api: crate::api::ApiConfig,
     pub daemon: DaemonConfig,
 }
@@ -122,6 +125,7 @@ impl Default for Config {
             routing: Default::default(),
             handoff: Default::default(),
             offers: Default::default(),
+            bounces: Default::default(),
             api: Default::default(),
             daemon: Default::default(),
         }
@@ -195,6 +199,7 @@ impl Config {
         }
         problems.extend(self.handoff.validate("handoff"));
         problems.extend(self.offers.validate("offers"));
+        problems.extend(self.bounces.validate());
         problems.extend(crate::sources::validate_sources(&self.sources));
         if let Err(packs) = self.compliance.active() {
             problems.extend(packs);

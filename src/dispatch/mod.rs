@@ -325,6 +325,7 @@ impl Dispatcher {
                 .collect(),
             unsubscribe_url: unsubscribe,
             provider_params: rendered.provider.clone(),
+            bounce_token: (view.channel == Channel::Email).then(|| self.unsubscribe.verp_token(id)),
         };
         let providers = self.router.for_recipient(view.channel, &out.to);
         // Try providers in order. A transient failure that certainly did not
@@ -403,6 +404,12 @@ impl Dispatcher {
                     // never fail over (another relay would bounce too).
                     self.metrics
                         .inc("duebell_bounces_total", &[("class", "hard_at_send")], 1.0);
+                    // The gate let it through, so the address was valid.
+                    self.metrics.inc(
+                        "duebell_addresses_suppressed_total",
+                        &[("reason", "hard_bounce")],
+                        1.0,
+                    );
                     let reason = Reason::parse(code);
                     return Ok((
                         Finish::Bounced {

@@ -76,6 +76,15 @@ pub struct ProviderConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// `smtp`: the bounce address, e.g. "bounces@mail.example.com". Each
+    /// email's envelope sender becomes `bounces+<signed token>@…`, so a
+    /// bounce names its message (README: bounces).
+    #[serde(default)]
+    pub return_path: Option<String>,
+    /// `smtp`: the mailbox that `return_path` delivers to, read for
+    /// bounces and complaints.
+    #[serde(default)]
+    pub bounce_mailbox: Option<super::mailbox::MailboxConfig>,
     /// `tencent`: the SmsSdkAppId.
     #[serde(default)]
     pub sdk_app_id: Option<String>,
@@ -154,6 +163,8 @@ pub fn default_providers() -> Vec<ProviderConfig> {
         security: None,
         username: None,
         password: None,
+        return_path: None,
+        bounce_mailbox: None,
         access_key_id: None,
         access_key_secret: None,
         sign_name: None,

@@ -3,10 +3,12 @@
 //! a provider's codes.
 
 pub mod aliyun;
+pub mod bounce;
 mod config;
 pub mod file;
 pub mod guard;
 pub mod http;
+pub mod mailbox;
 pub mod recorder;
 pub mod smtp;
 pub mod tencent;
@@ -46,6 +48,11 @@ pub struct Outbound {
     pub unsubscribe_url: Option<String>,
     /// Pre-approved template parameters for providers that need them.
     pub provider_params: crate::domain::ProviderParams,
+    /// Email: the signed token an SMTP provider with a `return_path` puts
+    /// in the envelope sender (`bounces+<token>@domain`), so a bounce names
+    /// this message.
+    #[serde(skip)]
+    pub bounce_token: Option<String>,
 }
 
 /// An earlier attempt to account for: ours ids, the recipient, when it was

@@ -37,6 +37,8 @@ pub struct SmtpProvider {
     credentials: Option<Credentials>,
     from_header: String,
     from: Address,
+    /// `bounces@domain`: the envelope sender becomes `bounces+<token>@domain`.
+    return_path: Option<String>,
     hello: ClientId,
     pool: Mutex<Vec<AsyncSmtpConnection>>,
     relay: Option<AsyncSmtpTransport<Tokio1Executor>>,
@@ -65,6 +67,25 @@ impl SmtpProvider {
             Security::Plain => 25,
         });
         let password = c.password.as_ref().map(|s| s.expose().to_owned());
+        if let Some(rp) = &c.return_path {
+            if rp.parse::<Address>().is_err() || rp.contains('+') {
+                keys.problem(
+                    "return_path",
+                    format!("`{rp}` is not a plain address; write e.g. \"bounces@mail.example.com\" (duebell adds +<token> per message)"),
+                );
+            }
+        }
+        if let Some(mb) = &c.bounce_mailbox {
+            if c.return_path.is_none() {
+                keys.problem(
+                    "bounce_mailbox",
+                    "needs `return_path`: without a per-message Return-Path no bounce can be matched to its message",
+                );
+            }
+            for (key, problem) in mb.problems() {
+                keys.problem(&format!("bounce_mailbox.{key}"), problem);
+            }
+        }
         match SmtpProvider::new(
             &c.name,
             host,
@@ -74,7 +95,10 @@ impl SmtpProvider {
             password,
             from,
         ) {
-            Ok(s) => Some(s),
+            Ok(mut s) => {
+                s.return_path.clone_from(&c.return_path);
+                Some(s)
+            }
             Err(e) => {
                 keys.problem("from", e);
                 None
@@ -116,6 +140,7 @@ impl SmtpProvider {
             credentials,
             from_header: from,
             from: from_addr,
+            return_path: None,
             hello: ClientId::default(),
             pool: Mutex::new(Vec::new()),
             relay,
@@ -227,11 +252,16 @@ impl Provider for SmtpProvider {
         let to: Address = m.to.parse().map_err(|_| ProviderError::Permanent {
             code: "bad recipient address".into(),
         })?;
-        let envelope = Envelope::new(Some(self.from.clone()), vec![to]).map_err(|e| {
-            ProviderError::Permanent {
+        let sender = match (&self.return_path, &m.bounce_token) {
+            (Some(rp), Some(token)) => super::bounce::verp_address(rp, token)
+                .and_then(|a| a.parse::<Address>().ok())
+                .unwrap_or_else(|| self.from.clone()),
+            _ => self.from.clone(),
+        };
+        let envelope =
+            Envelope::new(Some(sender), vec![to]).map_err(|e| ProviderError::Permanent {
                 code: e.to_string(),
-            }
-        })?;
+            })?;
         let bytes = super::file::eml(m, &self.from_header);
         let message_id = format!("{}.{}@duebell", m.message_id, m.attempt_id);
         if let Some(relay) = &self.relay {

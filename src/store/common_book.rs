@@ -176,13 +176,22 @@ macro_rules! with_book_methods {
         channel: crate::domain::Channel,
         address: &str,
     ) -> Result<u64, StoreError> {
+        let mut tx = begin_write(&self.pool).await?;
         let r = sqlx::query(&sql("UPDATE contact_points SET invalid_at = NULL, invalid_reason = NULL, updated_at = ?
               WHERE channel = ? AND address = ? AND invalid_at IS NOT NULL"))
             .bind(to_millis(now))
             .bind(channel.as_str())
             .bind(address)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        // Soft bounces before the lift no longer count towards the limit.
+        sqlx::query(&sql("UPDATE bounces SET lifted_at = ? WHERE channel = ? AND address = ? AND lifted_at IS NULL"))
+            .bind(to_millis(now))
+            .bind(channel.as_str())
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
     }
 

@@ -384,6 +384,135 @@ macro_rules! with_outcome_methods {
         Ok(done)
     }
 
+    async fn record_bounce(
+        &self,
+        now: DateTime<Utc>,
+        b: &super::BounceRecord<'_>,
+    ) -> Result<super::BounceOutcome, StoreError> {
+        use super::BounceOutcome;
+        let now_ms = to_millis(now);
+        let mut tx = begin_write(&self.pool).await?;
+        let seen: Option<i64> = sqlx::query_scalar(&sql("SELECT id FROM bounces WHERE digest = ?"))
+            .bind(b.digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if seen.is_some() {
+            tx.rollback().await?;
+            return Ok(BounceOutcome::Seen);
+        }
+        let target: Option<(String, String, String)> = sqlx::query_as(&sql("SELECT cp.channel, cp.address, m.state FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id WHERE m.id = ? /*FOR UPDATE*/"))
+            .bind(b.message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((channel, address, state)) = target else {
+            tx.rollback().await?;
+            return Ok(BounceOutcome::NoMessage);
+        };
+        // Another instance reading the same mailbox may have got here first.
+        let inserted = sqlx::query(&sql("INSERT INTO bounces (digest, mailbox, message_id, channel, address, class, status, format, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING"))
+            .bind(b.digest)
+            .bind(b.mailbox)
+            .bind(b.message_id)
+            .bind(&channel)
+            .bind(&address)
+            .bind(b.class)
+            .bind(b.status)
+            .bind(b.format)
+            .bind(b.reason)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(BounceOutcome::Seen);
+        }
+        // What the report does to the address: (statement, reason, label).
+        let invalidate = "UPDATE contact_points SET invalid_at = ?, invalid_reason = ?, updated_at = ? WHERE channel = ? AND address = ? AND invalid_at IS NULL";
+        let mut soft_count = 0;
+        let action = match b.class {
+            "hard" => {
+                let why = format!("bounced ({} {}, mailbox of {}): {}", b.format, b.status, b.mailbox, b.reason);
+                let from = super::codec::state(&state)?;
+                if matches!(from, MessageState::Sent | MessageState::Delivered) {
+                    transition(&mut tx, now_ms, b.message_id, Some(from), MessageState::Undelivered, &format!("{why}; the address is suppressed")).await?;
+                }
+                Some((invalidate, why, "hard_bounce"))
+            }
+            "soft" => {
+                let since = to_millis(now - b.soft_window);
+                soft_count = sqlx::query_scalar(&sql("SELECT COUNT(*) FROM bounces WHERE channel = ? AND address = ? AND class = 'soft' AND lifted_at IS NULL AND at >= ?"))
+                    .bind(&channel)
+                    .bind(&address)
+                    .bind(since)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (b.soft_limit > 0 && soft_count >= i64::from(b.soft_limit)).then(|| {
+                    let why = format!(
+                        "{soft_count} soft bounces within {}, the last ({} {}): {}",
+                        humantime::format_duration(b.soft_window.to_std().unwrap_or_default()),
+                        b.format,
+                        b.status,
+                        b.reason
+                    );
+                    (invalidate, why, "soft_bounces")
+                })
+            }
+            _ => Some((
+                "UPDATE contact_points SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE channel = ? AND address = ? AND opted_out_at IS NULL",
+                format!("complaint ({} {}, mailbox of {})", b.format, b.status, b.mailbox),
+                "complaint",
+            )),
+        };
+        let mut suppressed = None;
+        if let Some((text, why, label)) = action {
+            let n = sqlx::query(&sql(text))
+                .bind(now_ms)
+                .bind(&why)
+                .bind(now_ms)
+                .bind(&channel)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n > 0 {
+                suppressed = Some(label);
+            }
+        }
+        tx.commit().await?;
+        Ok(BounceOutcome::Recorded {
+            address,
+            suppressed,
+            soft_count,
+        })
+    }
+
+    async fn bounces(&self, borrower: &str) -> Result<Vec<super::BounceRow>, StoreError> {
+        type Row = (Option<i64>, String, String, String, String, String, String, String, i64, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(&sql("SELECT x.message_id, x.mailbox, x.channel, x.address, x.class, x.status, x.format, x.reason, x.at, x.lifted_at
+              FROM bounces x JOIN messages m ON m.id = x.message_id JOIN borrowers b ON b.id = m.borrower_id
+             WHERE b.external_id = ? ORDER BY x.at, x.id"))
+            .bind(borrower)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(message_id, mailbox, channel, address, class, status, format, reason, at, lifted)| {
+                Ok(super::BounceRow {
+                    message_id,
+                    mailbox,
+                    channel,
+                    address,
+                    class,
+                    status,
+                    format,
+                    reason,
+                    at: super::from_millis(at)?,
+                    lifted_at: lifted.map(super::from_millis).transpose()?,
+                })
+            })
+            .collect()
+    }
+
         );
     };
 }

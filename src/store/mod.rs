@@ -10,6 +10,7 @@ mod common_book;
 mod common_outcomes;
 mod config;
 mod copy;
+mod copy_tables;
 mod flow;
 mod import;
 mod postgres;
@@ -418,6 +419,18 @@ pub trait Store: Send + Sync + 'static {
         channel: Channel,
         address: &str,
     ) -> Result<u64, StoreError>;
+    /// Applies a bounce or complaint read from a bounce mailbox, once per
+    /// report: a hard bounce marks the address invalid on every contact
+    /// point that has it (and the message `undelivered`); soft bounces
+    /// suppress it when `soft_limit` fall within `soft_window`; a complaint
+    /// opts it out.
+    async fn record_bounce(
+        &self,
+        now: DateTime<Utc>,
+        bounce: &BounceRecord<'_>,
+    ) -> Result<BounceOutcome, StoreError>;
+    /// Bounces and complaints recorded against a borrower's messages.
+    async fn bounces(&self, borrower: &str) -> Result<Vec<BounceRow>, StoreError>;
     /// An operator's decision on an `unknown` (or `failed`) message:
     /// `release` plans it again for now, otherwise it is cancelled.
     async fn operator_decide(

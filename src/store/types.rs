@@ -349,3 +349,57 @@ pub struct OfferToSettle {
     /// Payments on its loan from its making to its deadline: (id, amount, paid at).
     pub payments: Vec<(String, rust_decimal::Decimal, DateTime<Utc>)>,
 }
+
+/// A bounce or complaint read from a bounce mailbox, to be applied once
+/// (README: Bounces).
+#[derive(Debug, Clone)]
+pub struct BounceRecord<'a> {
+    /// SHA-256 of the raw mail: a report read twice is applied once.
+    pub digest: &'a str,
+    /// The SMTP provider whose mailbox it came from.
+    pub mailbox: &'a str,
+    /// Our message, from the verified Return-Path token.
+    pub message_id: i64,
+    /// `hard`, `soft` or `complaint`.
+    pub class: &'a str,
+    pub status: &'a str,
+    /// `dsn`, `arf` or `text`.
+    pub format: &'a str,
+    pub reason: &'a str,
+    /// Soft bounces (not lifted) within `soft_window` that suppress.
+    pub soft_limit: u32,
+    pub soft_window: chrono::Duration,
+}
+
+/// What recording a bounce did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BounceOutcome {
+    /// This report was applied before (read again after a crash, or by
+    /// another instance).
+    Seen,
+    /// The token names no message with a contact point.
+    NoMessage,
+    Recorded {
+        address: String,
+        /// `hard_bounce`, `soft_bounces` or `complaint` when this report
+        /// newly suppressed or opted out the address.
+        suppressed: Option<&'static str>,
+        /// Soft bounces counted within the window, this one included.
+        soft_count: i64,
+    },
+}
+
+/// A recorded bounce or complaint (the borrower timeline).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BounceRow {
+    pub message_id: Option<i64>,
+    pub mailbox: String,
+    pub channel: String,
+    pub address: String,
+    pub class: String,
+    pub status: String,
+    pub format: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    pub lifted_at: Option<DateTime<Utc>>,
+}

@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &["engine"]),
     ("config", &["config"]),
     ("api", &["api"]),
-    ("core", &["planner", "dispatch", "offers"]),
+    ("core", &["planner", "dispatch", "offers", "bounces"]),
     (
         "intake and rules of contact",
         &["sources", "handoff", "eligibility"],

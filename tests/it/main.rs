@@ -6,6 +6,7 @@
 pub const BACKEND: support::Backend = support::Backend::Sqlite;
 
 mod api;
+mod bounces;
 pub mod chaos;
 mod check;
 mod cli_pipeline;

@@ -13,7 +13,8 @@ use crate::support::{book, Harness};
 
 type Inbox = Arc<Mutex<Vec<String>>>;
 
-async fn smtp_server() -> (u16, Inbox) {
+/// Each mail kept is `MAIL FROM:…`, `RCPT TO:…` and the data, one per line.
+pub(crate) async fn smtp_server() -> (u16, Inbox) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let inbox: Inbox = Arc::default();
@@ -29,14 +30,15 @@ async fn smtp_server() -> (u16, Inbox) {
                 let mut lines = BufReader::new(r).lines();
                 w.write_all(b"220 test.local ESMTP\r\n").await.unwrap();
                 let mut rcpt = String::new();
+                let mut mail_from = String::new();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let upper = line.to_ascii_uppercase();
                     let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
                         b"250-test.local\r\n250-8BITMIME\r\n250 SIZE 10000000\r\n"
-                    } else if upper.starts_with("MAIL FROM")
-                        || upper.starts_with("RSET")
-                        || upper.starts_with("NOOP")
-                    {
+                    } else if upper.starts_with("MAIL FROM") {
+                        mail_from = line.clone();
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
                         b"250 OK\r\n"
                     } else if upper.starts_with("RCPT TO") {
                         rcpt = line.clone();
@@ -64,7 +66,10 @@ async fn smtp_server() -> (u16, Inbox) {
                             // Refused after DATA: delivery not authorized.
                             b"550 5.7.1 delivery not authorized, message refused\r\n"
                         } else {
-                            inbox.lock().unwrap().push(format!("{rcpt}\n{data}"));
+                            inbox
+                                .lock()
+                                .unwrap()
+                                .push(format!("{mail_from}\n{rcpt}\n{data}"));
                             b"250 2.0.0 queued\r\n"
                         }
                     } else if upper.starts_with("QUIT") {
@@ -85,7 +90,10 @@ async fn smtp_server() -> (u16, Inbox) {
 
 /// A harness sending email through the SMTP server on `port` (SMS to a
 /// file outbox named `outbox`), with no caps.
-async fn smtp_harness(port: u16, tweak: impl FnOnce(&mut duebell::config::Config)) -> Harness {
+pub(crate) async fn smtp_harness(
+    port: u16,
+    tweak: impl FnOnce(&mut duebell::config::Config),
+) -> Harness {
     let mut p = duebell::providers::default_providers().remove(0);
     p.name = "mail".into();
     p.kind = ProviderKind::Smtp;

@@ -6,6 +6,8 @@ pub const BACKEND: support::Backend = support::Backend::Postgres;
 
 #[path = "../it/api.rs"]
 mod api;
+#[path = "../it/bounces.rs"]
+mod bounces;
 #[path = "../it/chaos.rs"]
 mod chaos;
 mod cluster;
@@ -17,6 +19,8 @@ mod import;
 mod offers;
 #[path = "../it/pipeline.rs"]
 mod pipeline;
+#[path = "../it/smtp.rs"]
+mod smtp;
 #[path = "../it/store.rs"]
 mod store;
 #[path = "../it/support.rs"]
