@@ -101,31 +101,39 @@ pub(super) async fn load_borrowers(
         // `since` is our own integer, written into the text so the key
         // list stays the only bound parameter.
         let recent = format!(
-            "SELECT c.borrower_id, c.at, c.channel, c.contact_point_id, ml.loan_id FROM contact_log c
+            "SELECT c.borrower_id, c.at, c.channel, c.contact_point_id, ml.loan_id, c.id FROM contact_log c
               LEFT JOIN message_loans ml ON ml.message_id = c.message_id
               WHERE c.at >= {} AND c.borrower_id IN ({{}}) ORDER BY c.id",
             to_millis(since)
         );
-        let mut contacts: HashMap<(i64, i64, String, Option<i64>), Vec<i64>> = HashMap::new();
+        // One contact per contact-log row (one per message sent), with the
+        // loans it carried: two messages at the same instant on the same
+        // contact point are two contacts.
+        type Row = (i64, i64, String, Option<i64>);
+        let mut contacts: HashMap<i64, (Row, Vec<i64>)> = HashMap::new();
         let mut order = Vec::new();
         for row in select_in_i64(conn, &recent, chunk).await? {
-            let key = (
-                row.get::<i64, _>(0),
-                row.get::<i64, _>(1),
-                row.get::<String, _>(2),
-                row.get::<Option<i64>, _>(3),
-            );
-            if !contacts.contains_key(&key) {
-                order.push(key.clone());
-            }
-            let loans = contacts.entry(key).or_default();
+            let id: i64 = row.get(5);
+            let (_, loans) = contacts.entry(id).or_insert_with(|| {
+                order.push(id);
+                (
+                    (
+                        row.get::<i64, _>(0),
+                        row.get::<i64, _>(1),
+                        row.get::<String, _>(2),
+                        row.get::<Option<i64>, _>(3),
+                    ),
+                    Vec::new(),
+                )
+            });
             if let Some(l) = row.get::<Option<i64>, _>(4) {
                 loans.push(l);
             }
         }
-        for key in order {
-            let loans = contacts.remove(&key).unwrap_or_default();
-            let (b, at, ch, cp) = key;
+        for id in order {
+            let Some(((b, at, ch, cp), loans)) = contacts.remove(&id) else {
+                continue;
+            };
             out[by_pk[&b]].recent.push(Contact {
                 at: from_millis(at)?,
                 channel: channel(&ch)?,
