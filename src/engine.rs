@@ -114,6 +114,8 @@ impl Engine {
                 metrics: parts.metrics,
                 instance: parts.instance,
                 claim_lease: config.daemon.claim_lease.get(),
+                width: dispatch_width(config),
+                in_hand: Arc::default(),
             },
         })
     }
@@ -311,4 +313,24 @@ pub async fn borrower_context(
         &stage,
         today,
     ))
+}
+
+/// Sends in flight at once: the `concurrency` of every provider a channel
+/// routes to, summed, between 1 and `MAX_WIDTH`.
+fn dispatch_width(config: &Config) -> usize {
+    const MAX_WIDTH: usize = 256;
+    let routed: std::collections::HashSet<&str> = config
+        .routing
+        .sms
+        .iter()
+        .chain(&config.routing.email)
+        .map(String::as_str)
+        .collect();
+    config
+        .providers
+        .iter()
+        .filter(|p| routed.contains(p.name.as_str()))
+        .map(|p| p.concurrency.max(1) as usize)
+        .sum::<usize>()
+        .clamp(1, MAX_WIDTH)
 }

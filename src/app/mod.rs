@@ -344,27 +344,38 @@ impl App {
         // Renewing (or taking over) the planner lease and reconciling a dead
         // instance's sends must not wait for the dispatcher to go idle.
         let upkeep_every = self.config.daemon.planner_lease.get() / 3;
+        // Up to `width` sends in flight, each claimed (durably `sending`)
+        // before its call; a stop claims nothing new and lets those in
+        // flight finish. A failure stops new claims and is returned once
+        // the rest have finished.
+        let width = self.engine.dispatcher.width;
+        let mut inflight = tokio::task::JoinSet::new();
+        let (mut idle, mut failure) = (false, None);
         loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            if self.last_upkeep.elapsed() >= upkeep_every {
+            if !shutdown.is_cancelled() && self.last_upkeep.elapsed() >= upkeep_every {
                 self.hold_planner().await;
                 self.plan_if_due(false, &mut report).await?;
                 self.reconcile().await?;
             }
-            match self
-                .engine
-                .dispatcher
-                .dispatch_next(self.clock.now())
-                .await
-                .context("while dispatching")?
-            {
-                Outcome::Idle => break,
-                Outcome::Sent { .. } => report.sent += 1,
-                Outcome::Decided(_) | Outcome::Retrying { .. } => report.decided += 1,
-                Outcome::Failed { .. } => report.failed += 1,
+            while !idle && failure.is_none() && !shutdown.is_cancelled() && inflight.len() < width {
+                let (d, now) = (self.engine.dispatcher.clone(), self.clock.now());
+                inflight.spawn(async move { d.dispatch_next(now).await });
             }
+            let Some(joined) = inflight.join_next().await else {
+                break;
+            };
+            match joined.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
+                Ok(Outcome::Idle) => idle = true,
+                Ok(Outcome::Sent { .. }) => report.sent += 1,
+                Ok(Outcome::Decided(_) | Outcome::Retrying { .. }) => report.decided += 1,
+                Ok(Outcome::Failed { .. }) => report.failed += 1,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e.context("while dispatching"));
         }
         crate::handoff::post_due(
             self.store.as_ref(),

@@ -13,11 +13,12 @@ impl App {
     /// Reconciles sends whose claim lease ran out.
     pub(super) async fn reconcile(&mut self) -> anyhow::Result<()> {
         // Sends left by an instance that died (or by this one's last life):
-        // their claim leases have run out.
+        // their claim leases have run out. This process's own sends in
+        // flight record their own outcomes.
         let (confirmed, unsure) = self
             .engine
             .dispatcher
-            .reconcile(self.clock.now())
+            .reconcile_others(self.clock.now())
             .await
             .context("while reconciling interrupted sends")?;
         if confirmed + unsure > 0 {

@@ -90,10 +90,10 @@ impl App {
         let mut last_status = String::new();
         let mut backoff = Duration::ZERO;
         loop {
-            // A stop lets the cycle in hand (at most one send in flight, as
-            // nothing new is claimed once `shutdown` is cancelled) finish up
-            // to the deadline; a send cut off stays `sending` and is
-            // reconciled at the next start.
+            // A stop lets the cycle in hand (the sends in flight, as nothing
+            // new is claimed once `shutdown` is cancelled) finish up to the
+            // deadline; a send cut off stays `sending` and is reconciled at
+            // the next start.
             let stopping = shutdown.clone();
             let outcome = tokio::select! {
                 r = self.cycle(&shutdown) => Some(r),

@@ -79,6 +79,12 @@ pub struct Dispatcher {
     pub instance: Arc<str>,
     /// How long a claim holds without renewal.
     pub claim_lease: std::time::Duration,
+    /// Sends the daemon keeps in flight at once: the routed providers'
+    /// `concurrency`, summed (each provider's own limit is its guard's).
+    pub width: usize,
+    /// Messages this process has claimed and not yet recorded: its own
+    /// sends in flight, which reconciliation leaves alone.
+    pub in_hand: reconcile::InHandSet,
 }
 
 /// Decides a claim: eligibility, then the gate.
@@ -181,6 +187,7 @@ impl Dispatcher {
             return Ok(Outcome::Decided(verdict));
         };
         let id = view.message_id;
+        let _in_hand = reconcile::InHand::new(&self.in_hand, id);
         let outcome = self.send(now, &view, attempt_id, loans).await;
         let (finish, result) = match outcome {
             Ok((finish, result)) => (finish, result),

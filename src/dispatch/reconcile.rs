@@ -24,9 +24,31 @@ impl Dispatcher {
     /// Resolves every message left `sending` whose lease ran out. Returns
     /// (confirmed sent, replayed, postponed or unknown).
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        self.reconcile_where(now, |_| true).await
+    }
+
+    /// As `reconcile`, but leaves this process's own sends in flight alone
+    /// (`in_hand`): a store too busy to renew their leases may have let them
+    /// run out, and each task records its own outcome.
+    pub async fn reconcile_others(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let in_hand = self.in_hand.clone();
+        self.reconcile_where(now, move |m| {
+            !in_hand
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&m.id)
+        })
+        .await
+    }
+
+    async fn reconcile_where(
+        &self,
+        now: DateTime<Utc>,
+        take: impl Fn(&InFlight) -> bool,
+    ) -> Result<(u64, u64), StoreError> {
         let (mut sent, mut other) = (0, 0);
-        for m in self.store.in_flight(now).await? {
-            match self.resolve(now, &m).await? {
+        for m in self.store.in_flight(now).await?.iter().filter(|m| take(m)) {
+            match self.resolve(now, m).await? {
                 true => sent += 1,
                 false => other += 1,
             }
@@ -119,5 +141,28 @@ impl Dispatcher {
         let sent = matches!(finish, Finish::Sent { .. });
         self.store.finish(now, m.id, &m.attempt, &finish).await?;
         Ok(sent)
+    }
+}
+
+/// Holds a message in `Dispatcher::in_hand` until dropped (recorded, or the
+/// task cut off).
+/// What `Dispatcher::in_hand` holds.
+pub type InHandSet = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
+
+pub(super) struct InHand(InHandSet, i64);
+
+impl InHand {
+    pub(super) fn new(set: &InHandSet, id: i64) -> InHand {
+        set.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        InHand(set.clone(), id)
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
     }
 }

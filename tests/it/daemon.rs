@@ -200,3 +200,101 @@ async fn run_once_imports_and_exits() {
             > 0
     );
 }
+
+/// A gateway on loopback that answers every POST after `delay` and
+/// records the most requests it ever held at once.
+async fn counting_gateway(
+    delay: Duration,
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/send", listener.local_addr().unwrap());
+    let (now, most, total) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (most_out, total_out) = (most.clone(), total.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (now, most, total) = (now.clone(), most.clone(), total.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::new(r);
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    r.read_exact(&mut body).await.unwrap();
+                    let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(held, Ordering::SeqCst);
+                    total.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let reply = "{\"id\":\"gw\"}";
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    if w.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, most_out, total_out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_as_many_sends_in_flight_as_the_provider_allows_and_no_more() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, most, total) = counting_gateway(Duration::from_millis(200)).await;
+    let config = crate::chaos::config(dir.path(), &url, 12);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "timeout = \"30s\"\n",
+        "timeout = \"30s\"\nconcurrency = 4\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = crate::support::run(duebell(&[
+        "--config",
+        config.to_str().unwrap(),
+        "run",
+        "--once",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        total.load(Ordering::SeqCst),
+        12,
+        "each message sent once: {stderr}"
+    );
+    // Sent side by side (one at a time before), never beyond the limit.
+    assert_eq!(most.load(Ordering::SeqCst), 4);
+    let store = open_store(dir.path()).await;
+    let sent = store
+        .messages(&duebell::store::MessageQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| m.state == duebell::store::MessageState::Sent)
+        .count();
+    assert_eq!(sent, 12);
+}

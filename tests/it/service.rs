@@ -435,20 +435,35 @@ async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = webhook_config(dir.path(), &slow.uri(), 4, "20s");
+    // The daemon keeps the routed providers' concurrency, summed, in
+    // flight: 2 for the gateway + 1 for the email outbox = 3 claimed at
+    // once, two of them at the gateway, one waiting for its slot.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "timeout = \"30s\"\n",
+            "timeout = \"30s\"\nconcurrency = 2\n",
+        )
+        .replace(
+            "name = \"outbox\"\nkind = \"file\"\n",
+            "name = \"outbox\"\nkind = \"file\"\nconcurrency = 1\n",
+        );
+    std::fs::write(&cfg, text).unwrap();
     let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_requests(&slow, 1).await;
+    wait_requests(&slow, 2).await;
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    // The send in flight finished; nothing new was claimed after the stop.
+    // The sends claimed before the stop finished (the one waiting for a
+    // slot too); nothing new was claimed after it.
     let first = message_ids(&slow.received_requests().await.unwrap());
-    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first.len(), 3, "{first:?}");
     let (_, sent, _) = crate::support::run(duebell(&[
         "messages",
         "--state",
@@ -456,7 +471,7 @@ async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
         "--config",
         cfg.to_str().unwrap(),
     ]));
-    assert_eq!(sent.lines().count(), 2, "{sent}");
+    assert_eq!(sent.lines().count(), 4, "{sent}");
     // A restart sends the rest, each exactly once.
     let (code, _, stderr) = crate::support::run(duebell(&[
         "run",
