@@ -1,6 +1,7 @@
 //! Dispatch benchmarks: throughput to a loopback HTTP sink with no rate
-//! limit, and rate-limit fidelity at a configured rate. Not a test; prints
-//! figures for BENCHMARKS.md.
+//! limit, rate-limit fidelity at a configured rate, and the daemon's own
+//! cycle (`duebell run --once`) against a provider that takes 200 ms per
+//! call. Not a test; prints figures for BENCHMARKS.md.
 //!
 //!     cargo bench --bench dispatch
 
@@ -119,6 +120,82 @@ async fn drain(engine: &Engine, at: DateTime<Utc>, workers: usize) -> (usize, Du
     (sent, started.elapsed())
 }
 
+/// A sink that answers every POST after `delay`.
+async fn slow_sink(delay: Duration) -> String {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || async move {
+            tokio::time::sleep(delay).await;
+            "{}"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// `duebell run --once` (the release binary, real clock) sending `n` SMS
+/// due today through `url` with `concurrency`; returns (sent, elapsed of
+/// the run, planning included).
+fn run_once(url: &str, n: usize, concurrency: u32) -> (usize, Duration) {
+    let bin = env!("CARGO_BIN_EXE_duebell");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let today = Utc::now().date_naive();
+    let mut book = String::from(
+        "loan_id,borrower_id,name,phone,email,locale,timezone,due_date,amount_due,currency\n",
+    );
+    for i in 0..n {
+        book.push_str(&format!(
+            "C{i},CB{i},Kim Park,+1212555{i:04},,en,UTC,{today},10.00,USD\n"
+        ));
+    }
+    std::fs::write(d.join("book.csv"), book).unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    std::fs::write(
+        d.join("duebell.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{}/state/duebell.db\"\nsynchronous = \"normal\"\n\n\
+             [[policy.steps]]\nid = \"due\"\noffset_days = 0\nchannels = [\"sms\"]\ntemplate = \"due_today\"\nstage = \"friendly\"\n\n\
+             [quiet_hours]\ncalendars_dir = \"{repo}/config/holidays\"\n[[quiet_hours.rules]]\nname = \"any\"\nevery_day = [\"00:00-24:00\"]\n\n\
+             [caps]\nrules = []\n\n[templates]\ndir = \"{repo}/templates\"\n\n\
+             [[providers]]\nname = \"gateway\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"bench-secret-0123456789\"\ntimeout = \"30s\"\nconcurrency = {concurrency}\n\n\
+             [routing]\nsms = [\"gateway\"]\nemail = [\"gateway\"]\n\n[api]\nlisten = \"\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let cfg = d.join("duebell.toml");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "import",
+        "--no-progress",
+        d.join("book.csv").to_str().unwrap(),
+    ]);
+    let started = Instant::now();
+    run(&["run", "--once"]);
+    let took = started.elapsed();
+    let sent = run(&["messages", "--state", "sent", "--limit", "1000000"])
+        .lines()
+        .skip(1)
+        .count();
+    (sent, took)
+}
+
 fn max_in_window(stamps: &[Instant], window: Duration) -> usize {
     let mut s = stamps.to_vec();
     s.sort();
@@ -189,6 +266,24 @@ fn main() {
                 max_in_window(&s, Duration::from_secs(1))
             );
             store.close().await;
+        }
+        println!("\n## A provider answering in 200 ms, through the daemon's cycle\n");
+        println!("| concurrency | messages | sent | wall time (`run --once`) | messages/s | Little's law (C / 0.2 s) | ratio |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        let url = slow_sink(Duration::from_millis(200)).await;
+        for c in [1u32, 8, 32] {
+            let n = (c as usize * 40).max(100);
+            let u = url.clone();
+            let (sent, took) = tokio::task::spawn_blocking(move || run_once(&u, n, c))
+                .await
+                .unwrap();
+            let rate = sent as f64 / took.as_secs_f64();
+            let bound = f64::from(c) / 0.2;
+            println!(
+                "| {c} | {n} | {sent} | {:.2} s | {rate:.1} | {bound:.0} | {:.2} |",
+                took.as_secs_f64(),
+                rate / bound
+            );
         }
     });
 }
