@@ -346,16 +346,26 @@ impl App {
         let upkeep_every = self.config.daemon.planner_lease.get() / 3;
         // Up to `width` sends in flight, each claimed (durably `sending`)
         // before its call; a stop claims nothing new and lets those in
-        // flight finish. A failure stops new claims and is returned once
-        // the rest have finished.
+        // flight finish. A failure (a send's or the upkeep's) stops new
+        // claims and is returned once the rest have finished.
         let width = self.engine.dispatcher.width;
         let mut inflight = tokio::task::JoinSet::new();
         let (mut idle, mut failure) = (false, None);
         loop {
-            if !shutdown.is_cancelled() && self.last_upkeep.elapsed() >= upkeep_every {
-                self.hold_planner().await;
-                self.plan_if_due(false, &mut report).await?;
-                self.reconcile().await?;
+            if failure.is_none()
+                && !shutdown.is_cancelled()
+                && self.last_upkeep.elapsed() >= upkeep_every
+            {
+                // An error here must not drop the sends in flight.
+                let upkeep: anyhow::Result<()> = async {
+                    self.hold_planner().await;
+                    self.plan_if_due(false, &mut report).await?;
+                    self.reconcile().await
+                }
+                .await;
+                if let Err(e) = upkeep {
+                    failure = Some(e);
+                }
             }
             while !idle && failure.is_none() && !shutdown.is_cancelled() && inflight.len() < width {
                 let (d, now) = (self.engine.dispatcher.clone(), self.clock.now());
@@ -370,12 +380,12 @@ impl App {
                 Ok(Outcome::Decided(_) | Outcome::Retrying { .. }) => report.decided += 1,
                 Ok(Outcome::Failed { .. }) => report.failed += 1,
                 Err(e) => {
-                    failure.get_or_insert(e);
+                    failure.get_or_insert(e.context("while dispatching"));
                 }
             }
         }
         if let Some(e) = failure {
-            return Err(e.context("while dispatching"));
+            return Err(e);
         }
         crate::handoff::post_due(
             self.store.as_ref(),
