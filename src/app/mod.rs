@@ -75,13 +75,8 @@ impl App {
         let store = store::open(&config.store)
             .await
             .with_context(|| format!("while opening the store {}", config.store.url))?;
-        let fresh = crate::signing::random_key().context("while reading /dev/urandom")?;
-        let key = store
-            .secret("unsubscribe_key", &fresh, clock.now())
-            .await
-            .context("while reading the signing key")?;
         let parts = crate::engine::Parts {
-            unsubscribe: Arc::new(crate::signing::Signer::new(key)),
+            unsubscribe: Arc::new(deployment_signer(store.as_ref(), clock.now()).await?),
             pauses: Arc::default(),
             metrics: Arc::default(),
             instance: Arc::from(config.daemon.instance_name()),
@@ -349,6 +344,8 @@ impl App {
         // flight finish. A failure (a send's or the upkeep's) stops new
         // claims and is returned once the rest have finished.
         let width = self.engine.dispatcher.width;
+        // One copy per cycle, shared by its send tasks.
+        let dispatcher = Arc::new(self.engine.dispatcher.clone());
         let mut inflight = tokio::task::JoinSet::new();
         let (mut idle, mut failure) = (false, None);
         loop {
@@ -368,7 +365,7 @@ impl App {
                 }
             }
             while !idle && failure.is_none() && !shutdown.is_cancelled() && inflight.len() < width {
-                let (d, now) = (self.engine.dispatcher.clone(), self.clock.now());
+                let (d, now) = (dispatcher.clone(), self.clock.now());
                 inflight.spawn(async move { d.dispatch_next(now).await });
             }
             let Some(joined) = inflight.join_next().await else {
@@ -487,6 +484,21 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// The deployment's signer (unsubscribe links, provider callback tokens,
+/// Return-Path tokens): its key is kept in the store, made at first use,
+/// so every instance and every command signs alike.
+pub async fn deployment_signer(
+    store: &dyn Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<crate::signing::Signer> {
+    let fresh = crate::signing::random_key().context("while reading /dev/urandom")?;
+    let key = store
+        .secret("unsubscribe_key", &fresh, now)
+        .await
+        .context("while reading the signing key")?;
+    Ok(crate::signing::Signer::new(key))
 }
 
 /// Every series the README documents, present (at zero) from the first

@@ -245,24 +245,16 @@ pub(super) async fn messages(
     }
 }
 
-/// The deployment's signing key (kept in the store, made at first use).
+/// The deployment's signer, or the exit status of a failure to read it.
 async fn deployment_signer(
     store: &dyn crate::store::Store,
 ) -> Result<crate::signing::Signer, ExitStatus> {
-    let key = match crate::signing::random_key() {
-        Ok(fresh) => {
-            store
-                .secret("unsubscribe_key", &fresh, SystemClock.now())
-                .await
-        }
-        Err(e) => Err(crate::store::StoreError::Corrupt(format!(
-            "no random source: {e}"
-        ))),
-    };
-    key.map(crate::signing::Signer::new).map_err(|e| {
-        eprintln!("duebell: cannot read the deployment key: {e}");
-        ExitStatus::Failed
-    })
+    crate::app::deployment_signer(store, SystemClock.now())
+        .await
+        .map_err(|e| {
+            eprintln!("duebell: cannot read the deployment key: {e:#}");
+            ExitStatus::Failed
+        })
 }
 
 /// `duebell bounces poll`: every bounce mailbox once.

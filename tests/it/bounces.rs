@@ -307,13 +307,12 @@ async fn send_due(
         c.bounces.soft_limit = 2;
     })
     .await;
-    let key = h
-        .store
-        .secret("unsubscribe_key", &[7; 32], h.now())
+    // Signed with the deployment key, as the daemon and `bounces poll` are.
+    let signer = duebell::app::deployment_signer(h.store.as_ref(), h.now())
         .await
         .unwrap();
     let parts = duebell::engine::Parts {
-        unsubscribe: std::sync::Arc::new(duebell::signing::Signer::new(key)),
+        unsubscribe: std::sync::Arc::new(signer),
         ..Default::default()
     };
     let engine =
