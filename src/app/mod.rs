@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dispatch::Outcome;
 use crate::engine::Engine;
 use crate::sources::{FileWatch, ImportReport, PollOutcome};
 use crate::store::{self, Fence, Store, StoreError};
@@ -25,6 +24,7 @@ pub const PLANNER_ROLE: &str = "planner";
 
 mod roles;
 mod run;
+mod send;
 
 /// What one cycle did.
 #[derive(Debug, Default)]
@@ -336,54 +336,7 @@ impl App {
         self.hold_planner().await;
         self.plan_if_due(changed, &mut report).await?;
         self.reconcile().await?;
-        // Renewing (or taking over) the planner lease and reconciling a dead
-        // instance's sends must not wait for the dispatcher to go idle.
-        let upkeep_every = self.config.daemon.planner_lease.get() / 3;
-        // Up to `width` sends in flight, each claimed (durably `sending`)
-        // before its call; a stop claims nothing new and lets those in
-        // flight finish. A failure (a send's or the upkeep's) stops new
-        // claims and is returned once the rest have finished.
-        let width = self.engine.dispatcher.width;
-        // One copy per cycle, shared by its send tasks.
-        let dispatcher = Arc::new(self.engine.dispatcher.clone());
-        let mut inflight = tokio::task::JoinSet::new();
-        let (mut idle, mut failure) = (false, None);
-        loop {
-            if failure.is_none()
-                && !shutdown.is_cancelled()
-                && self.last_upkeep.elapsed() >= upkeep_every
-            {
-                // An error here must not drop the sends in flight.
-                let upkeep: anyhow::Result<()> = async {
-                    self.hold_planner().await;
-                    self.plan_if_due(false, &mut report).await?;
-                    self.reconcile().await
-                }
-                .await;
-                if let Err(e) = upkeep {
-                    failure = Some(e);
-                }
-            }
-            while !idle && failure.is_none() && !shutdown.is_cancelled() && inflight.len() < width {
-                let (d, now) = (dispatcher.clone(), self.clock.now());
-                inflight.spawn(async move { d.dispatch_next(now).await });
-            }
-            let Some(joined) = inflight.join_next().await else {
-                break;
-            };
-            match joined.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
-                Ok(Outcome::Idle) => idle = true,
-                Ok(Outcome::Sent { .. }) => report.sent += 1,
-                Ok(Outcome::Decided(_) | Outcome::Retrying { .. }) => report.decided += 1,
-                Ok(Outcome::Failed { .. }) => report.failed += 1,
-                Err(e) => {
-                    failure.get_or_insert(e.context("while dispatching"));
-                }
-            }
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        self.send_due(shutdown, &mut report).await?;
         crate::handoff::post_due(
             self.store.as_ref(),
             &self.config.handoff,

@@ -5,11 +5,13 @@
 //! never lead to a blind resend: `reconcile` asks the provider or marks it
 //! `unknown` for an operator.
 
+mod batch;
 mod context;
 mod offer;
 mod pauses;
 mod reconcile;
 
+pub use batch::Done;
 pub use context::context_for;
 pub use pauses::Pauses;
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
-use crate::compliance::caps::{self, Subject};
+use crate::compliance::caps::Subject;
 use crate::compliance::{Gate, GateDecision};
 use crate::domain::Channel;
 use crate::eligibility;
@@ -158,84 +160,21 @@ pub fn backoff(
 }
 
 impl Dispatcher {
-    /// Claims, renders, sends and records one message.
+    /// Claims, renders, sends and records one message (the batched path,
+    /// one at a time).
     pub async fn dispatch_next(&self, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
-        if self.pauses.is_paused(None) {
-            return Ok(Outcome::Idle);
-        }
-        let since = now - caps::lookback(self.gate.all_caps());
-        let gate = self.gate.clone();
-        let tz = self.default_tz;
-        let decide = move |v: &ClaimView| decide(v, now, &gate, tz);
-        let lease = crate::store::ClaimLease {
-            holder: self.instance.to_string(),
-            until: now + Duration::from_std(self.claim_lease).unwrap_or(Duration::MAX),
-        };
-        let Some((view, verdict)) = self.store.claim_next(now, since, &lease, &decide).await?
-        else {
+        let Some((view, verdict)) = self.claim(now, 1).await?.pop() else {
             return Ok(Outcome::Idle);
         };
         let Verdict::Send {
             attempt_id, loans, ..
-        } = &verdict
+        } = verdict
         else {
-            tracing::debug!(
-                message = view.message_id,
-                ?verdict,
-                "claim decided without sending"
-            );
             return Ok(Outcome::Decided(verdict));
         };
-        let id = view.message_id;
-        let _in_hand = reconcile::InHand::new(&self.in_hand, id);
-        let outcome = self.send(now, &view, attempt_id, loans).await;
-        let (finish, result) = match outcome {
-            Ok((finish, result)) => (finish, result),
-            Err(reason) => {
-                let reason = Reason::parse(reason);
-                (
-                    Finish::NotRendered {
-                        reason: reason.clone(),
-                    },
-                    Outcome::Failed {
-                        message_id: id,
-                        reason,
-                    },
-                )
-            }
-        };
-        self.record(now, id, attempt_id, &finish).await?;
-        Ok(result)
-    }
-
-    /// Records how a send ended, waiting out a busy store: the provider has
-    /// answered, and giving up here would leave a delivered message
-    /// `sending`, to be reconciled later as `unknown`. Contention (a long
-    /// import holding SQLite's write lock) is retried for up to two minutes.
-    async fn record(
-        &self,
-        now: DateTime<Utc>,
-        id: i64,
-        attempt_id: &str,
-        finish: &Finish,
-    ) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        let mut wait = std::time::Duration::from_millis(100);
-        loop {
-            match self.store.finish(now, id, attempt_id, finish).await {
-                Err(e) if e.is_contention() && started.elapsed() < RECORD_PATIENCE => {
-                    tracing::warn!(message_id = id, error = %e, "store busy; recording the outcome again shortly");
-                    self.metrics
-                        .inc("duebell_store_busy_retries_total", &[], 1.0);
-                    // The claim stays ours meanwhile: the daemon's claim
-                    // renewal task keeps its lease, and this process does
-                    // not reconcile while its dispatcher is here.
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
-                }
-                other => return other.map(|_| ()),
-            }
-        }
+        let done = self.send_claimed(now, view, attempt_id, loans).await;
+        self.record_all(now, std::slice::from_ref(&done)).await?;
+        Ok(done.outcome.clone())
     }
 
     async fn send(

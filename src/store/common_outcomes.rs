@@ -7,28 +7,32 @@ macro_rules! with_outcome_methods {
         $($last)*!(
             $store { $($own)* }
             $($shared)*
-    async fn finish(
+    async fn finish_many(
         &self,
         now: DateTime<Utc>,
-        message_id: i64,
-        attempt_id: &str,
-        finish: &Finish,
-    ) -> Result<bool, StoreError> {
+        items: &[FinishItem],
+    ) -> Result<Vec<bool>, StoreError> {
         let now_ms = to_millis(now);
+        let mut applied = vec![false; items.len()];
+        // One transaction for the group, rows locked in id order.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| items[i].message_id);
         let mut tx = begin_write(&self.pool).await?;
+        for i in order {
+        let FinishItem { message_id, attempt_id, finish } = &items[i];
+        let message_id = *message_id;
         let current: Option<(String, Option<String>, Option<i64>)> =
             sqlx::query_as(&sql("SELECT state, attempt_id, contact_point_id FROM messages WHERE id = ? /*FOR UPDATE*/"))
                 .bind(message_id)
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((st, attempt, cp)) = current else {
-            tx.rollback().await?;
-            return Ok(false);
+            continue;
         };
-        if st != "sending" || attempt.as_deref() != Some(attempt_id) {
-            tx.rollback().await?;
-            return Ok(false);
+        if st != "sending" || attempt.as_deref() != Some(attempt_id.as_str()) {
+            continue;
         }
+        applied[i] = true;
         let from = Some(MessageState::Sending);
         sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE id = ?"))
             .bind(message_id)
@@ -197,8 +201,9 @@ macro_rules! with_outcome_methods {
                 work_committed(&mut tx).await?;
             }
         }
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(applied)
     }
 
     async fn receipt(

@@ -165,57 +165,88 @@ pub(super) fn loan_row(row: &$row, at: usize) -> Result<LoanRow, StoreError> {
     })
 }
 
-/// Loads the claim view of one message.
-pub(super) async fn claim_view(
+/// Loads the claim views of `rows` (messages, oldest first) with a fixed
+/// number of queries for the whole batch, then decides and applies each in
+/// order. A message decided `Send` logs a contact; the later messages of
+/// the same borrower in the batch see it, exactly as if each had been
+/// claimed in its own transaction.
+pub(super) async fn claim_rows(
     conn: &mut $conn,
-    row: &$row,
+    rows: &[$row],
+    now_ms: i64,
     since: DateTime<Utc>,
-) -> Result<ClaimView, StoreError> {
-    let message_id: i64 = row.get("id");
-    let borrower_pk: i64 = row.get("borrower_id");
-    let mut borrowers = load_borrowers(conn, &[borrower_pk], since).await?;
-    let borrower = borrowers
-        .pop()
-        .ok_or_else(|| StoreError::Corrupt(format!("message {message_id} has no borrower")))?;
-    let contact = match row.get::<Option<i64>, _>("contact_point_id") {
-        Some(cp) => sqlx::query(&sql("SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id = ?"))
-            .bind(cp)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| -> Result<ContactView, StoreError> {
-                Ok(ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) })
-            })
-            .transpose()?,
-        None => None,
-    };
-    let mut loans = Vec::new();
-    for r in sqlx::query(&sql("SELECT l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
-           FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = ? ORDER BY l.due_date, l.id"),
-    )
-    .bind(message_id)
-    .fetch_all(&mut *conn)
-    .await?
-    {
-        let mut loan = loan_row(&r, 0)?;
-        loan.step = Some(r.get(7));
-        loans.push(loan);
+    lease: &ClaimLease,
+    decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
+) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
+    let mut pks: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("borrower_id")).collect();
+    pks.sort_unstable();
+    pks.dedup();
+    let mut borrowers: HashMap<i64, PlanBorrower> = load_borrowers(conn, &pks, since)
+        .await?
+        .into_iter()
+        .map(|b| (b.pk, b))
+        .collect();
+    let cps: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.get::<Option<i64>, _>("contact_point_id"))
+        .collect();
+    let mut contacts: HashMap<i64, ContactView> = HashMap::new();
+    if !cps.is_empty() {
+        for r in select_in_i64(conn, "SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id IN ({})", &cps).await? {
+            contacts.insert(r.get(0), ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) });
+        }
     }
-    Ok(ClaimView {
-        message_id,
-        state: state(&row.get::<String, _>("state"))?,
-        channel: channel(&row.get::<String, _>("channel"))?,
-        step: row.get("step"),
-        template: row.get("template"),
-        not_before: from_millis(row.get("not_before"))?,
-        expires_at: row
-            .get::<Option<i64>, _>("expires_at")
-            .map(from_millis)
-            .transpose()?,
-        attempts: row.get("attempts"),
-        borrower,
-        contact,
-        loans,
-    })
+    let mut loans: HashMap<i64, Vec<LoanRow>> = HashMap::new();
+    for r in select_in_i64(conn, "SELECT ml.message_id, l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
+           FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id IN ({}) ORDER BY ml.message_id, l.due_date, l.id", &ids).await?
+    {
+        let mut loan = loan_row(&r, 1)?;
+        loan.step = Some(r.get(8));
+        loans.entry(r.get(0)).or_default().push(loan);
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let message_id: i64 = row.get("id");
+        let borrower_pk: i64 = row.get("borrower_id");
+        let borrower = borrowers
+            .get(&borrower_pk)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("message {message_id} has no borrower")))?;
+        let view = ClaimView {
+            message_id,
+            state: state(&row.get::<String, _>("state"))?,
+            channel: channel(&row.get::<String, _>("channel"))?,
+            step: row.get("step"),
+            template: row.get("template"),
+            not_before: from_millis(row.get("not_before"))?,
+            expires_at: row
+                .get::<Option<i64>, _>("expires_at")
+                .map(from_millis)
+                .transpose()?,
+            attempts: row.get("attempts"),
+            borrower,
+            contact: row
+                .get::<Option<i64>, _>("contact_point_id")
+                .and_then(|cp| contacts.get(&cp).cloned()),
+            loans: loans.remove(&message_id).unwrap_or_default(),
+        };
+        let verdict = decide(&view);
+        apply_verdict(&mut *conn, now_ms, &view, &verdict, lease).await?;
+        if matches!(verdict, Verdict::Send { .. }) {
+            // What `load_borrowers` would read back from the contact log.
+            if let Some(b) = borrowers.get_mut(&borrower_pk) {
+                b.recent.push(Contact {
+                    at: from_millis(now_ms)?,
+                    channel: view.channel,
+                    contact_point: view.contact.as_ref().map(|c| c.id),
+                    loans: view.loans.iter().map(|l| l.pk).collect(),
+                });
+            }
+        }
+        out.push((view, verdict));
+    }
+    Ok(out)
 }
 
 /// Applies a claim's verdict inside the claim transaction: `sending`

@@ -262,27 +262,61 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError>;
-    /// Claims the next due message in one transaction: loads it, asks
-    /// `decide`, applies the verdict (logging the contact on `Send`).
-    /// `None` when nothing is due at `now`.
-    /// A message sent is held under `lease` until it expires or its holder
-    /// finishes it; several instances claim without waiting on each other.
+    /// Claims up to `limit` due messages (oldest first) in one transaction:
+    /// loads them with their borrowers (one query per kind of row for the
+    /// whole batch), asks `decide` for each in order, applies each verdict
+    /// (logging the contact on `Send`). A later message of the same
+    /// borrower is decided with the contacts the earlier ones just made,
+    /// so caps hold within a batch exactly as across batches. Empty when
+    /// nothing is due at `now`. A message sent is held under `lease` until
+    /// it expires or its holder finishes it; several instances claim
+    /// without waiting on each other.
+    async fn claim_batch(
+        &self,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        lease: &ClaimLease,
+        limit: usize,
+        decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError>;
+    /// Claims the next due message: `claim_batch` of one.
     async fn claim_next(
         &self,
         now: DateTime<Utc>,
         since: DateTime<Utc>,
         lease: &ClaimLease,
         decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
-    ) -> Result<Option<(ClaimView, Verdict)>, StoreError>;
-    /// Records how a claimed send ended. Ignored unless the message is still
-    /// `sending` with this attempt id (a stale worker cannot overwrite).
+    ) -> Result<Option<(ClaimView, Verdict)>, StoreError> {
+        Ok(self
+            .claim_batch(now, since, lease, 1, decide)
+            .await?
+            .into_iter()
+            .next())
+    }
+    /// Records how claimed sends ended, all in one transaction (a group
+    /// commit). Each is ignored unless the message is still `sending` with
+    /// that attempt id (a stale worker cannot overwrite); the answer says,
+    /// per item, whether it applied.
+    async fn finish_many(
+        &self,
+        now: DateTime<Utc>,
+        items: &[FinishItem],
+    ) -> Result<Vec<bool>, StoreError>;
+    /// Records how one claimed send ended: `finish_many` of one.
     async fn finish(
         &self,
         now: DateTime<Utc>,
         message_id: i64,
         attempt_id: &str,
         finish: &Finish,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let item = FinishItem {
+            message_id,
+            attempt_id: attempt_id.to_owned(),
+            finish: finish.clone(),
+        };
+        Ok(self.finish_many(now, &[item]).await?.pop().unwrap_or(false))
+    }
     /// The earliest `not_before` of a pending message.
     async fn next_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Messages left `sending` whose claim lease ran out by `now` (their

@@ -21,14 +21,13 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres_flow::{
-    apply_verdict, channel as parse_channel, check_fence, claim_view, load_borrowers, transition,
-    unlog,
+    channel as parse_channel, check_fence, claim_rows, load_borrowers, transition, unlog,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
-    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
-    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
-    ACQUIRE_LEASE_SQL,
+    FinishItem, ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState,
+    MessageView, NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError,
+    Verdict, ACQUIRE_LEASE_SQL,
 };
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
 use crate::store::StoreConfig;
@@ -273,42 +272,45 @@ super::common::impl_store!(PgStore {
     }
 
 
-    async fn claim_next(
+    async fn claim_batch(
         &self,
         now: DateTime<Utc>,
         since: DateTime<Utc>,
         lease: &ClaimLease,
+        limit: usize,
         decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
-    ) -> Result<Option<(ClaimView, Verdict)>, StoreError> {
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
         let now_ms = to_millis(now);
-        // Lock the oldest due message no other instance holds, then its
-        // borrower's row: the eligibility and cap check below and the
-        // `sending` mark (with its contact-log row) are one atomic step per
-        // borrower across every instance. NO KEY UPDATE leaves the
+        // Lock the oldest due messages no other instance holds, then their
+        // borrowers' rows (in id order, so two instances never wait on each
+        // other in a cycle): the eligibility and cap checks below and the
+        // `sending` marks (with their contact-log rows) are one atomic step
+        // per borrower across every instance. NO KEY UPDATE leaves the
         // planner's inserts (which only key-share the borrower) unblocked.
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(
+        let rows = sqlx::query(
             "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= $1
-              ORDER BY not_before, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+              ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
             tx.rollback().await?;
-            return Ok(None);
-        };
-        sqlx::query("SELECT id FROM borrowers WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(row.get::<i64, _>("borrower_id"))
+            return Ok(Vec::new());
+        }
+        let mut owners: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("borrower_id")).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        sqlx::query("SELECT id FROM borrowers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&owners)
             .execute(&mut *tx)
             .await?;
-        let view = claim_view(&mut tx, &row, since).await?;
-        let verdict = decide(&view);
-        apply_verdict(&mut tx, now_ms, &view, &verdict, lease).await?;
+        let claimed = claim_rows(&mut tx, &rows, now_ms, since, lease, decide).await?;
         tx.commit().await?;
-        Ok(Some((view, verdict)))
+        Ok(claimed)
     }
-
 
     async fn acquire_lease(
         &self,

@@ -19,14 +19,13 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_flow::{
-    apply_verdict, channel as parse_channel, check_fence, claim_view, load_borrowers, transition,
-    unlog,
+    channel as parse_channel, check_fence, claim_rows, load_borrowers, transition, unlog,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
-    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
-    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
-    ACQUIRE_LEASE_SQL,
+    FinishItem, ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState,
+    MessageView, NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError,
+    Verdict, ACQUIRE_LEASE_SQL,
 };
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
 use crate::store::StoreConfig;
@@ -176,38 +175,37 @@ super::common::impl_store!(SqliteStore {
     }
 
 
-    async fn claim_next(
+    async fn claim_batch(
         &self,
         now: DateTime<Utc>,
         since: DateTime<Utc>,
         lease: &ClaimLease,
+        limit: usize,
         decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
-    ) -> Result<Option<(ClaimView, Verdict)>, StoreError> {
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
         let now_ms = to_millis(now);
         // The write lock is taken before reading, so the eligibility and cap
-        // check below and the `sending` mark are one atomic step: no other
+        // checks below and the `sending` marks are one atomic step: no other
         // worker (in this process or another on the same file) can claim a
-        // message of the same borrower in between.
+        // message of the same borrowers in between.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query(
-            "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+        let rows = sqlx::query(
+            "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT ?",
         )
         .bind(now_ms)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
             // Release the write lock now, not whenever the pooled
             // connection is next used.
             tx.rollback().await?;
-            return Ok(None);
-        };
-        let view = claim_view(&mut tx, &row, since).await?;
-        let verdict = decide(&view);
-        apply_verdict(&mut tx, now_ms, &view, &verdict, lease).await?;
+            return Ok(Vec::new());
+        }
+        let claimed = claim_rows(&mut tx, &rows, now_ms, since, lease, decide).await?;
         tx.commit().await?;
-        Ok(Some((view, verdict)))
+        Ok(claimed)
     }
-
 
     async fn acquire_lease(
         &self,

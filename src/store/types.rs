@@ -201,6 +201,15 @@ pub struct InFlight {
     pub since: DateTime<Utc>,
 }
 
+/// One claimed send's outcome, for `Store::finish_many`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishItem {
+    pub message_id: i64,
+    /// The attempt id the claim gave it.
+    pub attempt_id: String,
+    pub finish: Finish,
+}
+
 /// How a send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {

@@ -167,8 +167,17 @@ type Accepted =
 
 /// A Twilio stand-in: a send is recorded the moment it arrives (as Twilio
 /// creates the resource when it accepts the POST) and answered 40 ms later;
-/// the message list answers look-ups from the same record.
-struct TwilioStandIn(Accepted);
+/// the message list answers look-ups from the same record. With `stall`
+/// set, every send after the first `answered` is held for an hour instead.
+struct TwilioStandIn(Accepted, Option<Stall>);
+
+/// Holds sends unanswered: those after the first `answered`, until
+/// `released`.
+#[derive(Clone)]
+struct Stall {
+    answered: usize,
+    released: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl wiremock::Respond for TwilioStandIn {
     fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
@@ -180,9 +189,16 @@ impl wiremock::Respond for TwilioStandIn {
                 .unwrap_or_default();
             let sid = format!("SM{:06}", accepted.len());
             accepted.push((sid.clone(), to, chrono::Utc::now()));
+            let stalled = self.1.as_ref().is_some_and(|s| {
+                accepted.len() > s.answered && !s.released.load(std::sync::atomic::Ordering::SeqCst)
+            });
+            let delay = match stalled {
+                true => Duration::from_secs(3600),
+                false => Duration::from_millis(40),
+            };
             return ResponseTemplate::new(201)
                 .set_body_json(serde_json::json!({"sid": sid, "status": "queued"}))
-                .set_delay(Duration::from_millis(40));
+                .set_delay(delay);
         }
         let to = req
             .url
@@ -213,17 +229,12 @@ async fn killed_while_sending_through_a_provider_that_answers_look_ups_nothing_i
     let accepted: Accepted = Default::default();
     let server = MockServer::start().await;
     Mock::given(wiremock::matchers::any())
-        .respond_with(TwilioStandIn(accepted.clone()))
+        .respond_with(TwilioStandIn(accepted.clone(), None))
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &server.uri(), LOANS);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "kind = \"webhook\"\nurl = ",
-        "kind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token = \"twilio-auth-token-123\"\nfrom = \"+15005550006\"\nurl = ",
-    );
-    let text = text.replace("secret = \"webhook-secret-0123456789\"\n", "");
-    std::fs::write(&cfg, text).unwrap();
+    as_twilio(&cfg);
     storm(&cfg, ROUNDS, 0xc0ffee).await;
     // Twilio's record is complete two minutes after an attempt: past that,
     // every look-up has an answer.
@@ -253,4 +264,99 @@ async fn killed_while_sending_through_a_provider_that_answers_look_ups_nothing_i
     assert_eq!(duplicates, 0, "{per_number:?}");
     assert_eq!(unknown, 0, "{messages:#?}");
     assert_eq!(lost, 0, "{messages:#?}");
+}
+
+/// Turns `config`'s webhook gateway into a Twilio account at the same URL.
+fn as_twilio(cfg: &std::path::Path) {
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
+        "kind = \"webhook\"\nurl = ",
+        "kind = \"twilio\"\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token = \"twilio-auth-token-123\"\nfrom = \"+15005550006\"\nconcurrency = 8\nurl = ",
+    );
+    let text = text.replace("secret = \"webhook-secret-0123456789\"\n", "");
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// The daemon claims eight messages in one transaction and sends them at
+/// once; the provider answers three and holds the rest; the daemon is
+/// killed with SIGKILL mid-batch. After restart each message of the batch
+/// ends exactly once: found at the provider and recorded `sent`, none sent
+/// again, none left `sending` or `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_batch_each_message_of_the_batch_ends_exactly_once() {
+    const LOANS: usize = 8;
+    let accepted: Accepted = Default::default();
+    let stall = Stall {
+        answered: 3,
+        released: Default::default(),
+    };
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(TwilioStandIn(accepted.clone(), Some(stall.clone())))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &server.uri(), LOANS);
+    as_twilio(&cfg);
+    let mut child = duebell(&["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while accepted.lock().unwrap().len() < LOANS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never went out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the three answers be recorded, then kill with five in flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    stall
+        .released
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let killed = every_message(dir.path()).await;
+    assert_eq!(killed.len(), LOANS);
+    let sending = killed
+        .iter()
+        .filter(|m| m.state == MessageState::Sending)
+        .count();
+    assert!(sending >= LOANS - 3, "{killed:#?}");
+    // One claim transaction: every message went `sending` at one instant.
+    let store = open_store(dir.path()).await;
+    let mut claimed_at = std::collections::HashSet::new();
+    for m in &killed {
+        let events = store.message_events(m.id).await.unwrap();
+        let claim = events
+            .iter()
+            .find(|e| e.to == MessageState::Sending)
+            .unwrap_or_else(|| panic!("{events:#?}"));
+        claimed_at.insert(claim.at);
+    }
+    store.close().await;
+    assert_eq!(claimed_at.len(), 1, "not one batch: {claimed_at:?}");
+
+    // The claim leases run out; a restart asks the provider about each.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settle(&cfg);
+    let messages = every_message(dir.path()).await;
+    let store = open_store(dir.path()).await;
+    for m in &messages {
+        assert_eq!(m.state, MessageState::Sent, "{m:#?}");
+        let events = store.message_events(m.id).await.unwrap();
+        let ended = events.iter().filter(|e| e.to == MessageState::Sent).count();
+        assert_eq!(ended, 1, "{events:#?}");
+    }
+    store.close().await;
+    let accepted = accepted.lock().unwrap();
+    let numbers: std::collections::HashSet<&String> = accepted.iter().map(|a| &a.1).collect();
+    assert_eq!(accepted.len(), LOANS, "sent again: {accepted:?}");
+    assert_eq!(numbers.len(), LOANS);
+    println!(
+        "killed mid-batch ({:?}): {sending} of {LOANS} in flight at the kill; all {LOANS} sent once",
+        crate::BACKEND
+    );
 }

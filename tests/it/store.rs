@@ -375,3 +375,60 @@ async fn a_send_the_file_outbox_never_wrote_is_planned_again_not_held_unknown() 
         .count();
     assert_eq!(copies, 1, "{lines}");
 }
+
+/// One claim transaction takes many messages; a later message of a borrower
+/// is decided with the contact an earlier one in the same batch just made,
+/// so a cap of one contact a day holds inside a batch as it does across
+/// batches and instances.
+#[tokio::test]
+async fn a_batched_claim_counts_the_contacts_made_earlier_in_the_same_batch() {
+    let h = Harness::with("2026-12-10T20:00:00Z", |c| {
+        c.caps.rules.retain(|r| r.name == "all_per_day");
+        c.caps.rules[0].max = 1;
+    })
+    .await;
+    h.import(
+        "book.csv",
+        &book(&[
+            "L1,B1,Ann Lee,+12125550101,ann@example.com,en,UTC,2026-12-10,10.00,USD,active",
+            "L2,B2,Bo Chan,+12125550102,bo@example.com,en,UTC,2026-12-10,20.00,USD,active",
+            "L3,B3,Cy Diaz,+12125550103,,en,UTC,2026-12-10,30.00,USD,active",
+        ]),
+    )
+    .await;
+    h.tick().await;
+    let now = h.now() + Days::minutes(10);
+    let claims = h.engine.dispatcher.claim(now, 100).await.unwrap();
+    // Two channels each for B1 and B2, a text for B3 (its email was
+    // suppressed when planned, so it is not due).
+    assert_eq!(claims.len(), 5, "{claims:#?}");
+    let mut per_borrower: std::collections::BTreeMap<String, Vec<&Verdict>> = Default::default();
+    for (view, verdict) in &claims {
+        per_borrower
+            .entry(view.borrower.external_id.clone())
+            .or_default()
+            .push(verdict);
+    }
+    for (borrower, verdicts) in &per_borrower {
+        let sends = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Send { .. }))
+            .count();
+        assert_eq!(sends, 1, "{borrower}: {verdicts:#?}");
+        for v in verdicts {
+            if let Verdict::Defer { reason, .. } = v {
+                assert!(reason.as_str().contains("all_per_day"), "{reason:?}");
+            }
+        }
+    }
+    assert_eq!(per_borrower["B1"].len(), 2);
+    // Nothing else is due: the deferred wait for tomorrow.
+    assert!(h
+        .engine
+        .dispatcher
+        .claim(now, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(h.store.sent_since(now - Days::days(1)).await.unwrap(), 3);
+}

@@ -1,0 +1,123 @@
+//! The dispatcher in batches: claim many due messages in one transaction,
+//! send them concurrently, record their outcomes in one transaction per
+//! group (a group commit). Each message is durably `sending` before its
+//! provider call, exactly as when claimed alone.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::reconcile::InHand;
+use super::{decide, Dispatcher, Outcome, RECORD_PATIENCE};
+use crate::compliance::caps;
+use crate::reason::Reason;
+use crate::store::{ClaimView, Finish, FinishItem, StoreError, Verdict};
+
+/// A claimed message whose send has ended, waiting to be recorded with its
+/// group. While it exists the message counts as this process's own send in
+/// flight, so reconciliation leaves it alone.
+pub struct Done {
+    pub item: FinishItem,
+    pub outcome: Outcome,
+    _in_hand: InHand,
+}
+
+impl Dispatcher {
+    /// Claims up to `limit` due messages in one store transaction; each
+    /// comes with its verdict (eligibility, then the gate), already applied.
+    pub async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+        if self.pauses.is_paused(None) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let since = now - caps::lookback(self.gate.all_caps());
+        let gate = self.gate.clone();
+        let tz = self.default_tz;
+        let decide = move |v: &ClaimView| decide(v, now, &gate, tz);
+        let lease = crate::store::ClaimLease {
+            holder: self.instance.to_string(),
+            until: now + Duration::from_std(self.claim_lease).unwrap_or(Duration::MAX),
+        };
+        let claimed = self
+            .store
+            .claim_batch(now, since, &lease, limit, &decide)
+            .await?;
+        for (view, verdict) in &claimed {
+            if !matches!(verdict, Verdict::Send { .. }) {
+                tracing::debug!(
+                    message = view.message_id,
+                    ?verdict,
+                    "claim decided without sending"
+                );
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Renders and sends one message claimed with a `Send` verdict; the
+    /// outcome is for `record_all`.
+    pub async fn send_claimed(
+        &self,
+        now: DateTime<Utc>,
+        view: ClaimView,
+        attempt_id: String,
+        loans: Vec<i64>,
+    ) -> Done {
+        let id = view.message_id;
+        let in_hand = InHand::new(&self.in_hand, id);
+        let (finish, outcome) = match self.send(now, &view, &attempt_id, &loans).await {
+            Ok(done) => done,
+            Err(reason) => {
+                let reason = Reason::parse(reason);
+                (
+                    Finish::NotRendered {
+                        reason: reason.clone(),
+                    },
+                    Outcome::Failed {
+                        message_id: id,
+                        reason,
+                    },
+                )
+            }
+        };
+        Done {
+            item: FinishItem {
+                message_id: id,
+                attempt_id,
+                finish,
+            },
+            outcome,
+            _in_hand: in_hand,
+        }
+    }
+
+    /// Records how a group of sends ended, in one transaction, waiting out
+    /// a busy store: the providers have answered, and giving up here would
+    /// leave delivered messages `sending`, to be reconciled later as
+    /// `unknown`. Contention (a long import holding SQLite's write lock) is
+    /// retried for up to two minutes.
+    pub async fn record_all(&self, now: DateTime<Utc>, done: &[Done]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<FinishItem> = done.iter().map(|d| d.item.clone()).collect();
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.store.finish_many(now, &items).await {
+                Err(e) if e.is_contention() && started.elapsed() < RECORD_PATIENCE => {
+                    tracing::warn!(messages = items.len(), error = %e, "store busy; recording the outcomes again shortly");
+                    self.metrics
+                        .inc("duebell_store_busy_retries_total", &[], 1.0);
+                    // The claims stay ours meanwhile: the daemon's claim
+                    // renewal task keeps their lease, and this process does
+                    // not reconcile what it holds in hand.
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+}
