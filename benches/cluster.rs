@@ -7,48 +7,11 @@
 //! Needs PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth); each
 //! run uses a schema of its own and drops it afterwards.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+mod support;
 
-type Stamps = Arc<Mutex<Vec<Instant>>>;
-
-async fn sink() -> (String, Stamps) {
-    let stamps: Stamps = Arc::default();
-    let kept = stamps.clone();
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::post(move || {
-            let kept = kept.clone();
-            async move {
-                kept.lock().unwrap().push(Instant::now());
-                "{}"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, stamps)
-}
-
-async fn schema(name: &str, create: bool) {
-    use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(PG_BASE)
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432, database `test`");
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    if create {
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-    }
-}
+use support::{pg_schema, sink, PG_BASE};
 
 /// The shipped config, on `url`, one step (`due`, SMS), open all day, no
 /// caps, one webhook provider with no rate limit.
@@ -109,7 +72,7 @@ async fn run(instances: usize, messages: usize) {
     let (sink_url, stamps) = sink().await;
     let dir = tempfile::tempdir().unwrap();
     let name = format!("duebell_bench_{}", std::process::id());
-    schema(&name, true).await;
+    pg_schema(&name, true).await;
     let url = format!("{PG_BASE}?options=-c%20search_path%3D{name}");
     let cfg = config(dir.path(), &url, &sink_url);
     let bin = env!("CARGO_BIN_EXE_duebell");
@@ -158,7 +121,7 @@ async fn run(instances: usize, messages: usize) {
         sending.as_secs_f64(),
         messages as f64 / sending.as_secs_f64()
     );
-    schema(&name, false).await;
+    pg_schema(&name, false).await;
 }
 
 fn main() {

@@ -6,7 +6,7 @@
 //!     cargo bench --bench dispatch
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,26 +14,9 @@ use duebell::config::Config;
 use duebell::dispatch::Outcome;
 use duebell::engine::Engine;
 
-type Stamps = Arc<Mutex<Vec<Instant>>>;
+mod support;
 
-async fn sink() -> (String, Stamps) {
-    let stamps: Stamps = Arc::default();
-    let kept = stamps.clone();
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::post(move || {
-            let kept = kept.clone();
-            async move {
-                kept.lock().unwrap().push(Instant::now());
-                "{}"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, stamps)
-}
+use support::sink;
 
 fn config(
     dir: &std::path::Path,
@@ -139,7 +122,11 @@ async fn slow_sink(delay: Duration) -> String {
 /// due today through `url` with `concurrency`; returns (sent, elapsed of
 /// the run, planning included).
 fn run_once(url: &str, n: usize, concurrency: u32) -> (usize, Duration) {
-    let bin = env!("CARGO_BIN_EXE_duebell");
+    run_once_with(url, n, concurrency, "normal")
+}
+
+/// `run_once` with the store's `synchronous` setting.
+fn run_once_with(url: &str, n: usize, concurrency: u32, sync: &str) -> (usize, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let today = Utc::now().date_naive();
@@ -148,7 +135,9 @@ fn run_once(url: &str, n: usize, concurrency: u32) -> (usize, Duration) {
     );
     for i in 0..n {
         book.push_str(&format!(
-            "C{i},CB{i},Kim Park,+1212555{i:04},,en,UTC,{today},10.00,USD\n"
+            "C{i},CB{i},Kim Park,+1212{}{:04},,en,UTC,{today},10.00,USD\n",
+            555 - i / 10_000,
+            i % 10_000
         ));
     }
     std::fs::write(d.join("book.csv"), book).unwrap();
@@ -156,7 +145,7 @@ fn run_once(url: &str, n: usize, concurrency: u32) -> (usize, Duration) {
     std::fs::write(
         d.join("duebell.toml"),
         format!(
-            "[store]\nurl = \"sqlite://{}/state/duebell.db\"\nsynchronous = \"normal\"\n\n\
+            "[store]\nurl = \"sqlite://{}/state/duebell.db\"\nsynchronous = \"{sync}\"\n\n\
              [[policy.steps]]\nid = \"due\"\noffset_days = 0\nchannels = [\"sms\"]\ntemplate = \"due_today\"\nstage = \"friendly\"\n\n\
              [quiet_hours]\ncalendars_dir = \"{repo}/config/holidays\"\n[[quiet_hours.rules]]\nname = \"any\"\nevery_day = [\"00:00-24:00\"]\n\n\
              [caps]\nrules = []\n\n[templates]\ndir = \"{repo}/templates\"\n\n\
@@ -166,34 +155,44 @@ fn run_once(url: &str, n: usize, concurrency: u32) -> (usize, Duration) {
         ),
     )
     .unwrap();
-    let cfg = d.join("duebell.toml");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run(&[
-        "import",
-        "--no-progress",
-        d.join("book.csv").to_str().unwrap(),
-    ]);
+    support::timed_run_once(&d.join("duebell.toml"), &d.join("book.csv"))
+}
+
+/// The baseline: reqwest alone posting `n` JSON bodies of an SMS's size to
+/// `url`, `width` in flight; returns requests per second.
+async fn raw_reqwest(url: &str, n: usize, width: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({
+        "message_id": 1, "channel": "sms", "to": "+8613800000000",
+        "body": "【某某贷】您好，您的借款本期应还 100.00 元，今天到期。如已还款请忽略。回复TD退订",
+        "template": "due_today", "step": "due", "borrower_id": "B1", "loan_ids": ["L1"],
+    })
+    .to_string();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    run(&["run", "--once"]);
-    let took = started.elapsed();
-    let sent = run(&["messages", "--state", "sent", "--limit", "1000000"])
-        .lines()
-        .skip(1)
-        .count();
-    (sent, took)
+    let mut tasks = Vec::new();
+    for _ in 0..width {
+        let (client, url, body, next) =
+            (client.clone(), url.to_owned(), body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn max_in_window(stamps: &[Instant], window: Duration) -> usize {
@@ -218,26 +217,26 @@ fn main() {
     let at: DateTime<Utc> = "2026-12-10T03:00:00Z".parse().unwrap();
     rt.block_on(async {
         println!("## Throughput to a loopback HTTP sink, no rate limit\n");
-        println!("| messages | workers | store sync | sent | wall time | messages/s |");
-        println!("|---:|---:|---|---:|---:|---:|");
-        for (n, workers, sync) in [
-            (5000, 1, duebell::config::Synchronous::Full),
-            (5000, 4, duebell::config::Synchronous::Full),
-            (5000, 4, duebell::config::Synchronous::Normal),
-        ] {
-            let dir = tempfile::tempdir().unwrap();
-            let (url, _) = sink().await;
-            let c = config(dir.path(), &url, None, sync);
-            let store = duebell::store::open(&c.store).await.unwrap();
-            let engine = Engine::build(&c, store.clone(), None).unwrap();
-            seed(&engine, &store, dir.path(), n, at).await;
-            let (sent, took) = drain(&engine, at, workers).await;
+        println!("| messages | concurrency | store sync | sent | `run --once` wall | sending (first to last at the sink) | duebell msg/s | raw reqwest msg/s (16 in flight) | ratio |");
+        println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+        for (n, c, sync) in [(20000, 16, "full"), (20000, 16, "normal"), (20000, 64, "normal")] {
+            let (url, stamps) = sink().await;
+            let raw = raw_reqwest(&url, n, 16).await;
+            stamps.lock().unwrap().clear();
+            let u = url.clone();
+            let (sent, took) =
+                tokio::task::spawn_blocking(move || run_once_with(&u, n, c, sync))
+                    .await
+                    .unwrap();
+            let s = stamps.lock().unwrap().clone();
+            let span = *s.iter().max().unwrap() - *s.iter().min().unwrap();
+            let rate = sent as f64 / span.as_secs_f64();
             println!(
-                "| {n} | {workers} | {sync:?} | {sent} | {:.2} s | {:.0} |",
+                "| {n} | {c} | {sync} | {sent} | {:.2} s | {:.2} s | {rate:.0} | {raw:.0} | {:.2} |",
                 took.as_secs_f64(),
-                sent as f64 / took.as_secs_f64()
+                span.as_secs_f64(),
+                rate / raw
             );
-            store.close().await;
         }
         println!("\n## Rate-limit fidelity\n");
         println!(

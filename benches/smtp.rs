@@ -1,0 +1,247 @@
+//! Email end to end into Postfix's `smtp-sink`: `duebell run --once` (the
+//! release binary: plan, claim, gate, render, send, record) with N emails
+//! due now, on SQLite and on PostgreSQL, on one SMTP connection and on
+//! several; next to raw lettre (our own connections with `TCP_NODELAY`)
+//! sending the same rendered message to the same sink in the same run. Not
+//! a test; prints figures for BENCHMARKS.md.
+//!
+//!     cargo bench --bench smtp [-- MESSAGES]
+//!
+//! `smtp-sink` comes from Debian's `postfix` package, unpacked, not
+//! installed: set `SMTP_SINK` to the binary, or the bench runs
+//! `apt-get download postfix` and `dpkg-deb -x` into `target/postfix`.
+//! PostgreSQL: 127.0.0.1:5432, database `test`, a schema per run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+
+mod support;
+
+use support::{pg_schema, PG_BASE};
+
+/// The `smtp-sink` binary and the folder of its shared libraries.
+fn smtp_sink() -> (PathBuf, PathBuf) {
+    if let Ok(bin) = std::env::var("SMTP_SINK") {
+        let bin = PathBuf::from(bin);
+        let libs = bin
+            .parent()
+            .and_then(Path::parent)
+            .map(|usr| usr.join("lib/postfix"))
+            .unwrap_or_default();
+        return (bin, libs);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/postfix");
+    let bin = root.join("usr/sbin/smtp-sink");
+    if !bin.exists() {
+        std::fs::create_dir_all(&root).unwrap();
+        let ok = std::process::Command::new("apt-get")
+            .args(["download", "postfix"])
+            .current_dir(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "apt-get download postfix failed; set SMTP_SINK to an smtp-sink binary"
+        );
+        let deb = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .unwrap();
+        let ok = std::process::Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "dpkg-deb -x {} failed", deb.display());
+    }
+    (bin, root.join("usr/lib/postfix"))
+}
+
+/// A running `smtp-sink` on a free loopback port; killed on drop.
+struct Sink {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let (bin, libs) = smtp_sink();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.env("LD_LIBRARY_PATH", &libs);
+        // As root it must drop privileges.
+        if std::env::var("USER").as_deref() == Ok("root") || unsafe_is_root() {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sink { child, port }
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A rendered reminder of the size duebell sends (multipart text + HTML).
+fn message(i: usize) -> String {
+    format!(
+        "From: Example Finance <reminders@example.com>\r\nTo: b{i}@example.com\r\nSubject: Your payment of 10.00 USD is due today\r\n\
+         Message-ID: <{i}.a1@duebell>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Kim, your payment of 10.00 USD for loan C{i} is due today.\r\n\
+         If you have already paid, please ignore this message. Unsubscribe: https://example.com/u/token\r\n\
+         --b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello Kim, your payment of <b>10.00 USD</b> for loan C{i} is due today.</p>\r\n\
+         <p>If you have already paid, please ignore this message.</p><p><a href=\"https://example.com/u/token\">Unsubscribe</a></p>\r\n--b--\r\n"
+    )
+}
+
+/// Raw lettre: `n` messages over `conns` connections with `TCP_NODELAY`;
+/// returns messages per second.
+async fn raw_lettre(port: u16, n: usize, conns: usize) -> f64 {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            stream.set_nodelay(true).unwrap();
+            let mut conn =
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &ClientId::default())
+                    .await
+                    .unwrap();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let envelope = Envelope::new(
+                    Some("reminders@example.com".parse().unwrap()),
+                    vec![format!("b{i}@example.com").parse().unwrap()],
+                )
+                .unwrap();
+                conn.send(&envelope, message(i).as_bytes()).await.unwrap();
+            }
+            let _ = conn.quit().await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `duebell run --once` sending `n` emails due today to the sink through
+/// one `smtp` provider with `concurrency`; returns (sent, wall time of the
+/// run, planning and start-up included).
+fn run_once(store: &str, port: u16, n: usize, concurrency: u32) -> (usize, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let today = chrono::Utc::now().date_naive();
+    let mut book = String::from(
+        "loan_id,borrower_id,name,phone,email,locale,timezone,due_date,amount_due,currency\n",
+    );
+    for i in 0..n {
+        book.push_str(&format!(
+            "C{i},CB{i},Kim Park,,b{i}@example.com,en,UTC,{today},10.00,USD\n"
+        ));
+    }
+    std::fs::write(d.join("book.csv"), book).unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let store = store.replace("{dir}", &d.display().to_string());
+    std::fs::write(
+        d.join("duebell.toml"),
+        format!(
+            "[store]\nurl = \"{store}\"\n\n\
+             [[policy.steps]]\nid = \"due\"\noffset_days = 0\nchannels = [\"email\"]\ntemplate = \"due_today\"\nstage = \"friendly\"\n\n\
+             [quiet_hours]\ncalendars_dir = \"{repo}/config/holidays\"\n[[quiet_hours.rules]]\nname = \"any\"\nevery_day = [\"00:00-24:00\"]\n\n\
+             [caps]\nrules = []\n\n[templates]\ndir = \"{repo}/templates\"\n\n\
+             [[providers]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"plain\"\nfrom = \"Example Finance <reminders@example.com>\"\nconcurrency = {concurrency}\n\n\
+             [routing]\nsms = [\"mail\"]\nemail = [\"mail\"]\n\n[api]\nlisten = \"\"\npublic_url = \"https://example.com\"\n"
+        ),
+    )
+    .unwrap();
+    support::timed_run_once(&d.join("duebell.toml"), &d.join("book.csv"))
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = Sink::start();
+    let port = sink.port;
+    rt.block_on(async {
+        println!("## Email end to end into Postfix smtp-sink\n");
+        println!("| store | SMTP connections | messages | sent | `run --once` wall | duebell msg/s | raw lettre+NODELAY msg/s | ratio |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        let schema = format!("duebell_smtp_bench_{}", std::process::id());
+        let stores = [
+            ("sqlite", "sqlite://{dir}/state/duebell.db".to_owned()),
+            (
+                "postgres",
+                format!("{PG_BASE}?options=-c%20search_path%3D{schema}"),
+            ),
+        ];
+        for (kind, url) in &stores {
+            for conns in [1u32, 16] {
+                let raw = raw_lettre(port, n.min(20_000), conns as usize).await;
+                if *kind == "postgres" {
+                    pg_schema(&schema, true).await;
+                }
+                let u = url.clone();
+                let (sent, took) =
+                    tokio::task::spawn_blocking(move || run_once(&u, port, n, conns))
+                        .await
+                        .unwrap();
+                if *kind == "postgres" {
+                    pg_schema(&schema, false).await;
+                }
+                let rate = sent as f64 / took.as_secs_f64();
+                println!(
+                    "| {kind} | {conns} | {n} | {sent} | {:.2} s | {rate:.0} | {raw:.0} | {:.2} |",
+                    took.as_secs_f64(),
+                    rate / raw
+                );
+            }
+        }
+    });
+    drop(sink);
+}

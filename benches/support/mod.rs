@@ -1,0 +1,83 @@
+//! What several benchmarks share: the release binary's CLI, a PostgreSQL
+//! schema per run, and an HTTP sink that stamps each arrival.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Arrival times at a sink.
+pub type Stamps = Arc<Mutex<Vec<Instant>>>;
+
+/// An axum sink on loopback answering every POST to `/` with `{}` and
+/// stamping its arrival; returns its URL and the stamps.
+pub async fn sink() -> (String, Stamps) {
+    let stamps: Stamps = Arc::default();
+    let kept = stamps.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(Instant::now());
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, stamps)
+}
+
+/// Drops schema `name` of the local `test` database, and creates it anew
+/// when `create`.
+pub async fn pg_schema(name: &str, create: bool) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(PG_BASE)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432, database `test`");
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    if create {
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs the release binary with `--config cfg` and `args`; its standard
+/// output (panics with its standard error if it fails).
+pub fn cli(cfg: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duebell"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Imports `book` under `cfg`, then times `duebell run --once`; returns
+/// (messages sent, wall time of the run).
+pub fn timed_run_once(cfg: &Path, book: &Path) -> (usize, Duration) {
+    cli(cfg, &["import", "--no-progress", book.to_str().unwrap()]);
+    let started = Instant::now();
+    cli(cfg, &["run", "--once"]);
+    let took = started.elapsed();
+    let sent = cli(cfg, &["messages", "--state", "sent", "--limit", "10000000"])
+        .lines()
+        .skip(1)
+        .count();
+    (sent, took)
+}
