@@ -18,15 +18,16 @@ macro_rules! with_outcome_methods {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| items[i].message_id);
         let mut tx = begin_write(&self.pool).await?;
+        let ids: Vec<i64> = order.iter().map(|&i| items[i].message_id).collect();
+        let mut current: HashMap<i64, (String, Option<String>, Option<i64>)> = HashMap::new();
+        for row in select_in_i64(&mut tx, "SELECT id, state, attempt_id, contact_point_id FROM messages WHERE id IN ({}) ORDER BY id /*FOR UPDATE*/", &ids).await? {
+            current.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
+        }
+        let mut writes = BatchRows::default();
         for i in order {
         let FinishItem { message_id, attempt_id, finish } = &items[i];
         let message_id = *message_id;
-        let current: Option<(String, Option<String>, Option<i64>)> =
-            sqlx::query_as(&sql("SELECT state, attempt_id, contact_point_id FROM messages WHERE id = ? /*FOR UPDATE*/"))
-                .bind(message_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((st, attempt, cp)) = current else {
+        let Some((st, attempt, cp)) = current.remove(&message_id) else {
             continue;
         };
         if st != "sending" || attempt.as_deref() != Some(attempt_id.as_str()) {
@@ -34,37 +35,37 @@ macro_rules! with_outcome_methods {
         }
         applied[i] = true;
         let from = Some(MessageState::Sending);
+        if let Finish::Sent {
+            provider,
+            provider_ref,
+            template_version,
+            subject,
+            body,
+        } = finish
+        {
+            // The common case in one statement, its event with the group's.
+            let reason = format!("accepted by {provider}");
+            sqlx::query(&sql("UPDATE messages SET lease_until = NULL, provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ?,
+                    state = 'sent', reason = ?, updated_at = ? WHERE id = ?"))
+                .bind(provider)
+                .bind(provider_ref)
+                .bind(template_version)
+                .bind(subject)
+                .bind(body)
+                .bind(&reason)
+                .bind(now_ms)
+                .bind(message_id)
+                .execute(&mut *tx)
+                .await?;
+            writes.events.push((message_id, now_ms, Some("sending"), "sent", reason));
+            continue;
+        }
         sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE id = ?"))
             .bind(message_id)
             .execute(&mut *tx)
             .await?;
         match finish {
-            Finish::Sent {
-                provider,
-                provider_ref,
-                template_version,
-                subject,
-                body,
-            } => {
-                sqlx::query(&sql("UPDATE messages SET provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ? WHERE id = ?"))
-                    .bind(provider)
-                    .bind(provider_ref)
-                    .bind(template_version)
-                    .bind(subject)
-                    .bind(body)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                transition(
-                    &mut tx,
-                    now_ms,
-                    message_id,
-                    from,
-                    MessageState::Sent,
-                    &format!("accepted by {provider}"),
-                )
-                .await?;
-            }
+            Finish::Sent { .. } => {}
             Finish::Retry {
                 at,
                 provider,
@@ -202,6 +203,7 @@ macro_rules! with_outcome_methods {
             }
         }
         }
+        writes.write(&mut tx).await?;
         tx.commit().await?;
         Ok(applied)
     }

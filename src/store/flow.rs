@@ -206,6 +206,7 @@ pub(super) async fn claim_rows(
         loans.entry(r.get(0)).or_default().push(loan);
     }
     let mut out = Vec::with_capacity(rows.len());
+    let mut writes = BatchRows::default();
     for row in rows {
         let message_id: i64 = row.get("id");
         let borrower_pk: i64 = row.get("borrower_id");
@@ -232,8 +233,8 @@ pub(super) async fn claim_rows(
             loans: loans.remove(&message_id).unwrap_or_default(),
         };
         let verdict = decide(&view);
-        apply_verdict(&mut *conn, now_ms, &view, &verdict, lease).await?;
-        if matches!(verdict, Verdict::Send { .. }) {
+        let applied = apply_verdict(&mut *conn, now_ms, &view, &verdict, lease, &mut writes).await?;
+        if applied && matches!(verdict, Verdict::Send { .. }) {
             // What `load_borrowers` would read back from the contact log.
             if let Some(b) = borrowers.get_mut(&borrower_pk) {
                 b.recent.push(Contact {
@@ -246,90 +247,129 @@ pub(super) async fn claim_rows(
         }
         out.push((view, verdict));
     }
+    writes.write(conn).await?;
     Ok(out)
 }
 
-/// Applies a claim's verdict inside the claim transaction: `sending`
-/// under `lease` with the contact logged, or deferred, cancelled or
-/// expired with the reason.
+/// A state change for `message_events`: (message, at, from, to, reason).
+pub(super) type EventRow = (i64, i64, Option<&'static str>, &'static str, String);
+
+/// The rows a batch appends, written at its end with multi-row inserts.
+#[derive(Default)]
+pub(super) struct BatchRows {
+    pub(super) events: Vec<EventRow>,
+    /// `contact_log`: (message, borrower, contact point, channel, at).
+    contacts: Vec<(i64, i64, Option<i64>, &'static str, i64)>,
+}
+
+impl BatchRows {
+    pub(super) async fn write(&self, conn: &mut $conn) -> Result<(), StoreError> {
+        // 5 values a row; 200 rows stay far below either backend's limit.
+        for chunk in self.events.chunks(200) {
+            let text = format!(
+                "INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES {}",
+                vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = sql(&text);
+            let mut q = sqlx::query(&text);
+            for (id, at, from, to, reason) in chunk {
+                q = q.bind(*id).bind(*at).bind(*from).bind(*to).bind(reason.as_str());
+            }
+            q.execute(&mut *conn).await?;
+        }
+        for chunk in self.contacts.chunks(200) {
+            let text = format!(
+                "INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = sql(&text);
+            let mut q = sqlx::query(&text);
+            for (id, borrower, cp, channel, at) in chunk {
+                q = q.bind(*id).bind(*borrower).bind(*cp).bind(*channel).bind(*at);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies a claim's verdict inside the claim transaction, one statement
+/// on the message: `sending` under `lease` (its contact-log row queued in
+/// `writes`), or deferred, cancelled or expired with the reason (its event
+/// queued too). Applies only if the message is still in the state it was
+/// read in; returns whether it did.
 pub(super) async fn apply_verdict(
     conn: &mut $conn,
     now_ms: i64,
     view: &ClaimView,
     verdict: &Verdict,
     lease: &ClaimLease,
-) -> Result<(), StoreError> {
-    let from = Some(view.state);
-    match &verdict {
+    writes: &mut BatchRows,
+) -> Result<bool, StoreError> {
+    let from = view.state.as_str();
+    let id = view.message_id;
+    let (to, reason, applied) = match &verdict {
         Verdict::Send {
             attempt_id, window, ..
         } => {
-            sqlx::query(&sql("UPDATE messages SET attempt_id = ?, attempts = attempts + 1, claimed_by = ?, lease_until = ? WHERE id = ?"),
-            )
+            let reason = format!("claimed; allowed by {window}");
+            let applied = sqlx::query(&sql("UPDATE messages SET attempt_id = ?, attempts = attempts + 1, claimed_by = ?, lease_until = ?,
+                    state = 'sending', reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
             .bind(attempt_id)
             .bind(&lease.holder)
             .bind(to_millis(lease.until))
-            .bind(view.message_id)
+            .bind(&reason)
+            .bind(now_ms)
+            .bind(id)
+            .bind(from)
             .execute(&mut *conn)
-            .await?;
-            transition(
-                &mut *conn,
-                now_ms,
-                view.message_id,
-                from,
-                MessageState::Sending,
-                &format!("claimed; allowed by {window}"),
-            )
-            .await?;
-            sqlx::query(&sql("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES (?, ?, ?, ?, ?)"))
-                .bind(view.message_id)
-                .bind(view.borrower.pk)
-                .bind(view.contact.as_ref().map(|c| c.id))
-                .bind(view.channel.as_str())
-                .bind(now_ms)
-                .execute(&mut *conn)
-                .await?;
+            .await?
+            .rows_affected();
+            if applied > 0 {
+                writes.contacts.push((
+                    id,
+                    view.borrower.pk,
+                    view.contact.as_ref().map(|c| c.id),
+                    view.channel.as_str(),
+                    now_ms,
+                ));
+            }
+            (MessageState::Sending, reason, applied)
         }
         Verdict::Defer { until, reason } => {
-            sqlx::query(&sql("UPDATE messages SET not_before = ? WHERE id = ?"))
+            let applied = sqlx::query(&sql("UPDATE messages SET not_before = ?, state = 'deferred', reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
                 .bind(to_millis(*until))
-                .bind(view.message_id)
+                .bind(reason.as_str())
+                .bind(now_ms)
+                .bind(id)
+                .bind(from)
                 .execute(&mut *conn)
-                .await?;
-            transition(
-                &mut *conn,
-                now_ms,
-                view.message_id,
-                from,
-                MessageState::Deferred,
-                reason.as_str(),
-            )
-            .await?;
+                .await?
+                .rows_affected();
+            (MessageState::Deferred, reason.as_str().to_owned(), applied)
         }
-        Verdict::Cancel { reason } => {
-            transition(
-                &mut *conn,
-                now_ms,
-                view.message_id,
-                from,
-                MessageState::Cancelled,
-                reason.as_str(),
-            )
-            .await?;
+        Verdict::Cancel { reason } | Verdict::Expire { reason } => {
+            let to = match verdict {
+                Verdict::Cancel { .. } => MessageState::Cancelled,
+                _ => MessageState::Expired,
+            };
+            let applied = sqlx::query(&sql("UPDATE messages SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
+                .bind(to.as_str())
+                .bind(reason.as_str())
+                .bind(now_ms)
+                .bind(id)
+                .bind(from)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            (to, reason.as_str().to_owned(), applied)
         }
-        Verdict::Expire { reason } => {
-            transition(
-                &mut *conn,
-                now_ms,
-                view.message_id,
-                from,
-                MessageState::Expired,
-                reason.as_str(),
-            )
-            .await?;
-        }
+    };
+    if applied == 0 {
+        return Ok(false);
     }
-    Ok(())
+    writes.events.push((id, now_ms, Some(from), to.as_str(), reason));
+    Ok(true)
 }
 
 /// Checks, inside the writer's transaction, that `fence` still holds its

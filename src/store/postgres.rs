@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres_flow::{
-    channel as parse_channel, check_fence, claim_rows, load_borrowers, transition, unlog,
+    channel as parse_channel, check_fence, claim_rows, load_borrowers, transition, unlog, BatchRows,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
