@@ -24,6 +24,7 @@ macro_rules! with_outcome_methods {
             current.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
         }
         let mut writes = BatchRows::default();
+        let mut sent = Vec::new();
         for i in order {
         let FinishItem { message_id, attempt_id, finish } = &items[i];
         let message_id = *message_id;
@@ -43,21 +44,11 @@ macro_rules! with_outcome_methods {
             body,
         } = finish
         {
-            // The common case in one statement, its event with the group's.
+            // The common case: one statement for the group's successes,
+            // their events with the group's.
             let reason = format!("accepted by {provider}");
-            sqlx::query(&sql("UPDATE messages SET lease_until = NULL, provider = ?, provider_ref = ?, template_version = ?, subject = ?, body = ?,
-                    state = 'sent', reason = ?, updated_at = ? WHERE id = ?"))
-                .bind(provider)
-                .bind(provider_ref)
-                .bind(template_version)
-                .bind(subject)
-                .bind(body)
-                .bind(&reason)
-                .bind(now_ms)
-                .bind(message_id)
-                .execute(&mut *tx)
-                .await?;
-            writes.events.push((message_id, now_ms, Some("sending"), "sent", reason));
+            writes.events.push((message_id, now_ms, Some("sending"), "sent", reason.clone()));
+            sent.push((message_id, provider, provider_ref, template_version, subject, body, reason));
             continue;
         }
         sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE id = ?"))
@@ -202,6 +193,29 @@ macro_rules! with_outcome_methods {
                 work_committed(&mut tx).await?;
             }
         }
+        }
+        for chunk in sent.chunks(200) {
+            let text = format!(
+                "WITH v(id, provider, provider_ref, template_version, subject, body, reason) AS (VALUES {})
+                 UPDATE messages SET lease_until = NULL, provider = v.provider, provider_ref = v.provider_ref,
+                        template_version = v.template_version, subject = v.subject, body = v.body,
+                        state = 'sent', reason = v.reason, updated_at = ?
+                   FROM v WHERE messages.id = v.id",
+                vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = sql(&text);
+            let mut q = sqlx::query(&text);
+            for (id, provider, provider_ref, version, subject, body, reason) in chunk {
+                q = q
+                    .bind(*id)
+                    .bind(provider.as_str())
+                    .bind(provider_ref.as_str())
+                    .bind(version.as_str())
+                    .bind(subject.as_deref())
+                    .bind(body.as_str())
+                    .bind(reason.as_str());
+            }
+            q.bind(now_ms).execute(&mut *tx).await?;
         }
         writes.write(&mut tx).await?;
         tx.commit().await?;

@@ -207,6 +207,7 @@ pub(super) async fn claim_rows(
     }
     let mut out = Vec::with_capacity(rows.len());
     let mut writes = BatchRows::default();
+    let mut sends: Vec<Sending> = Vec::new();
     for row in rows {
         let message_id: i64 = row.get("id");
         let borrower_pk: i64 = row.get("borrower_id");
@@ -233,8 +234,15 @@ pub(super) async fn claim_rows(
             loans: loans.remove(&message_id).unwrap_or_default(),
         };
         let verdict = decide(&view);
-        let applied = apply_verdict(&mut *conn, now_ms, &view, &verdict, lease, &mut writes).await?;
-        if applied && matches!(verdict, Verdict::Send { .. }) {
+        if let Verdict::Send { attempt_id, window, .. } = &verdict {
+            sends.push(Sending {
+                at: out.len(),
+                id: message_id,
+                attempt: attempt_id.clone(),
+                reason: format!("claimed; allowed by {window}"),
+                from: view.state.as_str(),
+                contact: (message_id, borrower_pk, view.contact.as_ref().map(|c| c.id), view.channel.as_str(), now_ms),
+            });
             // What `load_borrowers` would read back from the contact log.
             if let Some(b) = borrowers.get_mut(&borrower_pk) {
                 b.recent.push(Contact {
@@ -244,12 +252,61 @@ pub(super) async fn claim_rows(
                     loans: view.loans.iter().map(|l| l.pk).collect(),
                 });
             }
+        } else {
+            apply_verdict(&mut *conn, now_ms, &view, &verdict, &mut writes).await?;
         }
         out.push((view, verdict));
     }
+    // The sends in one statement per 200: `sending` under the lease.
+    let mut applied: HashSet<i64> = HashSet::new();
+    for chunk in sends.chunks(200) {
+        let text = format!(
+            "WITH v(id, attempt, reason, from_state) AS (VALUES {})
+             UPDATE messages SET attempt_id = v.attempt, attempts = attempts + 1, claimed_by = ?, lease_until = ?,
+                    state = 'sending', reason = v.reason, updated_at = ?
+               FROM v WHERE messages.id = v.id AND messages.state = v.from_state RETURNING messages.id",
+            vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let text = sql(&text);
+        let mut q = sqlx::query_scalar::<_, i64>(&text);
+        for send in chunk {
+            q = q.bind(send.id).bind(send.attempt.as_str()).bind(send.reason.as_str()).bind(send.from);
+        }
+        q = q.bind(&lease.holder).bind(to_millis(lease.until)).bind(now_ms);
+        applied.extend(q.fetch_all(&mut *conn).await?);
+    }
+    let mut dropped = HashSet::new();
+    for send in sends {
+        if applied.contains(&send.id) {
+            writes.events.push((send.id, now_ms, Some(send.from), "sending", send.reason));
+            writes.contacts.push(send.contact);
+        } else {
+            // Moved on since it was read (it cannot while locked): not ours.
+            dropped.insert(send.at);
+        }
+    }
     writes.write(conn).await?;
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, claim)| claim)
+        .collect())
 }
+
+/// A send decided in a claim batch, marked `sending` with the others.
+struct Sending {
+    /// Its place in the batch.
+    at: usize,
+    id: i64,
+    attempt: String,
+    reason: String,
+    from: &'static str,
+    contact: ContactLogRow,
+}
+
+/// `contact_log`: (message, borrower, contact point, channel, at).
+type ContactLogRow = (i64, i64, Option<i64>, &'static str, i64);
 
 /// A state change for `message_events`: (message, at, from, to, reason).
 pub(super) type EventRow = (i64, i64, Option<&'static str>, &'static str, String);
@@ -258,8 +315,7 @@ pub(super) type EventRow = (i64, i64, Option<&'static str>, &'static str, String
 #[derive(Default)]
 pub(super) struct BatchRows {
     pub(super) events: Vec<EventRow>,
-    /// `contact_log`: (message, borrower, contact point, channel, at).
-    contacts: Vec<(i64, i64, Option<i64>, &'static str, i64)>,
+    contacts: Vec<ContactLogRow>,
 }
 
 impl BatchRows {
@@ -293,49 +349,22 @@ impl BatchRows {
     }
 }
 
-/// Applies a claim's verdict inside the claim transaction, one statement
-/// on the message: `sending` under `lease` (its contact-log row queued in
-/// `writes`), or deferred, cancelled or expired with the reason (its event
-/// queued too). Applies only if the message is still in the state it was
-/// read in; returns whether it did.
+/// Applies a claim's verdict other than `Send` inside the claim
+/// transaction, one statement on the message: deferred, cancelled or
+/// expired with the reason (its event queued in `writes`). Applies only if
+/// the message is still in the state it was read in; returns whether it
+/// did.
 pub(super) async fn apply_verdict(
     conn: &mut $conn,
     now_ms: i64,
     view: &ClaimView,
     verdict: &Verdict,
-    lease: &ClaimLease,
     writes: &mut BatchRows,
 ) -> Result<bool, StoreError> {
     let from = view.state.as_str();
     let id = view.message_id;
     let (to, reason, applied) = match &verdict {
-        Verdict::Send {
-            attempt_id, window, ..
-        } => {
-            let reason = format!("claimed; allowed by {window}");
-            let applied = sqlx::query(&sql("UPDATE messages SET attempt_id = ?, attempts = attempts + 1, claimed_by = ?, lease_until = ?,
-                    state = 'sending', reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
-            .bind(attempt_id)
-            .bind(&lease.holder)
-            .bind(to_millis(lease.until))
-            .bind(&reason)
-            .bind(now_ms)
-            .bind(id)
-            .bind(from)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if applied > 0 {
-                writes.contacts.push((
-                    id,
-                    view.borrower.pk,
-                    view.contact.as_ref().map(|c| c.id),
-                    view.channel.as_str(),
-                    now_ms,
-                ));
-            }
-            (MessageState::Sending, reason, applied)
-        }
+        Verdict::Send { .. } => return Ok(false),
         Verdict::Defer { until, reason } => {
             let applied = sqlx::query(&sql("UPDATE messages SET not_before = ?, state = 'deferred', reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
                 .bind(to_millis(*until))

@@ -1,6 +1,6 @@
 //! The PostgreSQL backend's planning and dispatch loads (`flow.rs`, shared).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
