@@ -207,10 +207,11 @@ super::common::impl_store!(PgStore {
         .bind(now_ms)
         .fetch_all(&mut *tx)
         .await?;
-        let ids: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+        let mut ids: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+        // A key inserted once goes to the first message that has it.
         let inserted: Vec<(&NewMessage, i64)> = fresh
             .iter()
-            .filter_map(|m| ids.get(&m.dedupe_key).map(|id| (*m, *id)))
+            .filter_map(|m| ids.remove(&m.dedupe_key).map(|id| (*m, id)))
             .collect();
         let (mut ml_msg, mut ml_loan, mut ml_due, mut ml_step, mut ml_ch) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

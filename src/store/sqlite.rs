@@ -97,78 +97,126 @@ super::common::impl_store!(SqliteStore {
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check_fence(&mut tx, fence).await?;
-        let mut recorded = 0;
+        // A page of decisions in a handful of multi-row statements, not a
+        // few statements per message (each costs a hand-off to sqlx's
+        // SQLite thread).
+        let day = |d: &NaiveDate| d.format("%Y-%m-%d").to_string();
+        let mut loan_pks: Vec<i64> = messages
+            .iter()
+            .flat_map(|m| m.loans.iter().map(|l| l.0))
+            .collect();
+        loan_pks.sort_unstable();
+        loan_pks.dedup();
+        // Planned at most once, ever: skip a message if any of its keys
+        // exists (or comes earlier in this page).
+        let mut taken: HashSet<(i64, String, String, String)> = HashSet::new();
+        for row in select_in_i64(
+            &mut tx,
+            "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id IN ({})",
+            &loan_pks,
+        )
+        .await?
+        {
+            taken.insert((row.get(0), row.get(1), row.get(2), row.get(3)));
+        }
+        let mut fresh: Vec<&NewMessage> = Vec::new();
         for m in messages {
-            // Planned at most once, ever: skip if any of its keys exists.
-            let mut taken = false;
-            for (loan, due, step) in &m.loans {
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM message_loans WHERE loan_id = ? AND due_date = ? AND step = ? AND channel = ?",
-                )
-                .bind(loan)
-                .bind(due.format("%Y-%m-%d").to_string())
-                .bind(step)
-                .bind(m.channel.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-                taken |= exists.is_some();
-            }
-            if taken {
+            let keys: Vec<_> = m
+                .loans
+                .iter()
+                .map(|(l, d, st)| (*l, day(d), st.clone(), m.channel.as_str().to_owned()))
+                .collect();
+            if keys.iter().any(|k| taken.contains(k)) {
                 continue;
             }
-            let id: Option<i64> = sqlx::query_scalar(
+            taken.extend(keys);
+            fresh.push(m);
+        }
+        let mut inserted: Vec<(&NewMessage, i64)> = Vec::with_capacity(fresh.len());
+        for chunk in fresh.chunks(100) {
+            let text = format!(
                 "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state, reason,
                                        not_before, expires_at, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-            )
-            .bind(&m.dedupe_key)
-            .bind(m.borrower_pk)
-            .bind(m.contact_point)
-            .bind(m.channel.as_str())
-            .bind(&m.step)
-            .bind(&m.template)
-            .bind(m.state.as_str())
-            .bind(m.reason.as_str())
-            .bind(to_millis(m.not_before))
-            .bind(m.expires_at.map(to_millis))
-            .bind(now_ms)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(id) = id else { continue };
-            for (loan, due, step) in &m.loans {
-                sqlx::query("INSERT INTO message_loans (message_id, loan_id, due_date, step, channel) VALUES (?, ?, ?, ?, ?)")
-                    .bind(id)
-                    .bind(loan)
-                    .bind(due.format("%Y-%m-%d").to_string())
-                    .bind(step)
+                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&text);
+            for m in chunk {
+                q = q
+                    .bind(&m.dedupe_key)
+                    .bind(m.borrower_pk)
+                    .bind(m.contact_point)
                     .bind(m.channel.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(&m.step)
+                    .bind(&m.template)
+                    .bind(m.state.as_str())
+                    .bind(m.reason.as_str())
+                    .bind(to_millis(m.not_before))
+                    .bind(m.expires_at.map(to_millis))
+                    .bind(now_ms)
+                    .bind(now_ms);
             }
-            sqlx::query("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, NULL, ?, ?)")
-                .bind(id)
-                .bind(now_ms)
-                .bind(m.state.as_str())
-                .bind(m.reason.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let mut ids: HashMap<String, i64> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get(1), r.get(0)))
+                .collect();
+            // A key inserted once goes to the first message that has it.
+            inserted.extend(
+                chunk
+                    .iter()
+                    .filter_map(|m| ids.remove(&m.dedupe_key).map(|id| (*m, id))),
+            );
+        }
+        let mut links: Vec<(i64, i64, String, &str, &str)> = Vec::new();
+        let mut handoffs: Vec<(i64, String, &str)> = Vec::new();
+        for (m, id) in &inserted {
+            for (loan, due, step) in &m.loans {
+                links.push((*id, *loan, day(due), step, m.channel.as_str()));
+            }
             for (loan, due, step) in &m.handoffs {
-                sqlx::query(
-                    "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)
-                     VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(loan)
-                .bind(due.format("%Y-%m-%d").to_string())
-                .bind(step)
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                handoffs.push((*loan, day(due), step));
             }
-            recorded += 1;
+        }
+        for chunk in links.chunks(200) {
+            let text = format!(
+                "INSERT INTO message_loans (message_id, loan_id, due_date, step, channel) VALUES {}",
+                vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&text);
+            for (id, loan, due, step, channel) in chunk {
+                q = q.bind(*id).bind(*loan).bind(due.as_str()).bind(*step).bind(*channel);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in inserted.chunks(200) {
+            let text = format!(
+                "INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES {}",
+                vec!["(?, ?, NULL, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&text);
+            for (m, id) in chunk {
+                q = q.bind(*id).bind(now_ms).bind(m.state.as_str()).bind(m.reason.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in handoffs.chunks(200) {
+            let text = format!(
+                "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)
+                 VALUES {} ON CONFLICT DO NOTHING",
+                vec!["(?, ?, ?, 'pending', ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&text);
+            for (loan, due, step) in chunk {
+                q = q.bind(*loan).bind(due.as_str()).bind(*step).bind(now_ms).bind(now_ms).bind(now_ms);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let recorded = inserted.len() as u64;
+        if recorded == 0 {
+            tx.rollback().await?;
+            return Ok(0);
         }
         tx.commit().await?;
         Ok(recorded)
