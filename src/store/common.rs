@@ -112,7 +112,7 @@ macro_rules! impl_store_all {
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
-        load_borrowers(&mut conn, &pks, since).await
+        load_borrowers(&mut conn, &pks, since, true).await
     }
 
     async fn plan_borrower(
@@ -126,7 +126,7 @@ macro_rules! impl_store_all {
             .fetch_optional(&mut *conn)
             .await?;
         match pk {
-            Some(pk) => Ok(load_borrowers(&mut conn, &[pk], since).await?.pop()),
+            Some(pk) => Ok(load_borrowers(&mut conn, &[pk], since, true).await?.pop()),
             None => Ok(None),
         }
     }

@@ -7,12 +7,14 @@
 /// The loads and the state-change helper for one backend.
 macro_rules! flow_fns {
     ($conn:ty, $row:ty) => {
-/// Loads `pks` as planning borrowers. `all_loans` also loads loans that are
-/// no longer active (the dispatcher needs to see a loan was paid).
+/// Loads `pks` as planning borrowers: contact points, holds, active loans,
+/// contacts since `since` and, `with_planned`, the (loan, due date, step,
+/// channel) keys already planned (the planner needs them, a claim not).
 pub(super) async fn load_borrowers(
     conn: &mut $conn,
     pks: &[i64],
     since: DateTime<Utc>,
+    with_planned: bool,
 ) -> Result<Vec<PlanBorrower>, StoreError> {
     let mut out: Vec<PlanBorrower> = Vec::with_capacity(pks.len());
     for chunk in pks.chunks(400) {
@@ -81,14 +83,15 @@ pub(super) async fn load_borrowers(
             let idx = by_pk[&row.get::<i64, _>(0)];
             out[idx].loans.push(loan_row(&row, 1)?);
         }
-        for row in select_in_i64(
+        // What was planned matters to the planner only, not to a claim.
+        for row in if !with_planned { Vec::new() } else { select_in_i64(
             conn,
             "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
                  FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
                 WHERE l.status = 'active' AND l.borrower_id IN ({})",
             chunk,
         )
-        .await?
+        .await? }
         {
             let idx = by_pk[&row.get::<i64, _>(0)];
             out[idx].planned.push((
@@ -182,7 +185,7 @@ pub(super) async fn claim_rows(
     let mut pks: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("borrower_id")).collect();
     pks.sort_unstable();
     pks.dedup();
-    let mut borrowers: HashMap<i64, PlanBorrower> = load_borrowers(conn, &pks, since)
+    let mut borrowers: HashMap<i64, PlanBorrower> = load_borrowers(conn, &pks, since, false)
         .await?
         .into_iter()
         .map(|b| (b.pk, b))
