@@ -30,6 +30,9 @@ macro_rules! import_tx {
 struct $import {
     tx: Transaction<'static, $db>,
     now: i64,
+    /// First contact points waiting for `flush_contacts`: (borrower,
+    /// channel, address, region).
+    new_contacts: Vec<(i64, &'static str, String, Option<String>)>,
 }
 
 
@@ -53,6 +56,31 @@ async fn paid_totals(
 }
 
 impl $import {
+    /// Inserts the queued first contact points, in multi-row statements.
+    async fn flush_contacts(&mut self) -> Result<(), StoreError> {
+        let queued = std::mem::take(&mut self.new_contacts);
+        for chunk in queued.chunks(200) {
+            let text = format!(
+                "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at, region) VALUES {}
+                 ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at, region = excluded.region",
+                vec!["(?, ?, ?, 1, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = $sql(&text);
+            let mut q = sqlx::query(&text);
+            for (borrower, channel, address, region) in chunk {
+                q = q
+                    .bind(*borrower)
+                    .bind(*channel)
+                    .bind(address.as_str())
+                    .bind(self.now)
+                    .bind(self.now)
+                    .bind(region.as_deref());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     /// Makes `address` the borrower's one active contact point on `channel`
     /// (or none). Returns whether anything changed. Old addresses are kept,
     /// inactive, with their opt-out state.
@@ -71,7 +99,16 @@ impl $import {
         match address {
             Some(addr) if current.len() == 1 && current[0] == addr => Ok(false),
             None if current.is_empty() => Ok(false),
+            Some(addr) if current.is_empty() => {
+                // A first address (a new borrower's): inserted with the
+                // others in `flush_contacts`.
+                self.new_contacts.push((borrower, channel.as_str(), addr.to_owned(), region.map(str::to_owned)));
+                *current = vec![addr.to_owned()];
+                Ok(true)
+            }
             Some(addr) => {
+                // Queued first addresses go in before anything changes.
+                self.flush_contacts().await?;
                 if !current.is_empty() {
                     sqlx::query(&$sql("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND address <> ? AND active = 1"))
                     .bind(self.now)
@@ -97,6 +134,7 @@ impl $import {
                 Ok(true)
             }
             None => {
+                self.flush_contacts().await?;
                 sqlx::query(&$sql("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND active = 1"))
                     .bind(self.now)
                     .bind(borrower)
@@ -176,85 +214,107 @@ impl ImportTx for $import {
         let loan_pks: Vec<i64> = loans.values().map(|l| l.id).collect();
         let totals = paid_totals(&mut self.tx, &loan_pks).await?;
 
+        // A loan never moves between borrowers: that is a data error in the
+        // book, and applying it would send one person's debt to another.
+        // Decided against the store as it was (a file names each loan once).
+        let moved: Vec<bool> = rows
+            .iter()
+            .map(|row| {
+                loans.get(row.loan.id.as_str()).is_some_and(|existing| {
+                    borrowers
+                        .get(row.borrower.id.as_str())
+                        .is_none_or(|owner| owner.id != existing.borrower_id)
+                })
+            })
+            .collect();
+        // New borrowers (of rows that are not refused) in multi-row inserts.
+        let mut fresh: Vec<&LoanBookRow> = Vec::new();
+        {
+            let mut seen: HashSet<&str> = HashSet::new();
+            for (row, moved) in rows.iter().zip(&moved) {
+                let key = row.borrower.id.as_str();
+                if !moved && !borrowers.contains_key(key) && seen.insert(key) {
+                    fresh.push(row);
+                }
+            }
+        }
+        for chunk in fresh.chunks(200) {
+            let text = format!(
+                "INSERT INTO borrowers (external_id, name, locale, timezone, created_at, updated_at) VALUES {} RETURNING id, external_id",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = $sql(&text);
+            let mut q = sqlx::query(&text);
+            for row in chunk {
+                let b = &row.borrower;
+                q = q
+                    .bind(b.id.as_str())
+                    .bind(b.name.as_str())
+                    .bind(b.locale.as_ref().map(|x| x.as_str().to_owned()))
+                    .bind(b.timezone.map(|z| z.name().to_owned()))
+                    .bind(now)
+                    .bind(now);
+            }
+            let ids: HashMap<String, i64> = q
+                .fetch_all(&mut *self.tx)
+                .await?
+                .iter()
+                .map(|r| (r.get(1), r.get(0)))
+                .collect();
+            for row in chunk {
+                let b = &row.borrower;
+                let id = ids.get(b.id.as_str()).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!("borrower `{}` was not inserted", b.id))
+                })?;
+                borrowers.insert(
+                    b.id.as_str().to_owned(),
+                    BorrowerRec {
+                        id,
+                        name: b.name.as_str().to_owned(),
+                        locale: b.locale.as_ref().map(|x| x.as_str().to_owned()),
+                        timezone: b.timezone.map(|z| z.name().to_owned()),
+                    },
+                );
+            }
+        }
+
         let mut outcomes = Vec::with_capacity(rows.len());
-        for row in rows {
+        let mut new_loans: Vec<(usize, &LoanBookRow, i64, String, LoanStatus)> = Vec::new();
+        for (row, moved) in rows.iter().zip(moved) {
             let b = &row.borrower;
             let l = &row.loan;
             let locale = b.locale.as_ref().map(|x| x.as_str().to_owned());
             let timezone = b.timezone.map(|z| z.name().to_owned());
-
-            // A loan never moves between borrowers: that is a data error in
-            // the book, and applying it would send one person's debt to another.
-            if let Some(existing) = loans.get(l.id.as_str()) {
-                if let Some(owner) = borrowers.get(b.id.as_str()) {
-                    if owner.id != existing.borrower_id {
-                        outcomes.push(RowOutcome::Rejected {
-                            field: "borrower_id",
-                            reason: format!(
-                                "loan `{}` belongs to another borrower in the store; a loan cannot change borrower",
-                                l.id
-                            ),
-                        });
-                        continue;
-                    }
-                } else {
-                    outcomes.push(RowOutcome::Rejected {
-                        field: "borrower_id",
-                        reason: format!(
-                            "loan `{}` belongs to another borrower in the store; a loan cannot change borrower",
-                            l.id
-                        ),
-                    });
-                    continue;
-                }
+            if moved {
+                outcomes.push(RowOutcome::Rejected {
+                    field: "borrower_id",
+                    reason: format!(
+                        "loan `{}` belongs to another borrower in the store; a loan cannot change borrower",
+                        l.id
+                    ),
+                });
+                continue;
             }
 
             let mut borrower_changed = false;
-            let borrower_pk = match borrowers.get_mut(b.id.as_str()) {
-                Some(rec) => {
-                    if rec.name != b.name.as_str()
-                        || rec.locale != locale
-                        || rec.timezone != timezone
-                    {
-                        sqlx::query(&$sql("UPDATE borrowers SET name = ?, locale = ?, timezone = ?, updated_at = ? WHERE id = ?"))
-                            .bind(b.name.as_str())
-                            .bind(&locale)
-                            .bind(&timezone)
-                            .bind(now)
-                            .bind(rec.id)
-                            .execute(&mut *self.tx)
-                            .await?;
-                        rec.name = b.name.as_str().to_owned();
-                        rec.locale = locale.clone();
-                        rec.timezone = timezone.clone();
-                        borrower_changed = true;
-                    }
-                    rec.id
-                }
-                None => {
-                    let id: i64 = sqlx::query_scalar(&$sql("INSERT INTO borrowers (external_id, name, locale, timezone, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?) RETURNING id"),
-                    )
-                    .bind(b.id.as_str())
+            let Some(rec) = borrowers.get_mut(b.id.as_str()) else {
+                return Err(StoreError::Corrupt(format!("borrower `{}` has no row", b.id)));
+            };
+            if rec.name != b.name.as_str() || rec.locale != locale || rec.timezone != timezone {
+                sqlx::query(&$sql("UPDATE borrowers SET name = ?, locale = ?, timezone = ?, updated_at = ? WHERE id = ?"))
                     .bind(b.name.as_str())
                     .bind(&locale)
                     .bind(&timezone)
                     .bind(now)
-                    .bind(now)
-                    .fetch_one(&mut *self.tx)
+                    .bind(rec.id)
+                    .execute(&mut *self.tx)
                     .await?;
-                    borrowers.insert(
-                        b.id.as_str().to_owned(),
-                        BorrowerRec {
-                            id,
-                            name: b.name.as_str().to_owned(),
-                            locale: locale.clone(),
-                            timezone: timezone.clone(),
-                        },
-                    );
-                    id
-                }
-            };
+                rec.name = b.name.as_str().to_owned();
+                rec.locale = locale.clone();
+                rec.timezone = timezone.clone();
+                borrower_changed = true;
+            }
+            let borrower_pk = rec.id;
             let phone = b.phone.as_ref().map(|p| (p.as_str(), p.region()));
             let email = b.email.as_ref().map(|e| (e.as_str(), None));
             borrower_changed |= self
@@ -273,30 +333,8 @@ impl ImportTx for $import {
                         l.amount_due.amount,
                         Decimal::ZERO,
                     );
-                    let id: i64 = sqlx::query_scalar(&$sql("INSERT INTO loans (external_id, borrower_id, due_date, amount_due, currency, status, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
-                    )
-                    .bind(l.id.as_str())
-                    .bind(borrower_pk)
-                    .bind(&due)
-                    .bind(l.amount_due.amount.to_string())
-                    .bind(currency)
-                    .bind(st.as_str())
-                    .bind(now)
-                    .bind(now)
-                    .fetch_one(&mut *self.tx)
-                    .await?;
-                    loans.insert(
-                        l.id.as_str().to_owned(),
-                        LoanRec {
-                            id,
-                            borrower_id: borrower_pk,
-                            due_date: due,
-                            amount_due: l.amount_due.amount,
-                            currency: currency.to_owned(),
-                            status: st,
-                        },
-                    );
+                    // Inserted with the others below.
+                    new_loans.push((outcomes.len(), row, borrower_pk, due, st));
                     outcomes.push(RowOutcome::Inserted);
                 }
                 Some(rec) => {
@@ -330,6 +368,28 @@ impl ImportTx for $import {
                     });
                 }
             }
+        }
+        self.flush_contacts().await?;
+        for chunk in new_loans.chunks(200) {
+            let text = format!(
+                "INSERT INTO loans (external_id, borrower_id, due_date, amount_due, currency, status, created_at, updated_at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = $sql(&text);
+            let mut q = sqlx::query(&text);
+            for (_, row, borrower_pk, due, st) in chunk {
+                let l = &row.loan;
+                q = q
+                    .bind(l.id.as_str())
+                    .bind(*borrower_pk)
+                    .bind(due.as_str())
+                    .bind(l.amount_due.amount.to_string())
+                    .bind(l.amount_due.currency.code())
+                    .bind(st.as_str())
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         Ok(outcomes)
     }

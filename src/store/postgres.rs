@@ -21,7 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres_flow::{
-    channel as parse_channel, check_fence, claim_rows, load_borrowers, transition, unlog, BatchRows,
+    channel as parse_channel, check_fence, claim_rows, load_borrowers,
+    transition, unlog, BatchRows,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
@@ -129,6 +130,7 @@ super::common::impl_store!(PgStore {
         .execute(&mut *tx)
         .await?;
         Ok(Box::new(PgImport {
+            new_contacts: Vec::new(),
             tx,
             now: to_millis(now),
         }))

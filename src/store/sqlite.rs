@@ -19,7 +19,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_flow::{
-    channel as parse_channel, check_fence, claim_rows, load_borrowers, transition, unlog, BatchRows,
+    channel as parse_channel, check_fence, claim_rows, load_borrowers,
+    transition, unlog, BatchRows,
 };
 use super::{
     effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
@@ -80,6 +81,7 @@ super::common::impl_store!(SqliteStore {
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteImport {
+            new_contacts: Vec::new(),
             tx,
             now: to_millis(now),
         }))
