@@ -477,6 +477,32 @@ pub async fn tick(
     Ok(report)
 }
 
+/// Re-plans one borrower (external id) right after a change through the
+/// API touched only them: what can no longer go is cancelled, what is now
+/// due is recorded, and nothing else in the book is read. Recorded without
+/// the planner lease: "planned at most once" is the store's unique key, so
+/// a planner deciding the same step at the same moment inserts nothing
+/// twice (on PostgreSQL one of the two writers fails and the planner's
+/// next tick has it).
+pub async fn replan_borrower(
+    store: &dyn Store,
+    planner: &Planner<'_>,
+    now: DateTime<Utc>,
+    borrower: &str,
+) -> Result<TickReport, StoreError> {
+    let mut report = TickReport {
+        cancelled: store.cancel_ineligible_of(now, borrower).await?,
+        ..Default::default()
+    };
+    let since = now - caps::lookback(planner.gate.all_caps());
+    if let Some(b) = store.plan_borrower(borrower, since).await? {
+        let messages = planner.decide(now, &b).0;
+        report.borrowers = 1;
+        report.recorded = store.record_plan(now, &messages, None).await?;
+    }
+    Ok(report)
+}
+
 /// Every decision at `now` without recording anything (`duebell plan`).
 pub async fn preview(
     store: &dyn Store,

@@ -67,6 +67,7 @@ pub(super) async fn upsert_loan(
         fields,
     };
     let (borrower, loan) = crate::sources::loan_row(&rec).map_err(|(f, m)| ApiError::bad(&f, m))?;
+    let borrower_id = borrower.id.as_str().to_owned();
     let mut tx = s.store.begin_import(s.clock.now()).await?;
     let outcome = tx
         .upsert_loans(&[LoanBookRow {
@@ -76,7 +77,7 @@ pub(super) async fn upsert_loan(
         }])
         .await?;
     tx.commit().await?;
-    s.replan.notify_one();
+    s.touched(&borrower_id).await;
     outcome_response(&outcome[0])
 }
 
@@ -121,12 +122,17 @@ pub(super) async fn payment(
             "is zero; a payment must be positive",
         ));
     }
+    let loan = payment.loan.clone();
     let mut tx = s.store.begin_import(s.clock.now()).await?;
     let outcome = tx
         .upsert_payments(&[PaymentRow { line: 0, payment }])
         .await?;
     tx.commit().await?;
-    s.replan.notify_one();
+    // The payment's messages are cancelled before the answer goes back.
+    match s.store.loan(&loan).await? {
+        Some(l) => s.touched(&l.borrower_id).await,
+        None => s.replan.notify_one(),
+    }
     outcome_response(&outcome[0])
 }
 
@@ -175,7 +181,18 @@ pub(super) async fn add_hold(
         .await?
     {
         Some(id) => {
-            s.replan.notify_one();
+            let owner = match (&b.borrower_id, &b.loan_id) {
+                (Some(borrower), _) => Some(borrower.clone()),
+                (None, Some(loan)) => match LoanId::parse(loan) {
+                    Ok(loan) => s.store.loan(&loan).await?.map(|l| l.borrower_id),
+                    Err(_) => None,
+                },
+                (None, None) => None,
+            };
+            match owner {
+                Some(borrower) => s.touched(&borrower).await,
+                None => s.replan.notify_one(),
+            }
             Ok((
                 StatusCode::CREATED,
                 Json(serde_json::json!({"hold_id": id})),
@@ -219,7 +236,7 @@ pub(super) async fn opt(s: ApiState, body: &[u8], out: bool) -> Result<Response,
         .set_opt_out(s.clock.now(), &b.borrower_id, channel, out, source)
         .await?
     {
-        s.replan.notify_one();
+        s.touched(&b.borrower_id).await;
         Ok(
             Json(serde_json::json!({"result": if out { "opted out" } else { "opted in" }}))
                 .into_response(),

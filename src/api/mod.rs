@@ -101,9 +101,56 @@ impl ApiConfig {
     }
 }
 
+/// Re-plans one borrower at once (the daemon supplies it): a change through
+/// the API takes effect before the response, without planning the book.
+#[async_trait::async_trait]
+pub trait Replan: Send + Sync {
+    async fn borrower(
+        &self,
+        external_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::planner::TickReport, crate::store::StoreError>;
+}
+
+impl ApiState {
+    /// After a change through the API that touched only `borrower`: cancel
+    /// what can no longer go and plan what is now due, for them alone, then
+    /// wake the dispatcher. Without a re-planner, or if it fails, the daemon
+    /// is asked to plan the book instead.
+    pub(crate) async fn touched(&self, borrower: &str) {
+        let Some(r) = &self.replanner else {
+            self.replan.notify_one();
+            return;
+        };
+        match r.borrower(borrower, self.clock.now()).await {
+            Ok(report) => {
+                tracing::debug!(
+                    cancelled = report.cancelled,
+                    recorded = report.recorded,
+                    "re-planned one borrower after an API change"
+                );
+                if report.recorded > 0 {
+                    self.work.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot re-plan the borrower at once ({e}); planning the book instead"
+                );
+                self.replan.notify_one();
+            }
+        }
+    }
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Re-plans one borrower after a change (`touched`); `None` outside
+    /// the daemon.
+    pub replanner: Option<Arc<dyn Replan>>,
+    /// Wakes the daemon's dispatcher: new work is due.
+    pub work: Arc<tokio::sync::Notify>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub tokens: Arc<Vec<crate::domain::Secret>>,

@@ -22,6 +22,7 @@ use crate::store::{self, Fence, Store, StoreError};
 /// The lease name of the planner role.
 pub const PLANNER_ROLE: &str = "planner";
 
+mod replan;
 mod roles;
 mod run;
 mod send;
@@ -62,6 +63,8 @@ pub struct App {
     last_upkeep: Instant,
     /// Another instance asked the planner to plan.
     plan_requested: bool,
+    /// The engine the API's re-planner uses: kept equal to `engine`.
+    replanning: Arc<std::sync::Mutex<Engine>>,
 }
 
 /// Re-reads the configuration (SIGHUP): the file, the environment, the
@@ -84,7 +87,12 @@ impl App {
         let engine = Engine::build_with(&config, store.clone(), None, parts.clone())
             .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
         declare_metrics(&parts.metrics, &config);
+        let replanning = Arc::new(std::sync::Mutex::new(engine.clone()));
         let api = crate::api::ApiState {
+            replanner: Some(Arc::new(replan::EngineReplan {
+                engine: replanning.clone(),
+            })),
+            work: Arc::new(tokio::sync::Notify::new()),
             store: store.clone(),
             clock: clock.clone(),
             tokens: Arc::new(config.api.tokens.clone()),
@@ -149,6 +157,7 @@ impl App {
             planner: None,
             last_upkeep: now,
             plan_requested: false,
+            replanning,
         })
     }
 
@@ -205,7 +214,7 @@ impl App {
                     .map(|s| (FileWatch::new(s.path.clone(), s.poll_interval.get()), now))
                     .collect();
                 self.templates_version = crate::templates::folder_version(&new.templates.dir);
-                self.engine = engine;
+                self.set_engine(engine);
                 self.config = Arc::new(new);
                 // Plan again under the new rules.
                 self.next_tick = None;
@@ -232,6 +241,12 @@ impl App {
     /// The API's bound address once it listens (port 0 picks a free one).
     pub fn api_addr(&self) -> watch::Receiver<Option<std::net::SocketAddr>> {
         self.api_addr.subscribe()
+    }
+
+    /// Replaces the engine (a reload), for the API's re-planner too.
+    fn set_engine(&mut self, engine: Engine) {
+        *self.replanning.lock().unwrap_or_else(|e| e.into_inner()) = engine.clone();
+        self.engine = engine;
     }
 
     /// What API handlers share (tests call handlers' logic through it).
@@ -271,7 +286,7 @@ impl App {
         match crate::engine::load_templates(&self.config) {
             Ok(set) => {
                 tracing::info!(version = %set.version, "templates reloaded");
-                self.engine = self.engine.with_templates(set);
+                self.set_engine(self.engine.with_templates(set));
                 true
             }
             Err(problems) => {

@@ -46,6 +46,7 @@ impl App {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         notify.ready();
         let replan = self.api.replan.clone();
+        let work = self.api.work.clone();
         let reload = self.reload.clone();
         let wakeups = self.store.wakeups();
         // Claims of messages being sent stay this instance's while it
@@ -135,6 +136,9 @@ impl App {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
+                _ = work.notified() => {
+                    // The API planned new work for one borrower.
+                }
                 _ = replan.notified() => {
                     // A change through the API: plan at once.
                     self.next_tick = None;

@@ -334,73 +334,20 @@ macro_rules! with_outcome_methods {
         now: DateTime<Utc>,
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError> {
-        let now_ms = to_millis(now);
         let mut tx = begin_write(&self.pool).await?;
         check_fence(&mut tx, fence).await?;
-        let mut doomed: Vec<(i64, String, crate::reason::Reason)> = Vec::new();
-        for row in sqlx::query(
-            // CROSS JOIN fixes SQLite's join order: from the message's few
-            // loans, never from all active loans.
-            &sql("SELECT m.id, m.state,
-                    (SELECT group_concat(d.status, ',') FROM (SELECT DISTINCT l.status AS status
-                       FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id) d)
-               FROM messages m
-              WHERE m.state IN ('planned', 'deferred')
-                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
-                                 WHERE ml.message_id = m.id AND l.status = 'active')"),
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let statuses: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default())));
-        }
-        for row in sqlx::query(
-            &sql("SELECT m.id, m.state, cp.opt_out_source, m.channel FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL"),
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let source: Option<String> = row.get(2);
-            let channel = parse_channel(&row.get::<String, _>(3))?;
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default()))));
-        }
-        for row in sqlx::query(
-            &sql("SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
-              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL"),
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::borrower_on_hold(&row.get::<String, _>(2))));
-        }
-        if doomed.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        // On PostgreSQL the rows were read unlocked: each change applies only
-        // if the message is still in the state read (a dispatcher may have
-        // claimed it since; the claim re-checks eligibility itself).
-        let mut seen = std::collections::HashSet::new();
-        let mut done = 0;
-        for (id, from, reason) in doomed {
-            if seen.insert(id) {
-                let from = super::codec::state(&from)?;
-                if transition(
-                    &mut tx,
-                    now_ms,
-                    id,
-                    Some(from),
-                    MessageState::Cancelled,
-                    reason.as_str(),
-                )
-                .await?
-                {
-                    done += 1;
-                }
-            }
-        }
+        let done = cancel_ineligible_in(&mut tx, to_millis(now), None).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn cancel_ineligible_of(
+        &self,
+        now: DateTime<Utc>,
+        borrower: &str,
+    ) -> Result<u64, StoreError> {
+        let mut tx = begin_write(&self.pool).await?;
+        let done = cancel_ineligible_in(&mut tx, to_millis(now), Some(borrower)).await?;
         tx.commit().await?;
         Ok(done)
     }

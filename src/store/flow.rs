@@ -404,6 +404,90 @@ pub(super) async fn apply_verdict(
     Ok(true)
 }
 
+/// Cancels pending messages that can no longer go (every loan paid or
+/// closed, the contact point opted out, a standing hold): of the whole book,
+/// or of one `borrower` (external id) after a change that touched only them.
+/// Returns how many.
+pub(super) async fn cancel_ineligible_in(
+    conn: &mut $conn,
+    now_ms: i64,
+    borrower: Option<&str>,
+) -> Result<u64, StoreError> {
+    // `? IS NULL` keeps one parameter either way; with a borrower the
+    // index on `messages.borrower_id` leads.
+    let scope = match borrower {
+        Some(_) => "m.borrower_id = (SELECT id FROM borrowers WHERE external_id = ?)",
+        None => "? IS NULL",
+    };
+    let scoped = |text: &str| -> String {
+        sql(&text.replace("WHERE m.state", &format!("WHERE {scope} AND m.state"))).into_owned()
+    };
+        let mut doomed: Vec<(i64, String, crate::reason::Reason)> = Vec::new();
+        for row in sqlx::query(&scoped(
+            // CROSS JOIN fixes SQLite's join order: from the message's few
+            // loans, never from all active loans.
+            "SELECT m.id, m.state,
+                    (SELECT group_concat(d.status, ',') FROM (SELECT DISTINCT l.status AS status
+                       FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id) d)
+               FROM messages m
+              WHERE m.state IN ('planned', 'deferred')
+                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
+                                 WHERE ml.message_id = m.id AND l.status = 'active')",
+        ))
+        .bind(borrower)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let statuses: Option<String> = row.get(2);
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default())));
+        }
+        for row in sqlx::query(&scoped(
+            "SELECT m.id, m.state, cp.opt_out_source, m.channel FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
+              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL",
+        ))
+        .bind(borrower)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let source: Option<String> = row.get(2);
+            let channel = channel(&row.get::<String, _>(3))?;
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default()))));
+        }
+        for row in sqlx::query(&scoped(
+            "SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
+              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL",
+        ))
+        .bind(borrower)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            doomed.push((row.get(0), row.get(1), crate::reason::Reason::borrower_on_hold(&row.get::<String, _>(2))));
+        }
+        // On PostgreSQL the rows were read unlocked: each change applies only
+        // if the message is still in the state read (a dispatcher may have
+        // claimed it since; the claim re-checks eligibility itself).
+        let mut seen = std::collections::HashSet::new();
+        let mut done = 0;
+        for (id, from, reason) in doomed {
+            if seen.insert(id) {
+                let from = super::codec::state(&from)?;
+                if transition(
+                    &mut *conn,
+                    now_ms,
+                    id,
+                    Some(from),
+                    MessageState::Cancelled,
+                    reason.as_str(),
+                )
+                .await?
+                {
+                    done += 1;
+                }
+            }
+        }
+    Ok(done)
+}
+
 /// Checks, inside the writer's transaction, that `fence` still holds its
 /// role (on PostgreSQL the row lock keeps a takeover from committing until
 /// this transaction ends; SQLite's write lock is already held).

@@ -22,7 +22,7 @@ mod types;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::domain::{Borrower, Channel, Loan, LoanId, LoanStatus, Money, Payment};
+use crate::domain::{Borrower, Channel, Loan, LoanId, LoanStatus, Payment};
 
 pub use config::{StoreConfig, Synchronous};
 pub use copy::{copy, CopyReport};
@@ -207,17 +207,6 @@ pub struct StoreCounts {
     pub imports: u64,
 }
 
-/// A loan as stored, with its borrower's external id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoanView {
-    pub id: LoanId,
-    pub borrower_id: String,
-    pub due_date: NaiveDate,
-    pub amount_due: Money,
-    pub status: LoanStatus,
-    pub paid_total: rust_decimal::Decimal,
-}
-
 /// The store interface. Methods take `now` from the caller's clock: the
 /// store never reads the wall clock itself.
 #[async_trait]
@@ -261,6 +250,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
         fence: Option<&Fence>,
+    ) -> Result<u64, StoreError>;
+    /// `cancel_ineligible` for one borrower (external id), right after a
+    /// change through the API touched only them.
+    async fn cancel_ineligible_of(
+        &self,
+        now: DateTime<Utc>,
+        borrower: &str,
     ) -> Result<u64, StoreError>;
     /// Claims up to `limit` due messages (oldest first) in one transaction:
     /// loads them with their borrowers (one query per kind of row for the

@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres_flow::{
-    channel as parse_channel, check_fence, claim_rows, load_borrowers,
+    cancel_ineligible_in, channel as parse_channel, check_fence, claim_rows, load_borrowers,
     transition, unlog, BatchRows,
 };
 use super::{

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite_flow::{
-    channel as parse_channel, check_fence, claim_rows, load_borrowers,
+    cancel_ineligible_in, channel as parse_channel, check_fence, claim_rows, load_borrowers,
     transition, unlog, BatchRows,
 };
 use super::{

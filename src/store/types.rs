@@ -412,3 +412,14 @@ pub struct BounceRow {
     pub at: DateTime<Utc>,
     pub lifted_at: Option<DateTime<Utc>>,
 }
+
+/// A loan as stored, with its borrower's external id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoanView {
+    pub id: crate::domain::LoanId,
+    pub borrower_id: String,
+    pub due_date: NaiveDate,
+    pub amount_due: Money,
+    pub status: crate::domain::LoanStatus,
+    pub paid_total: rust_decimal::Decimal,
+}

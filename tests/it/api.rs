@@ -95,6 +95,17 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// What `/metrics` answers now.
+async fn metrics_text(c: &reqwest::Client, base: &str) -> String {
+    c.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 const AMY: &str =
     "A1,BA,Amy Chen,+8613812345678,amy@example.com,en,Asia/Shanghai,2026-12-10,100.00,CNY,active";
 
@@ -372,14 +383,7 @@ async fn pause_stops_sending_and_metrics_show_the_outbox() {
         .filter(|m| m.state.is_pending())
         .count();
     assert!(pending > 0, "paused, yet sent");
-    let metrics = c
-        .get(format!("{}/metrics", d.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &d.base).await;
     assert!(metrics.contains("duebell_paused 1"), "{metrics}");
     assert!(
         metrics.contains(&format!("duebell_outbox_depth {pending}")),
@@ -577,4 +581,57 @@ async fn every_series_the_readme_documents_is_in_metrics_from_the_first_scrape()
         })
         .collect();
     assert!(missing.is_empty(), "not in /metrics: {missing:?}\n{text}");
+}
+
+/// A payment through the API cancels that borrower's planned messages
+/// before the response goes back, and re-plans no one else: the book is not
+/// planned again (issue: performance at book scale, P9).
+#[tokio::test]
+async fn a_payment_through_the_api_cancels_that_borrowers_messages_before_it_answers() {
+    const BEN: &str =
+        "B1,BB,Ben Li,+8613812345679,ben@example.com,en,Asia/Shanghai,2026-12-10,50.00,CNY,active";
+    // 08:00 local on the due day: both planned for the 10:00 preferred time.
+    let d = Daemon::start("2026-12-10T00:00:00Z", &[AMY, BEN]).await;
+    let before = d.store.messages(&Default::default()).await.unwrap();
+    let planned = |b: &str| {
+        before
+            .iter()
+            .filter(|m| m.borrower_id == b && m.state == MessageState::Planned)
+            .count()
+    };
+    assert!(planned("BA") > 0 && planned("BB") > 0, "{before:#?}");
+    let c = client();
+    let ticks = || async {
+        metrics_text(&c, &d.base)
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("duebell_planner_tick_seconds_count "))
+            .map(|n| n.trim().parse::<f64>().unwrap())
+            .unwrap_or(0.0)
+    };
+    let ticks_before = ticks().await;
+    let r = c
+        .post(format!("{}/v1/payments", d.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"payment_id": "P1", "loan_id": "A1", "amount": "100.00", "paid_at": "2026-12-10T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Already cancelled when the answer arrives; Ben's messages untouched.
+    let after = d.store.messages(&Default::default()).await.unwrap();
+    for m in &after {
+        let was = before.iter().find(|b| b.id == m.id).unwrap();
+        if m.borrower_id == "BA" && was.state == MessageState::Planned {
+            assert_eq!(m.state, MessageState::Cancelled, "{m:#?}");
+            assert!(m.reason.as_deref().unwrap_or("").contains("paid"), "{m:#?}");
+        } else {
+            assert_eq!(m.state, was.state, "{m:#?}");
+        }
+    }
+    // Long enough for a whole-book plan to have started (the daemon used to
+    // plan the book after every API change; here it takes milliseconds).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ticks().await, ticks_before, "the book was planned again");
+    d.stop().await;
 }

@@ -502,6 +502,8 @@ async fn serve_callbacks(
         pauses: Arc::default(),
         metrics: metrics.clone(),
         replan: Arc::default(),
+        replanner: None,
+        work: Arc::default(),
         default_tz: chrono_tz::Asia::Shanghai,
         ready: Arc::default(),
         twilio_tokens: Arc::new(
