@@ -17,10 +17,20 @@ pub(super) async fn load_borrowers(
     with_planned: bool,
 ) -> Result<Vec<PlanBorrower>, StoreError> {
     let mut out: Vec<PlanBorrower> = Vec::with_capacity(pks.len());
-    for chunk in pks.chunks(400) {
+    // A planning page (sorted keys, many) is read by key range: two bound
+    // values, each index used as a range; a few claims' borrowers by list.
+    let ranged = pks.len() > 64 && pks.is_sorted();
+    let wanted: std::collections::HashSet<i64> = match ranged {
+        true => pks.iter().copied().collect(),
+        false => Default::default(),
+    };
+    for chunk in pks.chunks(if ranged { pks.len() } else { 400 }) {
         let mut by_pk: HashMap<i64, usize> = HashMap::new();
-        for row in select_in_i64(conn, "SELECT id, external_id, name, locale, timezone FROM borrowers WHERE id IN ({}) ORDER BY id", chunk).await?
+        for row in by_borrowers(conn, "SELECT id, external_id, name, locale, timezone FROM borrowers WHERE id IN ({}) ORDER BY id", chunk, ranged).await?
         {
+            if ranged && !wanted.contains(&row.get::<i64, _>(0)) {
+                continue;
+            }
             by_pk.insert(row.get(0), out.len());
             out.push(PlanBorrower {
                 pk: row.get(0),
@@ -35,10 +45,11 @@ pub(super) async fn load_borrowers(
                 recent: vec![],
             });
         }
-        for row in select_in_i64(conn, "SELECT borrower_id, id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region
-                        FROM contact_points WHERE active = 1 AND borrower_id IN ({})", chunk).await?
+        for row in by_borrowers(conn, "SELECT borrower_id, id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region
+                        FROM contact_points WHERE active = 1 AND borrower_id IN ({})", chunk, ranged).await?
         {
-            let b = &mut out[by_pk[&row.get::<i64, _>(0)]];
+            let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
+            let b = &mut out[idx];
             b.contacts.push(ContactView {
                 id: row.get(1),
                 channel: channel(&row.get::<String, _>(2))?,
@@ -49,12 +60,13 @@ pub(super) async fn load_borrowers(
             });
         }
         // A hold is on a borrower or on one of their loans.
-        for row in select_in_i64(
+        for row in by_borrowers(
             conn,
             "SELECT h.borrower_id, l.borrower_id, h.loan_id, h.kind, h.until_date FROM holds h
                LEFT JOIN loans l ON l.id = h.loan_id
               WHERE h.cleared_at IS NULL AND COALESCE(h.borrower_id, l.borrower_id) IN ({})",
             chunk,
+            ranged,
         )
         .await?
         {
@@ -77,23 +89,24 @@ pub(super) async fn load_borrowers(
                 until,
             });
         }
-        for row in select_in_i64(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
-                        FROM loans WHERE status = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk).await?
+        for row in by_borrowers(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
+                        FROM loans WHERE status = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk, ranged).await?
         {
-            let idx = by_pk[&row.get::<i64, _>(0)];
+            let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
             out[idx].loans.push(loan_row(&row, 1)?);
         }
         // What was planned matters to the planner only, not to a claim.
-        for row in if !with_planned { Vec::new() } else { select_in_i64(
+        for row in if !with_planned { Vec::new() } else { by_borrowers(
             conn,
             "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
                  FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
                 WHERE l.status = 'active' AND l.borrower_id IN ({})",
             chunk,
+            ranged,
         )
         .await? }
         {
-            let idx = by_pk[&row.get::<i64, _>(0)];
+            let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
             out[idx].planned.push((
                 row.get(1),
                 date(&row.get::<String, _>(2))?,
@@ -115,7 +128,7 @@ pub(super) async fn load_borrowers(
         type Row = (i64, i64, String, Option<i64>);
         let mut contacts: HashMap<i64, (Row, Vec<i64>)> = HashMap::new();
         let mut order = Vec::new();
-        for row in select_in_i64(conn, &recent, chunk).await? {
+        for row in by_borrowers(conn, &recent, chunk, ranged).await? {
             let id: i64 = row.get(5);
             let (_, loans) = contacts.entry(id).or_insert_with(|| {
                 order.push(id);
@@ -137,7 +150,8 @@ pub(super) async fn load_borrowers(
             let Some(((b, at, ch, cp), loans)) = contacts.remove(&id) else {
                 continue;
             };
-            out[by_pk[&b]].recent.push(Contact {
+            let Some(&idx) = by_pk.get(&b) else { continue };
+            out[idx].recent.push(Contact {
                 at: from_millis(at)?,
                 channel: channel(&ch)?,
                 contact_point: cp,
@@ -146,6 +160,24 @@ pub(super) async fn load_borrowers(
         }
     }
     Ok(out)
+}
+
+/// Rows of `text` (one `IN ({})` on a borrower key) for the borrowers
+/// `keys`: by the key range when `ranged` (the caller skips rows of
+/// borrowers between the keys that it did not ask for), else by the list.
+async fn by_borrowers(
+    conn: &mut $conn,
+    text: &str,
+    keys: &[i64],
+    ranged: bool,
+) -> Result<Vec<$row>, StoreError> {
+    match (ranged, keys.first(), keys.last()) {
+        (true, Some(lo), Some(hi)) => {
+            let text = sql(&text.replace("IN ({})", "BETWEEN ? AND ?")).into_owned();
+            Ok(sqlx::query(&text).bind(*lo).bind(*hi).fetch_all(&mut *conn).await?)
+        }
+        _ => select_in_i64(conn, text, keys).await,
+    }
 }
 
 /// Reads a loan from columns `id, external_id, due_date, amount_due, currency, status, created_at` starting at `at`.
