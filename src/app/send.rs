@@ -20,18 +20,19 @@ impl App {
         // Renewing (or taking over) the planner lease and reconciling a dead
         // instance's sends must not wait for the dispatcher to go idle.
         let upkeep_every = self.config.daemon.planner_lease.get() / 3;
-        // Up to `width` sends in flight. Free slots are filled by claiming
-        // that many due messages in one transaction (each durably `sending`
-        // before its call); finished sends are recorded in groups, one
-        // transaction for all that ended meanwhile. A stop claims nothing
-        // new and lets those in flight finish. A failure (a send's or the
-        // upkeep's) stops new claims and is returned once the rest have
-        // been recorded.
+        // Up to `width` sends in flight. The sends that ended meanwhile are
+        // recorded and the free slots filled by claiming that many due
+        // messages in one transaction (each durably `sending` before its
+        // call). A stop claims nothing new and lets those in flight finish.
+        // A failure (a send's or the upkeep's) stops new claims and is
+        // returned once the rest have been recorded.
         let width = self.engine.dispatcher.width;
         // One copy per cycle, shared by its send tasks.
         let dispatcher = Arc::new(self.engine.dispatcher.clone());
         let mut inflight = tokio::task::JoinSet::new();
         let (mut idle, mut failure) = (false, None);
+        // Sends that ended, recorded with the next claims.
+        let mut ended = Vec::new();
         loop {
             if failure.is_none()
                 && !shutdown.is_cancelled()
@@ -48,11 +49,29 @@ impl App {
                     failure = Some(e);
                 }
             }
-            if !idle && failure.is_none() && !shutdown.is_cancelled() && inflight.len() < width {
-                let (want, now) = (width - inflight.len(), self.clock.now());
-                match dispatcher.claim(now, want).await {
+            // Record what ended and claim the free slots, one transaction.
+            let want = match !idle && failure.is_none() && !shutdown.is_cancelled() {
+                true => width.saturating_sub(inflight.len()),
+                false => 0,
+            };
+            if want > 0 || !ended.is_empty() {
+                let now = self.clock.now();
+                let recorded = std::mem::take(&mut ended);
+                match dispatcher.record_and_claim(now, &recorded, want).await {
                     Ok(claims) => {
-                        idle = claims.len() < want;
+                        for d in &recorded {
+                            match d.outcome {
+                                Outcome::Idle => {}
+                                Outcome::Sent { .. } => report.sent += 1,
+                                Outcome::Decided(_) | Outcome::Retrying { .. } => {
+                                    report.decided += 1
+                                }
+                                Outcome::Failed { .. } => report.failed += 1,
+                            }
+                        }
+                        if want > 0 {
+                            idle = claims.len() < want;
+                        }
                         for (view, verdict) in claims {
                             let Verdict::Send {
                                 attempt_id, loans, ..
@@ -68,7 +87,9 @@ impl App {
                         }
                         // Claim again while slots are free (a batch of
                         // deferrals sends nothing).
-                        continue;
+                        if !idle && want > 0 && inflight.len() < width {
+                            continue;
+                        }
                     }
                     Err(e) => {
                         failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
@@ -78,29 +99,14 @@ impl App {
             let Some(first) = inflight.join_next().await else {
                 break;
             };
-            let mut group = vec![first];
-            while let Some(more) = inflight.try_join_next() {
-                group.push(more);
-            }
-            let mut done = Vec::with_capacity(group.len());
-            for joined in group {
+            for joined in
+                std::iter::once(first).chain(std::iter::from_fn(|| inflight.try_join_next()))
+            {
                 match joined {
-                    Ok(d) => done.push(d),
+                    Ok(d) => ended.push(d),
                     Err(e) => {
                         failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
                     }
-                }
-            }
-            if let Err(e) = dispatcher.record_all(self.clock.now(), &done).await {
-                failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
-                continue;
-            }
-            for d in &done {
-                match d.outcome {
-                    Outcome::Idle => {}
-                    Outcome::Sent { .. } => report.sent += 1,
-                    Outcome::Decided(_) | Outcome::Retrying { .. } => report.decided += 1,
-                    Outcome::Failed { .. } => report.failed += 1,
                 }
             }
         }

@@ -9,7 +9,7 @@ use super::reconcile::InHand;
 use super::{decide, Dispatcher, Outcome, RECORD_PATIENCE};
 use crate::compliance::caps;
 use crate::reason::Reason;
-use crate::store::{ClaimView, Finish, FinishItem, StoreError, Verdict};
+use crate::store::{ClaimRequest, ClaimView, Finish, FinishItem, StoreError, Verdict};
 
 /// A claimed message whose send has ended, waiting to be recorded with its
 /// group. While it exists the message counts as this process's own send in
@@ -28,7 +28,28 @@ impl Dispatcher {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
-        if self.pauses.is_paused(None) || limit == 0 {
+        self.record_and_claim(now, &[], limit).await
+    }
+
+    /// Records how a group of sends ended and claims up to `limit` due
+    /// messages, in one store transaction (the group's outcomes and the
+    /// next batch in one commit). Recording waits out a busy store: the
+    /// providers have answered, and giving up would leave delivered
+    /// messages `sending`, to be reconciled later as `unknown`; contention
+    /// (a long import holding SQLite's write lock) is retried for up to two
+    /// minutes. If claiming fails otherwise, the outcomes are still
+    /// recorded on their own before the error is returned.
+    pub async fn record_and_claim(
+        &self,
+        now: DateTime<Utc>,
+        done: &[Done],
+        limit: usize,
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+        let limit = match self.pauses.is_paused(None) {
+            true => 0,
+            false => limit,
+        };
+        if done.is_empty() && limit == 0 {
             return Ok(Vec::new());
         }
         let since = now - caps::lookback(self.gate.all_caps());
@@ -39,10 +60,40 @@ impl Dispatcher {
             holder: self.instance.to_string(),
             until: now + Duration::from_std(self.claim_lease).unwrap_or(Duration::MAX),
         };
-        let claimed = self
-            .store
-            .claim_batch(now, since, &lease, limit, &decide)
-            .await?;
+        let items: Vec<FinishItem> = done.iter().map(|d| d.item.clone()).collect();
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(100);
+        let claimed = loop {
+            let claim = (limit > 0).then_some(ClaimRequest {
+                since,
+                lease: &lease,
+                limit,
+                decide: &decide,
+            });
+            match self.store.finish_and_claim(now, &items, claim).await {
+                Ok((_, claimed)) => break claimed,
+                Err(e)
+                    if !items.is_empty()
+                        && e.is_contention()
+                        && started.elapsed() < RECORD_PATIENCE =>
+                {
+                    tracing::warn!(messages = items.len(), error = %e, "store busy; recording the outcomes again shortly");
+                    self.metrics
+                        .inc("duebell_store_busy_retries_total", &[], 1.0);
+                    // The claims stay ours meanwhile: the daemon's claim
+                    // renewal task keeps their lease, and this process does
+                    // not reconcile what it holds in hand.
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) if !items.is_empty() && limit > 0 => {
+                    // The claim failed: the outcomes go in on their own.
+                    Box::pin(self.record_and_claim(now, done, 0)).await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         for (view, verdict) in &claimed {
             if !matches!(verdict, Verdict::Send { .. }) {
                 tracing::debug!(
@@ -93,31 +144,8 @@ impl Dispatcher {
     }
 
     /// Records how a group of sends ended, in one transaction, waiting out
-    /// a busy store: the providers have answered, and giving up here would
-    /// leave delivered messages `sending`, to be reconciled later as
-    /// `unknown`. Contention (a long import holding SQLite's write lock) is
-    /// retried for up to two minutes.
+    /// a busy store (`record_and_claim` claiming nothing).
     pub async fn record_all(&self, now: DateTime<Utc>, done: &[Done]) -> Result<(), StoreError> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let items: Vec<FinishItem> = done.iter().map(|d| d.item.clone()).collect();
-        let started = std::time::Instant::now();
-        let mut wait = std::time::Duration::from_millis(100);
-        loop {
-            match self.store.finish_many(now, &items).await {
-                Err(e) if e.is_contention() && started.elapsed() < RECORD_PATIENCE => {
-                    tracing::warn!(messages = items.len(), error = %e, "store busy; recording the outcomes again shortly");
-                    self.metrics
-                        .inc("duebell_store_busy_retries_total", &[], 1.0);
-                    // The claims stay ours meanwhile: the daemon's claim
-                    // renewal task keeps their lease, and this process does
-                    // not reconcile what it holds in hand.
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
-                }
-                other => return other.map(|_| ()),
-            }
-        }
+        self.record_and_claim(now, done, 0).await.map(|_| ())
     }
 }

@@ -7,11 +7,12 @@ macro_rules! with_outcome_methods {
         $($last)*!(
             $store { $($own)* }
             $($shared)*
-    async fn finish_many(
+    async fn finish_and_claim(
         &self,
         now: DateTime<Utc>,
         items: &[FinishItem],
-    ) -> Result<Vec<bool>, StoreError> {
+        claim: Option<super::ClaimRequest<'_>>,
+    ) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError> {
         let now_ms = to_millis(now);
         let mut applied = vec![false; items.len()];
         // One transaction for the group, rows locked in id order.
@@ -20,8 +21,10 @@ macro_rules! with_outcome_methods {
         let mut tx = begin_write(&self.pool).await?;
         let ids: Vec<i64> = order.iter().map(|&i| items[i].message_id).collect();
         let mut current: HashMap<i64, (String, Option<String>, Option<i64>)> = HashMap::new();
-        for row in select_in_i64(&mut tx, "SELECT id, state, attempt_id, contact_point_id FROM messages WHERE id IN ({}) ORDER BY id /*FOR UPDATE*/", &ids).await? {
-            current.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
+        if !ids.is_empty() {
+            for row in select_in_i64(&mut tx, "SELECT id, state, attempt_id, contact_point_id FROM messages WHERE id IN ({}) ORDER BY id /*FOR UPDATE*/", &ids).await? {
+                current.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
+            }
         }
         let mut writes = BatchRows::default();
         let mut sent = Vec::new();
@@ -218,8 +221,20 @@ macro_rules! with_outcome_methods {
             q.bind(now_ms).execute(&mut *tx).await?;
         }
         writes.write(&mut tx).await?;
-        tx.commit().await?;
-        Ok(applied)
+        // Then the next batch, after the outcomes (a failed send un-logs
+        // its contact, which the claims' caps must see).
+        let claimed = match &claim {
+            Some(c) => claim_due(&mut tx, now_ms, c).await?,
+            None => Vec::new(),
+        };
+        if items.is_empty() && claimed.is_empty() {
+            // Release the write lock now, not whenever the pooled
+            // connection is next used.
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok((applied, claimed))
     }
 
     async fn receipt(

@@ -13,6 +13,7 @@ mod copy;
 mod copy_tables;
 mod flow;
 mod import;
+mod import_types;
 mod postgres;
 mod postgres_flow;
 mod sqlite;
@@ -22,10 +23,11 @@ mod types;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::domain::{Borrower, Channel, Loan, LoanId, LoanStatus, Payment};
+use crate::domain::{Channel, LoanId, LoanStatus};
 
 pub use config::{StoreConfig, Synchronous};
 pub use copy::{copy, CopyReport};
+pub use import_types::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -111,89 +113,6 @@ pub(crate) const ACQUIRE_LEASE_SQL: &str =
       WHERE leases.holder = excluded.holder OR leases.expires_at < $4
      RETURNING token";
 
-/// One loan-book row: a borrower as of this row and one of their loans.
-#[derive(Debug, Clone)]
-pub struct LoanBookRow {
-    pub line: u64,
-    pub borrower: Borrower,
-    pub loan: Loan,
-}
-
-/// One payments-file row.
-#[derive(Debug, Clone)]
-pub struct PaymentRow {
-    pub line: u64,
-    pub payment: Payment,
-}
-
-/// What applying one row did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowOutcome {
-    Inserted,
-    Updated,
-    Unchanged,
-    /// The row contradicts the store (e.g. a payment for an unknown loan).
-    Rejected {
-        field: &'static str,
-        reason: String,
-    },
-}
-
-/// Which kind of file an import applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportKind {
-    Loans,
-    Payments,
-}
-
-impl ImportKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImportKind::Loans => "loans",
-            ImportKind::Payments => "payments",
-        }
-    }
-}
-
-/// Totals of one applied import.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportCounts {
-    pub imported: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub rejected: u64,
-}
-
-impl ImportCounts {
-    pub fn add(&mut self, outcome: &RowOutcome) {
-        match outcome {
-            RowOutcome::Inserted => self.imported += 1,
-            RowOutcome::Updated => self.updated += 1,
-            RowOutcome::Unchanged => self.unchanged += 1,
-            RowOutcome::Rejected { .. } => self.rejected += 1,
-        }
-    }
-}
-
-impl std::fmt::Display for ImportCounts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "imported {}, updated {}, unchanged {}, rejected {}",
-            self.imported, self.updated, self.unchanged, self.rejected
-        )
-    }
-}
-
-/// The record of one applied import file.
-#[derive(Debug, Clone)]
-pub struct ImportRecord {
-    pub path: String,
-    pub kind: ImportKind,
-    pub content_hash: String,
-    pub counts: ImportCounts,
-}
-
 /// How many of each thing the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreCounts {
@@ -258,15 +177,30 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         borrower: &str,
     ) -> Result<u64, StoreError>;
-    /// Claims up to `limit` due messages (oldest first) in one transaction:
-    /// loads them with their borrowers (one query per kind of row for the
-    /// whole batch), asks `decide` for each in order, applies each verdict
-    /// (logging the contact on `Send`). A later message of the same
-    /// borrower is decided with the contacts the earlier ones just made,
-    /// so caps hold within a batch exactly as across batches. Empty when
-    /// nothing is due at `now`. A message sent is held under `lease` until
-    /// it expires or its holder finishes it; several instances claim
-    /// without waiting on each other.
+    /// Records how claimed sends ended and claims up to `claim.limit` due
+    /// messages (oldest first), all in one transaction: a group commit of
+    /// the outcomes and the next batch's claims at once.
+    ///
+    /// Each outcome is ignored unless the message is still `sending` with
+    /// that attempt id (a stale worker cannot overwrite); the first answer
+    /// says, per item, whether it applied.
+    ///
+    /// The claims load their messages with their borrowers (one query per
+    /// kind of row for the whole batch), ask `decide` for each in order and
+    /// apply each verdict (logging the contact on `Send`). A later message
+    /// of the same borrower is decided with the contacts the earlier ones
+    /// just made, so caps hold within a batch exactly as across batches. A
+    /// message sent is held under the lease until it expires or its holder
+    /// finishes it; several instances claim without waiting on each other.
+    async fn finish_and_claim(
+        &self,
+        now: DateTime<Utc>,
+        items: &[FinishItem],
+        claim: Option<ClaimRequest<'_>>,
+    ) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError>;
+    /// Claims up to `limit` due messages in one transaction
+    /// (`finish_and_claim` with nothing to record). Empty when nothing is
+    /// due at `now`.
     async fn claim_batch(
         &self,
         now: DateTime<Utc>,
@@ -274,7 +208,15 @@ pub trait Store: Send + Sync + 'static {
         lease: &ClaimLease,
         limit: usize,
         decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
-    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError>;
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+        let claim = ClaimRequest {
+            since,
+            lease,
+            limit,
+            decide,
+        };
+        Ok(self.finish_and_claim(now, &[], Some(claim)).await?.1)
+    }
     /// Claims the next due message: `claim_batch` of one.
     async fn claim_next(
         &self,
@@ -289,15 +231,15 @@ pub trait Store: Send + Sync + 'static {
             .into_iter()
             .next())
     }
-    /// Records how claimed sends ended, all in one transaction (a group
-    /// commit). Each is ignored unless the message is still `sending` with
-    /// that attempt id (a stale worker cannot overwrite); the answer says,
-    /// per item, whether it applied.
+    /// Records how claimed sends ended, in one transaction
+    /// (`finish_and_claim` claiming nothing).
     async fn finish_many(
         &self,
         now: DateTime<Utc>,
         items: &[FinishItem],
-    ) -> Result<Vec<bool>, StoreError>;
+    ) -> Result<Vec<bool>, StoreError> {
+        Ok(self.finish_and_claim(now, items, None).await?.0)
+    }
     /// Records how one claimed send ended: `finish_many` of one.
     async fn finish(
         &self,

@@ -25,10 +25,10 @@ use super::postgres_flow::{
     transition, unlog, BatchRows,
 };
 use super::{
-    effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
-    FinishItem, ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState,
-    MessageView, NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError,
-    Verdict, ACQUIRE_LEASE_SQL,
+    effective_status, from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem,
+    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
+    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
+    ACQUIRE_LEASE_SQL,
 };
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
 use crate::store::StoreConfig;
@@ -275,46 +275,6 @@ super::common::impl_store!(PgStore {
     }
 
 
-    async fn claim_batch(
-        &self,
-        now: DateTime<Utc>,
-        since: DateTime<Utc>,
-        lease: &ClaimLease,
-        limit: usize,
-        decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
-    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
-        let now_ms = to_millis(now);
-        // Lock the oldest due messages no other instance holds, then their
-        // borrowers' rows (in id order, so two instances never wait on each
-        // other in a cycle): the eligibility and cap checks below and the
-        // `sending` marks (with their contact-log rows) are one atomic step
-        // per borrower across every instance. NO KEY UPDATE leaves the
-        // planner's inserts (which only key-share the borrower) unblocked.
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= $1
-              ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(now_ms)
-        .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let mut owners: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("borrower_id")).collect();
-        owners.sort_unstable();
-        owners.dedup();
-        sqlx::query("SELECT id FROM borrowers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .bind(&owners)
-            .execute(&mut *tx)
-            .await?;
-        let claimed = claim_rows(&mut tx, &rows, now_ms, since, lease, decide).await?;
-        tx.commit().await?;
-        Ok(claimed)
-    }
-
     async fn acquire_lease(
         &self,
         role: &str,
@@ -413,6 +373,42 @@ pub(super) async fn select_in_i64(
 ) -> Result<Vec<PgRow>, StoreError> {
     let text = sql(&text.replace("IN ({})", "= ANY($1)")).into_owned();
     Ok(sqlx::query(&text).bind(keys).fetch_all(conn).await?)
+}
+
+/// Claims up to `c.limit` due messages inside the caller's transaction:
+/// the oldest due messages no other instance holds, then their borrowers'
+/// rows (in id order, so two instances never wait on each other in a
+/// cycle). The eligibility and cap checks and the `sending` marks (with
+/// their contact-log rows) are one atomic step per borrower across every
+/// instance. NO KEY UPDATE leaves the planner's inserts (which only
+/// key-share the borrower) unblocked.
+async fn claim_due(
+    conn: &mut PgConnection,
+    now_ms: i64,
+    c: &super::ClaimRequest<'_>,
+) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= $1
+          ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now_ms)
+    .bind(i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut owners: Vec<i64> = rows
+        .iter()
+        .map(|r| r.get::<i64, _>("borrower_id"))
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    sqlx::query("SELECT id FROM borrowers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&owners)
+        .execute(&mut *conn)
+        .await?;
+    claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide).await
 }
 
 /// A write transaction (rows are locked as they are read, `FOR UPDATE`).

@@ -23,10 +23,10 @@ use super::sqlite_flow::{
     transition, unlog, BatchRows,
 };
 use super::{
-    effective_status, from_millis, to_millis, AuditRow, ClaimLease, ClaimView, Fence, Finish,
-    FinishItem, ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState,
-    MessageView, NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError,
-    Verdict, ACQUIRE_LEASE_SQL,
+    effective_status, from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem,
+    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
+    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
+    ACQUIRE_LEASE_SQL,
 };
 use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
 use crate::store::StoreConfig;
@@ -227,38 +227,6 @@ super::common::impl_store!(SqliteStore {
     }
 
 
-    async fn claim_batch(
-        &self,
-        now: DateTime<Utc>,
-        since: DateTime<Utc>,
-        lease: &ClaimLease,
-        limit: usize,
-        decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
-    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
-        let now_ms = to_millis(now);
-        // The write lock is taken before reading, so the eligibility and cap
-        // checks below and the `sending` marks are one atomic step: no other
-        // worker (in this process or another on the same file) can claim a
-        // message of the same borrowers in between.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT ?",
-        )
-        .bind(now_ms)
-        .bind(i64::try_from(limit.max(1)).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            // Release the write lock now, not whenever the pooled
-            // connection is next used.
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let claimed = claim_rows(&mut tx, &rows, now_ms, since, lease, decide).await?;
-        tx.commit().await?;
-        Ok(claimed)
-    }
-
     async fn acquire_lease(
         &self,
         role: &str,
@@ -302,6 +270,29 @@ super::common::impl_store!(SqliteStore {
 
 use super::codec::{date, decimal, status};
 use super::import::{BorrowerRec, LoanRec};
+
+/// Claims up to `c.limit` due messages inside the caller's write
+/// transaction (SQLite's write lock is held from its start, so the
+/// eligibility and cap checks and the `sending` marks are one atomic step:
+/// no other worker, in this process or another on the same file, can claim
+/// a message of the same borrowers in between).
+async fn claim_due(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+    c: &super::ClaimRequest<'_>,
+) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT ?",
+    )
+    .bind(now_ms)
+    .bind(i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide).await
+}
 
 /// Runs `SELECT … WHERE col IN (…)` over `keys` in chunks. `sql` holds one
 /// `{}` where the placeholder list goes.

@@ -201,6 +201,16 @@ pub struct InFlight {
     pub since: DateTime<Utc>,
 }
 
+/// What `Store::finish_and_claim` is to claim: up to `limit` due messages,
+/// each decided by `decide` against the contacts since `since`, sent ones
+/// held under `lease`.
+pub struct ClaimRequest<'a> {
+    pub since: DateTime<Utc>,
+    pub lease: &'a super::ClaimLease,
+    pub limit: usize,
+    pub decide: &'a (dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
+}
+
 /// One claimed send's outcome, for `Store::finish_many`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishItem {
