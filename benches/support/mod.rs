@@ -1,6 +1,6 @@
 //! What several benchmarks share: the release binary's CLI, a PostgreSQL
 //! schema per run, and an HTTP sink that stamps each arrival.
-#![allow(dead_code)]
+#![expect(dead_code, reason = "each benchmark uses a part of it")]
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
