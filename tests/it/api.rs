@@ -602,14 +602,21 @@ async fn a_payment_through_the_api_cancels_that_borrowers_messages_before_it_ans
     assert!(planned("BA") > 0 && planned("BB") > 0, "{before:#?}");
     let c = client();
     let ticks = || async {
-        metrics_text(&c, &d.base)
-            .await
+        // `duebell_planner_tick_seconds_count{} N`
+        let text = metrics_text(&c, &d.base).await;
+        let line = text
             .lines()
-            .find_map(|l| l.strip_prefix("duebell_planner_tick_seconds_count "))
-            .map(|n| n.trim().parse::<f64>().unwrap())
-            .unwrap_or(0.0)
+            .find(|l| l.starts_with("duebell_planner_tick_seconds_count"))
+            .unwrap_or_else(|| panic!("no planner tick count in {text}"))
+            .to_owned();
+        line.split_whitespace()
+            .last()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
     };
     let ticks_before = ticks().await;
+    assert!(ticks_before >= 1.0, "the daemon planned at start");
     let r = c
         .post(format!("{}/v1/payments", d.base))
         .bearer_auth(TOKEN)
