@@ -78,7 +78,9 @@ fn main() {
         .arg(&cfg)
         .arg("run")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("duebell-replan-bench.log")).unwrap(),
+        )
         .spawn()
         .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
