@@ -106,13 +106,13 @@ pub fn line(row: &AuditRow, default_tz: chrono_tz::Tz) -> AuditLine {
 }
 
 /// Writes the attempts in `[from, to)` (local dates in UTC) to `out`.
-pub async fn export(
+pub async fn export<W: Write>(
     store: &dyn Store,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     format: AuditFormat,
     default_tz: chrono_tz::Tz,
-    out: &mut dyn Write,
+    out: &mut W,
 ) -> Result<u64, StoreError> {
     let start = from.map_or(DateTime::<Utc>::MIN_UTC, |d| {
         d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()

@@ -281,16 +281,29 @@ pub async fn borrower_context(
     locale: Option<&str>,
 ) -> anyhow::Result<crate::templates::MessageContext> {
     let store = crate::store::open(&config.store).await?;
+    let ctx = borrower_context_in(config, store.as_ref(), id, channel, locale, Utc::now()).await;
+    store.close().await;
+    ctx
+}
+
+/// `borrower_context` from an open store, at `now`.
+pub async fn borrower_context_in(
+    config: &crate::config::Config,
+    store: &dyn crate::store::Store,
+    id: &str,
+    channel: Channel,
+    locale: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<crate::templates::MessageContext> {
     let b = store
-        .plan_borrower(id, Utc::now())
+        .plan_borrower(id, now)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no borrower `{id}` in the store"))?;
-    store.close().await;
     if b.loans.is_empty() {
         anyhow::bail!("borrower `{id}` has no active loans");
     }
     let zones = crate::eligibility::borrower_zones(&b, config.defaults.timezone.0);
-    let today = Utc::now().with_timezone(&zones.primary).date_naive();
+    let today = now.with_timezone(&zones.primary).date_naive();
     let loan_ids: Vec<i64> = b.loans.iter().map(|l| l.pk).collect();
     let locale = locale
         .map(str::to_owned)

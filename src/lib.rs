@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod compliance;
 pub mod config;
+pub mod console;
 pub mod dispatch;
 pub mod domain;
 pub mod eligibility;

@@ -5,23 +5,22 @@
 //! a message naming the field; server errors are an opaque 500 with the
 //! full chain in the log.
 
+pub mod access;
 mod book;
 mod metrics;
 mod operator;
 pub mod routes;
+mod session;
 mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Deserializer};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -40,6 +39,8 @@ pub struct ApiConfig {
     /// `tokens_file`) one token per line.
     #[serde(deserialize_with = "tokens")]
     pub tokens: Vec<crate::domain::Secret>,
+    /// API clients with a role other than admin (`[[api.clients]]`).
+    pub clients: Vec<access::ClientConfig>,
 }
 
 impl Default for ApiConfig {
@@ -48,6 +49,7 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".into(),
             public_url: "http://127.0.0.1:8080".into(),
             tokens: vec![],
+            clients: vec![],
         }
     }
 }
@@ -88,6 +90,14 @@ impl ApiConfig {
                 "api.public_url".into(),
                 format!("`{}` is not an http(s) URL", self.public_url),
             ));
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            if c.token.len() < 16 {
+                p.push((
+                    format!("api.clients[{i}].token"),
+                    "is shorter than 16 characters; use a long random token".into(),
+                ));
+            }
         }
         for (i, t) in self.tokens.iter().enumerate() {
             if t.len() < 16 {
@@ -153,7 +163,8 @@ pub struct ApiState {
     pub work: Arc<tokio::sync::Notify>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub tokens: Arc<Vec<crate::domain::Secret>>,
+    /// Tokens, sessions and login limits.
+    pub access: Arc<access::Access>,
     pub unsubscribe: Arc<crate::signing::Signer>,
     pub pauses: Arc<crate::dispatch::Pauses>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -177,6 +188,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     field: Option<String>,
+    /// More detail in the body (`problems` of a refused template).
+    detail: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -185,6 +198,25 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: message.into(),
             field: Some(field.to_owned()),
+            detail: None,
+        }
+    }
+    /// 409: the thing changed under the caller.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            field: None,
+            detail: None,
+        }
+    }
+    /// 422 with a list of problems under `key`.
+    pub fn refused(message: impl Into<String>, key: &'static str, v: serde_json::Value) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: message.into(),
+            field: None,
+            detail: Some((key, v)),
         }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -192,6 +224,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             message: message.into(),
             field: None,
+            detail: None,
         }
     }
     pub fn internal(e: impl std::fmt::Display) -> Self {
@@ -200,16 +233,20 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "internal error; see the daemon's log".into(),
             field: None,
+            detail: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.field {
+        let mut body = match self.field {
             Some(f) => serde_json::json!({ "error": self.message, "field": f }),
             None => serde_json::json!({ "error": self.message }),
         };
+        if let Some((k, v)) = self.detail {
+            body[k] = v;
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -220,59 +257,34 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// Bearer-token check for `/v1`.
-async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        // RFC 7235: the scheme name is case-insensitive.
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token)
-        })
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(serde_json::json!({"error": "missing bearer token; send Authorization: Bearer <token>"}))).into_response();
-    };
-    // Compare against every token in constant time, whatever matches.
-    let mut ok = subtle::Choice::from(0u8);
-    for t in state.tokens.iter() {
-        ok |= presented.as_bytes().ct_eq(t.expose().as_bytes());
-    }
-    if !bool::from(ok) {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({"error": "token not accepted"})),
-        )
-            .into_response();
-    }
-    next.run(req).await
-}
-
-/// The router: open routes plus `/v1` behind the token check.
+/// The router: the API's routes and `extra` (the console's), every
+/// request's caller resolved first (`access::authenticate`), each route
+/// behind its own role check.
 pub fn router(state: ApiState) -> axum::Router {
-    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state,
-        |s, r, n| async move {
-            // Only /v1 needs a token; the rest is open by design.
-            if r_path_is_v1(&r) {
-                require_token(s, r, n).await
-            } else {
-                n.run(r).await
-            }
-        },
-    ))
+    router_with(state, axum::Router::new(), Vec::new())
 }
 
-fn r_path_is_v1(r: &Request) -> bool {
-    r.uri().path().starts_with("/v1/") || r.uri().path() == "/v1"
+/// `router` with more routes (the console's) and their documentation.
+pub fn router_with(
+    state: ApiState,
+    extra: axum::Router,
+    extra_docs: Vec<routes::RouteDoc>,
+) -> axum::Router {
+    routes::router(state.clone(), extra, extra_docs)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::audit_changes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            access::authenticate,
+        ))
 }
 
 /// Serves until `shutdown`; returns the bound address through `bound`.
 pub async fn serve(
     listen: &str,
-    state: ApiState,
+    app: axum::Router,
     shutdown: CancellationToken,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> anyhow::Result<()> {
@@ -282,8 +294,11 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let _ = bound.send(addr);
     tracing::info!(%addr, "API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
     Ok(())
 }

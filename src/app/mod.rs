@@ -65,6 +65,11 @@ pub struct App {
     plan_requested: bool,
     /// The engine the API's re-planner uses: kept equal to `engine`.
     replanning: Arc<std::sync::Mutex<Engine>>,
+    /// The configuration the console reads: kept equal to `config`.
+    live: Arc<std::sync::RwLock<Arc<Config>>>,
+    /// The config file, when the daemon was started from one: the console
+    /// edits settings in it.
+    config_file: Option<std::path::PathBuf>,
 }
 
 /// Re-reads the configuration (SIGHUP): the file, the environment, the
@@ -95,7 +100,11 @@ impl App {
             work: Arc::new(tokio::sync::Notify::new()),
             store: store.clone(),
             clock: clock.clone(),
-            tokens: Arc::new(config.api.tokens.clone()),
+            access: Arc::new(crate::api::access::Access::new(
+                &config.api.tokens,
+                &config.api.clients,
+                config.console.clone(),
+            )),
             unsubscribe: parts.unsubscribe.clone(),
             pauses: parts.pauses.clone(),
             metrics: parts.metrics.clone(),
@@ -138,8 +147,11 @@ impl App {
             .map(|s| (FileWatch::new(s.path.clone(), s.poll_interval.get()), now))
             .collect();
         let templates_version = crate::templates::folder_version(&config.templates.dir);
+        let config = Arc::new(config);
         Ok(App {
-            config: Arc::new(config),
+            live: Arc::new(std::sync::RwLock::new(config.clone())),
+            config_file: None,
+            config,
             store,
             clock,
             engine,
@@ -179,6 +191,32 @@ impl App {
         self.reload.clone()
     }
 
+    /// Reload (SIGHUP, or a change from the console) re-reads `path` with
+    /// the process environment; the console edits settings in it.
+    pub fn with_config_file(self, path: std::path::PathBuf) -> Self {
+        let file = path.clone();
+        let loader: ConfigLoader = Arc::new(move || {
+            crate::config::load(&file, std::env::vars())
+                .map(|l| l.config)
+                .map_err(|p| p.0.iter().map(ToString::to_string).collect())
+        });
+        let mut app = self.with_config_loader(loader);
+        app.config_file = Some(path);
+        app
+    }
+
+    /// The console's state, sharing this daemon's store, clock, reload
+    /// handle and live configuration.
+    pub fn console_state(&self) -> crate::console::ConsoleState {
+        crate::console::ConsoleState {
+            api: self.api.clone(),
+            live: self.live.clone(),
+            config_file: self.config_file.clone(),
+            reload: self.reload.clone(),
+            writing: Arc::default(),
+        }
+    }
+
     /// How SIGHUP re-reads the configuration; without one, SIGHUP reloads
     /// templates only.
     pub fn with_config_loader(mut self, loader: ConfigLoader) -> Self {
@@ -216,6 +254,7 @@ impl App {
                 self.templates_version = crate::templates::folder_version(&new.templates.dir);
                 self.set_engine(engine);
                 self.config = Arc::new(new);
+                *self.live.write().unwrap_or_else(|e| e.into_inner()) = self.config.clone();
                 // Plan again under the new rules.
                 self.next_tick = None;
                 tracing::info!(templates = %self.engine.dispatcher.templates.version, "configuration reloaded");

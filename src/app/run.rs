@@ -21,10 +21,14 @@ impl App {
         } else {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let listen = self.config.api.listen.clone();
-            let state = self.api.clone();
+            let router = if self.config.console.enabled {
+                crate::console::router(self.console_state())
+            } else {
+                crate::api::router(self.api.clone())
+            };
             let stop = server_stop.clone();
             let task =
-                tokio::spawn(async move { crate::api::serve(&listen, state, stop, tx).await });
+                tokio::spawn(async move { crate::api::serve(&listen, router, stop, tx).await });
             match rx.await {
                 Ok(addr) => {
                     self.api_addr.send_replace(Some(addr));

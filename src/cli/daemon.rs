@@ -48,11 +48,6 @@ pub(super) async fn import(
 pub(super) async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let path = loaded.path.clone();
-    let loader: crate::app::ConfigLoader = Arc::new(move || {
-        config::load(&path, std::env::vars())
-            .map(|l| l.config)
-            .map_err(|p| p.0.iter().map(ToString::to_string).collect())
-    });
     // The same checks as `duebell check`: a template or policy it refuses
     // never starts the daemon.
     if let Err(problems) = crate::engine::load_templates(&loaded.config) {
@@ -97,7 +92,7 @@ pub(super) async fn run(loaded: LoadedConfig, once: bool) -> ExitStatus {
             }
         };
     }
-    let app = app.with_config_loader(loader);
+    let app = app.with_config_file(path);
     let shutdown = CancellationToken::new();
     let signals = match shutdown_on_signal(shutdown.clone(), app.reload_handle()) {
         Ok(h) => h,

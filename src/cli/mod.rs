@@ -100,6 +100,11 @@ pub enum Command {
     },
     /// Run the real planner, gate and dispatcher in virtual time over a copy of the data.
     Simulate(crate::simulate::SimulateArgs),
+    /// Console accounts: add, list, disable, enable, passwd.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
     /// Export every contact attempt for compliance review.
     Audit {
         /// First UTC date to include (YYYY-MM-DD).
@@ -238,6 +243,7 @@ mod daemon;
 pub mod first_run;
 pub mod generate;
 mod ops;
+mod users;
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -403,6 +409,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
         Command::Store { .. } | Command::Generate { .. } => {
             unreachable!("handled before the config is read")
         }
+        Command::Users { command } => users::users(&loaded.config, command).await,
         Command::Audit { from, to, format } => {
             audit(&loaded.config, from.as_deref(), to.as_deref(), *format).await
         }

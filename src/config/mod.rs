@@ -50,6 +50,8 @@ pub struct Config {
     /// an address.
     pub bounces: crate::bounces::BouncesConfig,
     pub api: crate::api::ApiConfig,
+    /// `[console]`: the staff console at `/console/`.
+    pub console: crate::api::access::ConsoleConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -116,6 +118,7 @@ impl Default for Config {
             policy: Default::default(),
             quiet_hours: Default::default(),
             caps: Default::default(),
+            console: Default::default(),
             compliance: Default::default(),
             templates: Default::default(),
             tone: Default::default(),

@@ -9,6 +9,7 @@ mod common;
 mod common_book;
 mod common_outcomes;
 mod config;
+mod console;
 mod copy;
 mod copy_tables;
 mod flow;
@@ -26,6 +27,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::domain::{Channel, LoanId, LoanStatus};
 
 pub use config::{StoreConfig, Synchronous};
+pub use console::{Arg, BorrowerHit, Cell, ChangeRecord, Db, SessionRecord, UserRecord};
 pub use copy::{copy, CopyReport};
 pub use import_types::*;
 pub use postgres::PgStore;
@@ -482,6 +484,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Flushes and closes connections.
     async fn close(&self);
+    /// The pool, for the console's rows (`store/console.rs`).
+    fn db(&self) -> Db;
 }
 
 /// One import's transaction.

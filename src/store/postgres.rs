@@ -119,6 +119,10 @@ async fn notify_work(conn: &mut PgConnection) -> Result<(), StoreError> {
 }
 
 super::common::impl_store!(PgStore {
+    fn db(&self) -> super::Db {
+        super::Db::Postgres(self.pool.clone())
+    }
+
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // One import at a time across instances: two applying the same

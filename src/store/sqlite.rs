@@ -80,6 +80,10 @@ impl SqliteStore {
 }
 
 super::common::impl_store!(SqliteStore {
+    fn db(&self) -> super::Db {
+        super::Db::Sqlite(self.pool.clone())
+    }
+
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteImport {

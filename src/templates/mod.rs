@@ -272,7 +272,7 @@ fn hash_files<'a>(files: impl Iterator<Item = (&'a String, &'a String)>) -> Stri
 }
 
 /// Reads every file under `dir` (relative names with `/`).
-fn read_tree(dir: &Path) -> Result<BTreeMap<String, String>, TemplateProblem> {
+pub fn read_tree(dir: &Path) -> Result<BTreeMap<String, String>, TemplateProblem> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -466,6 +466,13 @@ impl TemplateSet {
             .collect();
         out.sort_by_key(|(l, _)| *l);
         out
+    }
+
+    /// The version a message rendered from this template records.
+    pub fn version_of(&self, locale: &str, name: &str, channel: Channel) -> Option<&str> {
+        self.entries
+            .get(&(locale.to_owned(), name.to_owned(), channel))
+            .map(|e| e.version.as_str())
     }
 
     pub fn has(&self, name: &str, channel: Channel) -> bool {

@@ -40,19 +40,12 @@ impl Daemon {
         let clock = TestClock::at(utc(at));
         let app = App::build(config, Arc::new(clock.clone())).await.unwrap();
         let store = app.store();
-        let mut addr = app.api_addr();
-        let mut cycles = app.cycles();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(shutdown.clone()));
-        let addr = tokio::time::timeout(Duration::from_secs(30), addr.wait_for(Option::is_some))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(30), cycles.changed())
-            .await
-            .unwrap()
-            .unwrap();
+        let crate::support::Running {
+            addr,
+            cycles,
+            shutdown,
+            task,
+        } = crate::support::spawn_daemon(app).await;
         Daemon {
             base: format!("http://{addr}"),
             store,
@@ -166,6 +159,7 @@ async fn every_route_in_openapi_exists_and_every_route_is_in_it() {
     listed.sort();
     let mut routes: Vec<(String, String)> = duebell::api::routes::documented()
         .into_iter()
+        .chain(duebell::console::documented())
         .map(|(m, p)| (m.to_owned(), p.to_owned()))
         .collect();
     routes.sort();
@@ -175,7 +169,11 @@ async fn every_route_in_openapi_exists_and_every_route_is_in_it() {
             .replace("{token}", "m1.00")
             .replace("{loan_id}", "A1")
             .replace("{hold_id}", "999")
-            .replace("{borrower_id}", "BA");
+            .replace("{borrower_id}", "BA")
+            .replace("{locale}", "en")
+            .replace("{name}", "due_today")
+            .replace("{channel}", "sms")
+            .replace("{message_id}", "999");
         let req = c
             .request(
                 method.to_uppercase().parse().unwrap(),

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 /// itself); two modules on one floor never import each other.
 const LAYERS: &[(&str, &[&str])] = &[
     ("front end", &["main", "cli"]),
-    ("assembly", &["app", "simulate", "audit"]),
+    ("assembly", &["app", "simulate"]),
+    ("console", &["console"]),
+    ("audit export", &["audit"]),
     ("engine", &["engine"]),
     ("config", &["config"]),
     ("api", &["api"]),

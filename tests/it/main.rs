@@ -7,10 +7,13 @@ pub const BACKEND: support::Backend = support::Backend::Sqlite;
 
 mod api;
 mod bounces;
+mod browser;
 pub mod chaos;
 mod check;
 mod cli_pipeline;
 mod compliance;
+mod console;
+pub mod console_support;
 mod daemon;
 mod defaults;
 mod fuzz;

@@ -140,7 +140,7 @@ fn a_firm_template_rendering_a_forbidden_phrase_fails_templates_check() {
 async fn the_dispatcher_refuses_a_firm_message_that_renders_a_forbidden_phrase() {
     use duebell::store::MessageState;
     let templates = tempfile::tempdir().unwrap();
-    crate::templates::copy_dir(
+    crate::support::copy_dir(
         &crate::support::repo_root().join("templates"),
         templates.path(),
     );

@@ -496,7 +496,7 @@ async fn serve_callbacks(
     let state = duebell::api::ApiState {
         store: h.store.clone(),
         clock: Arc::new(h.clock.clone()),
-        tokens: Arc::new(vec![]),
+        access: Arc::default(),
         providers: Arc::new(providers.iter().cloned().collect()),
         unsubscribe: Arc::new(callback_signer()),
         pauses: Arc::default(),

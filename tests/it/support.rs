@@ -297,3 +297,49 @@ pub fn assert_signed_over(request: &wiremock::Request, secret: &str, signed: &[u
         .unwrap();
     assert_eq!(sig, duebell::signing::webhook_signature(secret, t, signed));
 }
+
+/// A daemon running in-process: its API's address, its cycle counter, and
+/// what stops it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub cycles: tokio::sync::watch::Receiver<u64>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs `app` until its API listens and its first cycle is done.
+pub async fn spawn_daemon(app: duebell::app::App) -> Running {
+    use std::time::Duration;
+    let mut addr = app.api_addr();
+    let mut cycles = app.cycles();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    let addr = tokio::time::timeout(Duration::from_secs(30), addr.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), cycles.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    Running {
+        addr,
+        cycles,
+        shutdown,
+        task,
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}

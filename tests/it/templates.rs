@@ -5,19 +5,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{duebell, repo_root, run};
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use crate::support::{copy_dir, duebell, repo_root, run};
 
 /// A config like the shipped one but with its templates, store and outbox in `dir`.
 pub fn config_with_templates(dir: &Path, extra: &str) -> std::path::PathBuf {

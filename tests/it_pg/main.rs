@@ -13,6 +13,10 @@ mod chaos;
 mod cluster;
 #[path = "../it/compliance.rs"]
 mod compliance;
+#[path = "../it/console.rs"]
+mod console;
+#[path = "../it/console_support.rs"]
+mod console_support;
 #[path = "../it/import.rs"]
 mod import;
 #[path = "../it/offers.rs"]
