@@ -93,6 +93,39 @@ impl Metrics {
             .sum()
     }
 
+    /// Every series of `name` whose labels include `label="value"`: the
+    /// counter or gauge value, or a summary's (sum, count) as (sum / count).
+    pub fn series(&self, name: &str, label: &str, value: &str) -> Vec<(String, f64)> {
+        let want = labels(&[(label, value)]);
+        let has = |l: &str| l.split(',').any(|p| p == want);
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for map in [&self.counters, &self.gauges] {
+            out.extend(
+                map.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|((n, l), _)| n == name && has(l))
+                    .map(|((_, l), v)| (l.clone(), *v)),
+            );
+        }
+        out.extend(
+            self.summaries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|((n, l), _)| n == name && has(l))
+                .map(|((_, l), (sum, count))| {
+                    let mean = if *count == 0 {
+                        0.0
+                    } else {
+                        sum / *count as f64
+                    };
+                    (l.clone(), mean)
+                }),
+        );
+        out
+    }
+
     /// Providers whose circuit breaker is open.
     pub fn failing_providers(&self) -> Vec<String> {
         self.gauges

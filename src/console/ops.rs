@@ -25,6 +25,13 @@ pub(super) fn routes() -> Vec<Route<ConsoleState>> {
             get(search),
         ),
         (
+            "get",
+            "/v1/operations",
+            "Per provider: kind, paused, circuit, results, mean latency and rate-limit wait; messages by state and reason",
+            Need::Read,
+            get(operations),
+        ),
+        (
             "post",
             "/v1/messages/{message_id}/release",
             "Send an `unknown` or `failed` message again (the provider did not get it)",
@@ -53,6 +60,57 @@ pub(super) fn routes() -> Vec<Route<ConsoleState>> {
             get(changes),
         ),
     ]
+}
+
+async fn operations(State(s): State<ConsoleState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = &s.api.metrics;
+    let mut providers = Vec::new();
+    for (name, kind) in s.api.providers.iter() {
+        let results: serde_json::Map<String, serde_json::Value> = m
+            .series("duebell_provider_results_total", "provider", name)
+            .into_iter()
+            .map(|(l, v)| {
+                let class = l
+                    .split("class=\"")
+                    .nth(1)
+                    .and_then(|c| c.split('"').next())
+                    .unwrap_or("")
+                    .to_owned();
+                (class, v.into())
+            })
+            .collect();
+        let one = |metric: &str| {
+            m.series(metric, "provider", name)
+                .first()
+                .map_or(0.0, |(_, v)| *v)
+        };
+        providers.push(serde_json::json!({
+            "name": name,
+            "kind": format!("{kind:?}").to_lowercase(),
+            "paused": s.api.pauses.is_paused(Some(name)),
+            "circuit_open": one("duebell_circuit_open") > 0.0,
+            "results": results,
+            "mean_latency_seconds": one("duebell_provider_latency_seconds"),
+            "mean_rate_limit_wait_seconds": one("duebell_rate_limit_wait_seconds"),
+        }));
+    }
+    let by_reason: Vec<serde_json::Value> = s
+        .api
+        .store
+        .message_breakdown()
+        .await?
+        .into_iter()
+        .map(|(state, channel, provider, reason, n)| {
+            serde_json::json!({
+                "state": state.as_str(), "channel": channel, "provider": provider,
+                "reason": reason.map(|r| r.to_string()), "count": n,
+            })
+        })
+        .collect();
+    let status = crate::api::routes::summary(&s.api).await?;
+    Ok(Json(serde_json::json!({
+        "status": status, "providers": providers, "messages": by_reason,
+    })))
 }
 
 #[derive(Deserialize)]

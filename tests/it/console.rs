@@ -588,3 +588,79 @@ async fn holds_and_opt_outs_from_the_console_are_in_the_change_log_and_the_audit
     assert_eq!(s, 422, "{e}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn operations_show_each_provider_and_pause_it_and_only_unknown_messages_are_released() {
+    let mut d = ConsoleDaemon::start("2026-12-01T02:00:00Z", &[]).await;
+    let sent = d.first_sms_after_book(&[AMY]).await;
+    let vic = d.login("vic").await;
+    let (s, ops) = vic.get("/v1/operations").await;
+    assert_eq!(s, 200, "{ops}");
+    let outbox = &ops["providers"][0];
+    assert_eq!(outbox["name"], "outbox");
+    assert_eq!(outbox["kind"], "file");
+    assert_eq!(outbox["paused"], false);
+    assert_eq!(outbox["circuit_open"], false);
+    assert!(outbox["results"]["ok"].as_f64().unwrap() >= 1.0, "{ops}");
+    assert!(
+        ops["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["state"] == "sent"),
+        "{ops}"
+    );
+    // A viewer cannot pause; an admin can, and the page shows it.
+    assert_eq!(
+        vic.send(
+            "POST",
+            "/v1/pause",
+            serde_json::json!({ "provider": "outbox" })
+        )
+        .await
+        .0,
+        403
+    );
+    let ada = d.login("ada").await;
+    let (s, r) = ada
+        .send(
+            "POST",
+            "/v1/pause",
+            serde_json::json!({ "provider": "outbox" }),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let (_, ops) = vic.get("/v1/operations").await;
+    assert_eq!(ops["providers"][0]["paused"], true, "{ops}");
+    // Only unknown or failed messages are released or cancelled.
+    let id = sent["message_id"].as_i64().or_else(|| sent["id"].as_i64());
+    let (_, messages) = ada.get("/v1/messages?state=sent").await;
+    let id = id.unwrap_or_else(|| messages["messages"][0]["id"].as_i64().unwrap());
+    let (s, e) = ada
+        .send(
+            "POST",
+            &format!("/v1/messages/{id}/release"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 409, "{e}");
+    assert!(e["error"]
+        .as_str()
+        .unwrap()
+        .contains("only unknown or failed"));
+    let (s, _) = ada
+        .send("POST", "/v1/messages/999999/cancel", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        vic.send(
+            "POST",
+            &format!("/v1/messages/{id}/cancel"),
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        403
+    );
+    d.stop().await;
+}

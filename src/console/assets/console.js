@@ -97,6 +97,7 @@ async function pageTemplates() {
   );
   show(
     el("h1", { text: t("tpl.list") }),
+    el("p", { class: "muted", id: "where" }, t("where.files") + " ", el("code", { text: res.data.dir })),
     el("table", {}, el("thead", {}, el("tr", {}, ["tpl.name", "tpl.locale", "tpl.channel", "tpl.version", ""].map((k) => el("th", { text: k ? t(k) : "" })))), el("tbody", {}, rows))
   );
 }
@@ -286,7 +287,8 @@ async function pageSettings() {
   } }, t("set.save"));
   show(
     el("h1", { text: t("nav.settings") }),
-    el("p", { class: "muted", text: t("set.lists") + " " + s.file }),
+    el("p", { class: "muted", id: "where" }, t("where.files") + " ", el("code", { text: s.file })),
+    el("p", { class: "muted", text: t("set.lists") }),
     el("h2", { text: t("set.quiet") }), entryEditor("quiet_hours", s.quiet_hours),
     el("h2", { text: t("set.caps") }), entryEditor("caps", s.caps),
     el("h2", { text: t("set.steps") }), entryEditor("steps", s.steps),
@@ -346,23 +348,34 @@ async function pageBorrowers() {
 
 // ---- operations ------------------------------------------------------------
 async function pageOperations() {
-  const [status, unknown] = await Promise.all([api("GET", "/v1/status"), api("GET", "/v1/messages?state=unknown")]);
-  if (!status.ok) return show(errorLine(status));
+  const [ops, unknown] = await Promise.all([api("GET", "/v1/operations"), api("GET", "/v1/messages?state=unknown")]);
+  if (!ops.ok) return show(errorLine(ops));
   const msg = el("p", { role: "status" });
-  const provider = el("input", { id: "provider", type: "text", placeholder: t("ops.all") });
   const call = async (path, body) => {
     const r = await api("POST", path, body);
     msg.textContent = r.ok ? t("bor.done") : (r.data && r.data.error) || t("error");
     msg.className = r.ok ? "ok" : "error";
+    if (r.ok) setTimeout(pageOperations, 300);
   };
-  const target = () => (provider.value.trim() ? { provider: provider.value.trim() } : {});
+  const d = ops.data;
   const list = unknown.ok ? unknown.data.messages || [] : [];
   show(
     el("h1", { text: t("nav.operations") }),
-    el("div", { class: "panel" }, el("h2", { text: t("ops.status") }), el("pre", { id: "status", text: JSON.stringify(status.data, null, 2) })),
-    el("div", { class: "panel" }, provider, " ",
-      el("button", { type: "button", id: "pause", onclick: () => call("/v1/pause", target()) }, t("ops.pause")), " ",
-      el("button", { type: "button", class: "secondary", id: "resume", onclick: () => call("/v1/resume", target()) }, t("ops.resume")), msg),
+    el("p", { id: "status", text: d.status.summary }),
+    el("div", { class: "panel" },
+      el("button", { type: "button", id: "pause", onclick: () => call("/v1/pause", {}) }, `${t("ops.pause")} (${t("ops.all")})`), " ",
+      el("button", { type: "button", class: "secondary", id: "resume", onclick: () => call("/v1/resume", {}) }, `${t("ops.resume")} (${t("ops.all")})`), msg),
+    el("table", { id: "providers" },
+      el("tr", {}, ["name", "kind", "paused", "circuit", "results", "latency", "rate wait", ""].map((h) => el("th", { text: h }))),
+      d.providers.map((p) => el("tr", { "data-provider": p.name },
+        el("td", { text: p.name }), el("td", { text: p.kind }), el("td", { text: p.paused ? "⏸" : "" }),
+        el("td", { class: p.circuit_open ? "error" : "ok", text: p.circuit_open ? "open" : "closed" }),
+        el("td", { text: Object.entries(p.results).map(([k, v]) => `${k} ${v}`).join(", ") }),
+        el("td", { text: `${(p.mean_latency_seconds * 1000).toFixed(0)} ms` }),
+        el("td", { text: `${(p.mean_rate_limit_wait_seconds * 1000).toFixed(0)} ms` }),
+        el("td", {}, el("button", { type: "button", class: "secondary", onclick: () => call(p.paused ? "/v1/resume" : "/v1/pause", { provider: p.name }) }, p.paused ? t("ops.resume") : t("ops.pause")))))),
+    el("h2", { text: t("ops.by_reason") }),
+    el("table", { id: "by-reason" }, d.messages.map((m) => el("tr", {}, el("td", { text: m.state }), el("td", { text: m.channel }), el("td", { text: m.provider || "" }), el("td", { text: m.reason || "" }), el("td", { text: String(m.count) })))),
     el("div", { class: "panel" }, el("h2", { text: t("ops.unknown") }),
       unknown.ok ? null : errorLine(unknown),
       el("table", {}, list.map((m) => el("tr", {}, el("td", { text: `#${m.id}` }), el("td", { text: `${m.channel} ${m.address || ""}` }), el("td", { text: m.reason || "" }),
