@@ -225,6 +225,11 @@ impl LoginLimiter {
 
     pub fn failed(&self, now: DateTime<Utc>, account: &str, addr: Option<IpAddr>) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Guessed names are keys too: past a bound, forget the oldest day.
+        if map.len() > 10_000 {
+            let since = now - chrono::Duration::days(1);
+            map.retain(|_, v| v.last().is_some_and(|t| *t >= since));
+        }
         map.entry(format!("u:{account}")).or_default().push(now);
         if let Some(a) = addr {
             map.entry(format!("a:{a}")).or_default().push(now);
@@ -293,7 +298,10 @@ pub async fn authenticate(
             .await
         {
             Ok(Some(s)) => {
-                let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+                // Logging in again (as someone else) needs no token: the
+                // login page has none, and a login changes no data.
+                let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+                    || (*req.method() == Method::POST && req.uri().path() == "/v1/session");
                 if !safe {
                     let sent = req
                         .headers()

@@ -84,6 +84,8 @@ pub async fn login(State(s): State<ApiState>, req: Request) -> Result<Response, 
     s.access.logins.succeeded(name);
     let token = access::fresh_token().map_err(ApiError::internal)?;
     let csrf = access::fresh_token().map_err(ApiError::internal)?;
+    let idle = chrono::Duration::from_std(s.access.console.session_idle.get()).unwrap_or_default();
+    db.end_idle_sessions(now - idle).await?;
     db.add_session(now, &access::token_hash(&token), &user.name, &csrf)
         .await?;
     s.metrics

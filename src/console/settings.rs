@@ -49,7 +49,7 @@ pub(super) fn routes() -> Vec<Route<ConsoleState>> {
             "post",
             "/v1/settings/impact",
             "What a proposed change would do to today's decisions over the current book",
-            Need::Read,
+            Need::Edit,
             post(impact),
         ),
     ]

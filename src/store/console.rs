@@ -329,20 +329,16 @@ impl Db {
         Ok(())
     }
 
-    /// The live session of `token_hash`, touched at `now`. A session idle
-    /// since before `idle_since`, or of a disabled account, is deleted and
-    /// not returned.
+    /// The live session of `token_hash`, touched at `now` (at most once a
+    /// minute, so reading pages does not write on every request). A session
+    /// idle since before `idle_since`, or of a disabled account, is deleted
+    /// and not returned.
     pub async fn session(
         &self,
         now: DateTime<Utc>,
         token_hash: &str,
         idle_since: DateTime<Utc>,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.execute(
-            "DELETE FROM console_sessions WHERE last_seen < ?",
-            vec![idle_since.timestamp_millis().into()],
-        )
-        .await?;
         let rows = self
             .rows(
                 "SELECT u.name, u.role, u.password_hash, u.locale, u.disabled, u.created_at, s.csrf, s.last_seen
@@ -355,20 +351,33 @@ impl Db {
             return Ok(None);
         };
         let user = user_of(r);
-        if user.disabled {
+        let last_seen = at(r[7].int());
+        if user.disabled || last_seen < idle_since {
             self.end_session(token_hash).await?;
             return Ok(None);
         }
-        self.execute(
-            "UPDATE console_sessions SET last_seen = ? WHERE token_hash = ?",
-            vec![now.timestamp_millis().into(), token_hash.into()],
-        )
-        .await?;
+        if now - last_seen > chrono::Duration::minutes(1) {
+            self.execute(
+                "UPDATE console_sessions SET last_seen = ? WHERE token_hash = ?",
+                vec![now.timestamp_millis().into(), token_hash.into()],
+            )
+            .await?;
+        }
         Ok(Some(SessionRecord {
             user,
             csrf: r[6].text().unwrap_or_default(),
-            last_seen: at(r[7].int()),
+            last_seen,
         }))
+    }
+
+    /// Deletes every session idle since before `idle_since` (at each login).
+    pub async fn end_idle_sessions(&self, idle_since: DateTime<Utc>) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM console_sessions WHERE last_seen < ?",
+            vec![idle_since.timestamp_millis().into()],
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {

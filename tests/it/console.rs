@@ -58,6 +58,13 @@ async fn every_route_refuses_a_caller_without_the_role_and_a_change_without_the_
         e["error"].as_str().unwrap().contains("editor, admin"),
         "{e}"
     );
+    // Nor asks for an impact preview (a pass over the whole book).
+    assert_eq!(
+        vic.send("POST", "/v1/settings/impact", serde_json::json!({}))
+            .await
+            .0,
+        403
+    );
     // A viewer does not see borrowers.
     assert_eq!(vic.get("/v1/borrowers?q=BA").await.0, 403);
     assert_eq!(vic.get("/v1/borrowers/BA/timeline").await.0, 403);
@@ -214,6 +221,15 @@ async fn logins_are_limited_per_account_and_sessions_end_when_idle_or_logged_out
 
     // Logging out ends the session.
     let eve = d.login("eve").await;
+    // Logging in again from a browser that has a session needs no token.
+    let r = c
+        .post(format!("{}/v1/session", d.base))
+        .header("cookie", &eve.cookie)
+        .json(&serde_json::json!({ "name": "ada", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert_eq!(
         eve.send("DELETE", "/v1/session", serde_json::json!({}))
             .await
