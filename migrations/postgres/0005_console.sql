@@ -31,3 +31,5 @@ CREATE TABLE console_changes (
 );
 CREATE INDEX console_changes_subject ON console_changes (kind, subject, id);
 CREATE INDEX console_changes_at ON console_changes (at);
+-- The console's "today" counts read the events of one day.
+CREATE INDEX message_events_at ON message_events (at);

@@ -260,10 +260,13 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     r
 }
 
+/// A bearer token was presented and matched no client.
+#[derive(Debug, Clone, Copy)]
+struct BadToken;
+
 /// Resolves the caller of every request into a `Principal` extension (when
 /// there is one), and refuses a cookie-borne change without the CSRF token.
-/// A presented but unknown bearer token is refused here; whether a route
-/// needs a caller at all is `require`'s decision.
+/// Whether a route needs a caller at all is `require`'s decision.
 pub async fn authenticate(
     axum::extract::State(state): axum::extract::State<ApiState>,
     mut req: Request,
@@ -285,7 +288,11 @@ pub async fn authenticate(
             Some(p) => {
                 req.extensions_mut().insert(p);
             }
-            None => return refuse(StatusCode::FORBIDDEN, "token not accepted"),
+            // Refused by `require` on a route that needs a caller; open
+            // routes (metrics, callbacks) do not care.
+            None => {
+                req.extensions_mut().insert(BadToken);
+            }
         }
     } else if let Some(cookie) = session_cookie(req.headers()) {
         let now = state.clock.now();
@@ -339,6 +346,9 @@ pub async fn authenticate(
 pub async fn require(need: Need, req: Request, next: Next) -> Response {
     if need == Need::Open {
         return next.run(req).await;
+    }
+    if req.extensions().get::<BadToken>().is_some() {
+        return refuse(StatusCode::FORBIDDEN, "token not accepted");
     }
     let Some(p) = req.extensions().get::<Principal>() else {
         return refuse(

@@ -1,9 +1,10 @@
 //! The HTTP API (axum), JSON in and out. Open: `/healthz`, `/readyz`,
 //! `/metrics`, `/openapi.json` and the one-click unsubscribe links (which
-//! carry their own signature). Everything under `/v1` needs a bearer token
-//! from `api.tokens`, compared in constant time. Client errors are 4xx with
-//! a message naming the field; server errors are an opaque 500 with the
-//! full chain in the log.
+//! carry their own signature). Everything under `/v1` needs a caller with
+//! a role: a bearer token (`api.tokens`, `api.clients`) or the console's
+//! session (`access.rs`); each route names the role it needs (`routes.rs`).
+//! Client errors are 4xx with a message naming the field; server errors
+//! are an opaque 500 with the full chain in the log.
 
 pub mod access;
 mod book;

@@ -164,6 +164,7 @@ const WORDS: &[(&str, &str, &str)] = &[
         "结果未知的消息",
     ),
     ("ops.release", "Send again", "重新发送"),
+    ("ops.today", "Today: messages sent, deferred and suppressed, by reason", "今日：按原因统计的已发送、推迟和不再发送的消息"),
     ("ops.by_reason", "Messages by state and reason", "按状态和原因统计的消息"),
     ("where.files", "Changes made here are written to these files and applied at once; edits made on the server appear here as versions of their own.", "此处的修改写入以下文件并立即生效；在服务器上直接修改的内容会作为单独的版本显示在这里。"),
     ("ops.cancel", "Close without sending", "关闭不发送"),

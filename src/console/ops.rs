@@ -27,7 +27,7 @@ pub(super) fn routes() -> Vec<Route<ConsoleState>> {
         (
             "get",
             "/v1/operations",
-            "Per provider: kind, paused, circuit, results, mean latency and rate-limit wait; messages by state and reason",
+            "Per provider: kind, paused, circuit, results, mean latency and rate-limit wait; messages by state and reason; today's state changes by reason",
             Need::Read,
             get(operations),
         ),
@@ -108,8 +108,21 @@ async fn operations(State(s): State<ConsoleState>) -> Result<Json<serde_json::Va
         })
         .collect();
     let status = crate::api::routes::summary(&s.api).await?;
+    let tz = s.api.default_tz;
+    let today = s.now().with_timezone(&tz).date_naive();
+    let start = crate::compliance::caps::local_midnight(tz, today);
+    let today: Vec<serde_json::Value> = s
+        .api
+        .store
+        .db()
+        .transitions_since(start)
+        .await?
+        .into_iter()
+        .map(|(state, reason, n)| serde_json::json!({ "state": state, "reason": reason, "count": n }))
+        .collect();
     Ok(Json(serde_json::json!({
         "status": status, "providers": providers, "messages": by_reason,
+        "today": { "since": start, "timezone": tz.name(), "transitions": today },
     })))
 }
 

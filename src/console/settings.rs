@@ -313,6 +313,17 @@ async fn save(
             serde_json::Value::Array(problems),
         ));
     }
+    // And the engine builds from it, exactly as the reload will: nothing
+    // is written that the daemon would then refuse.
+    crate::engine::Engine::build(&config, s.api.store.clone(), None).map_err(|p| {
+        ApiError::refused(
+            format!("not saved: {} problem(s); nothing was changed", p.len()),
+            "problems",
+            p.iter()
+                .map(|m| serde_json::json!({ "key": "", "origin": "", "message": m }))
+                .collect(),
+        )
+    })?;
     super::write_atomically(&path, &new_text)
         .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))?;
     let mut ids = Vec::new();

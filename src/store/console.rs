@@ -496,3 +496,24 @@ impl Db {
         Ok(out)
     }
 }
+
+impl Db {
+    /// Message state changes since `since`, counted by the state entered
+    /// and its reason: what was sent, deferred and suppressed today.
+    pub async fn transitions_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, Option<String>, i64)>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT to_state, reason, COUNT(*) FROM message_events WHERE at >= ?
+                 GROUP BY to_state, reason ORDER BY to_state, reason",
+                vec![since.timestamp_millis().into()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r[0].text().unwrap_or_default(), r[1].text(), r[2].int()))
+            .collect())
+    }
+}

@@ -116,6 +116,22 @@ async fn every_route_refuses_a_caller_without_the_role_and_a_change_without_the_
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A token nobody has is refused where a caller is needed, and does not
+    // matter on an open route (a scraper with a stale token still scrapes).
+    let r = c
+        .get(format!("{}{SMS}", d.base))
+        .bearer_auth("nobody-has-this-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(format!("{}/metrics", d.base))
+        .bearer_auth("nobody-has-this-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // The admin token needs no CSRF token (it is not a cookie).
     let r = c
         .put(format!("{}{SMS}", d.base))

@@ -374,6 +374,8 @@ async function pageOperations() {
         el("td", { text: `${(p.mean_latency_seconds * 1000).toFixed(0)} ms` }),
         el("td", { text: `${(p.mean_rate_limit_wait_seconds * 1000).toFixed(0)} ms` }),
         el("td", {}, el("button", { type: "button", class: "secondary", onclick: () => call(p.paused ? "/v1/resume" : "/v1/pause", { provider: p.name }) }, p.paused ? t("ops.resume") : t("ops.pause")))))),
+    el("h2", { text: `${t("ops.today")} (${d.today.timezone})` }),
+    el("table", { id: "today" }, d.today.transitions.map((m) => el("tr", {}, el("td", { text: m.state }), el("td", { text: m.reason || "" }), el("td", { text: String(m.count) })))),
     el("h2", { text: t("ops.by_reason") }),
     el("table", { id: "by-reason" }, d.messages.map((m) => el("tr", {}, el("td", { text: m.state }), el("td", { text: m.channel }), el("td", { text: m.provider || "" }), el("td", { text: m.reason || "" }), el("td", { text: String(m.count) })))),
     el("div", { class: "panel" }, el("h2", { text: t("ops.unknown") }),
