@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duebell::clock::TestClock;
-use fantoccini::{Client, ClientBuilder, Locator};
+
+#[path = "../tests/it/webdriver.rs"]
+mod webdriver;
+use webdriver::{Browser, Driver};
 
 const PASSWORD: &str = "screenshots-only-password";
 
@@ -73,10 +76,10 @@ fn config_in(root: &Path, dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn wait_for(c: &Client, css: &str) -> anyhow::Result<()> {
+async fn wait_for(c: &Browser, css: &str) -> anyhow::Result<()> {
     for _ in 0..150 {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            let tag = e.tag_name().await?;
+        if let Ok(e) = c.find(css).await {
+            let tag = e.tag_name().await.map_err(anyhow::Error::msg)?;
             if matches!(tag.as_str(), "input" | "textarea" | "table")
                 || !e.text().await.unwrap_or_default().is_empty()
             {
@@ -88,9 +91,9 @@ async fn wait_for(c: &Client, css: &str) -> anyhow::Result<()> {
     anyhow::bail!("`{css}` never appeared")
 }
 
-async fn shot(c: &Client, out: &Path, name: &str) -> anyhow::Result<()> {
+async fn shot(c: &Browser, out: &Path, name: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let png = c.screenshot().await?;
+    let png = c.screenshot().await.map_err(anyhow::Error::msg)?;
     std::fs::write(out.join(format!("{name}.png")), png)?;
     println!("{}", out.join(format!("{name}.png")).display());
     Ok(())
@@ -135,83 +138,125 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{port}");
 
     // The browser.
-    let driver_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut driver = std::process::Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={driver_port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let result = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1366,860", "--lang=en-US", "--hide-scrollbars"],
-            }),
-        );
-        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await?;
-        c.goto(&format!("{base}/console/login")).await?;
-        wait_for(&c, "#login-submit").await?;
-        shot(&c, &out, "login").await?;
-        c.find(Locator::Id("login-name")).await?.send_keys("ada").await?;
-        c.find(Locator::Id("login-password")).await?.send_keys(PASSWORD).await?;
-        c.find(Locator::Id("login-submit")).await?.click().await?;
-        wait_for(&c, "header .who").await?;
-
-        c.goto(&format!("{base}/console/templates")).await?;
-        wait_for(&c, "a[data-template]").await?;
-        shot(&c, &out, "templates").await?;
-
-        c.goto(&format!("{base}/console/templates/en/due_today/email")).await?;
-        wait_for(&c, "#preview-subject").await?;
-        shot(&c, &out, "editor-email").await?;
-
-        c.goto(&format!("{base}/console/templates/en/late_gentle/sms")).await?;
-        wait_for(&c, "#preview-body").await?;
-        let area = c.find(Locator::Css("textarea[data-file]")).await?;
-        area.send_keys(" {{ nope }}").await?;
-        wait_for(&c, "#problems li").await?;
-        shot(&c, &out, "editor-problem").await?;
-
-        c.goto(&format!("{base}/console/settings")).await?;
-        let window = "input[data-section=\"quiet_hours\"][data-index=\"0\"][data-field=\"every_day\"]";
-        wait_for(&c, window).await?;
-        let w = c.find(Locator::Css(window)).await?;
-        w.clear().await?;
-        w.send_keys("11:00-20:00").await?;
-        c.find(Locator::Id("impact")).await?.click().await?;
-        wait_for(&c, "[data-impact=\"defer\"]").await?;
-        c.execute("document.getElementById('impact').scrollIntoView({block: 'center'})", vec![]).await?;
-        shot(&c, &out, "settings-impact").await?;
-
-        c.goto(&format!("{base}/console/borrowers#B0002")).await?;
-        wait_for(&c, "#timeline h2").await?;
-        shot(&c, &out, "borrower").await?;
-
-        c.goto(&format!("{base}/console/operations")).await?;
-        wait_for(&c, "#providers").await?;
-        shot(&c, &out, "operations").await?;
-
-        c.find(Locator::Id("lang")).await?.select_by_value("zh-CN").await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        c.goto(&format!("{base}/console/templates/zh-CN/due_today/sms")).await?;
-        wait_for(&c, "#preview-body").await?;
-        shot(&c, &out, "editor-zh").await?;
-        c.close().await?;
-        anyhow::Ok(())
-    }
-    .await;
-    let _ = driver.kill();
-    let _ = driver.wait();
+    let driver = Driver::start("/usr/bin/chromedriver")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let result = shoot(&driver, &base, &out).await;
+    drop(driver);
     stop.cancel();
     let _ = daemon.await;
     result
+}
+
+/// Every page, in order.
+async fn shoot(driver: &Driver, base: &str, out: &Path) -> anyhow::Result<()> {
+    let e = anyhow::Error::msg;
+    let args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1366,860",
+        "--lang=en-US",
+        "--hide-scrollbars",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let c = driver.session(&args).await.map_err(e)?;
+    c.goto(&format!("{base}/console/login")).await.map_err(e)?;
+    wait_for(&c, "#login-submit").await?;
+    shot(&c, out, "login").await?;
+    c.find("#login-name")
+        .await
+        .map_err(e)?
+        .send_keys("ada")
+        .await
+        .map_err(e)?;
+    c.find("#login-password")
+        .await
+        .map_err(e)?
+        .send_keys(PASSWORD)
+        .await
+        .map_err(e)?;
+    c.find("#login-submit")
+        .await
+        .map_err(e)?
+        .click()
+        .await
+        .map_err(e)?;
+    wait_for(&c, "header .who").await?;
+
+    c.goto(&format!("{base}/console/templates"))
+        .await
+        .map_err(e)?;
+    wait_for(&c, "a[data-template]").await?;
+    shot(&c, out, "templates").await?;
+
+    c.goto(&format!("{base}/console/templates/en/due_today/email"))
+        .await
+        .map_err(e)?;
+    wait_for(&c, "#preview-subject").await?;
+    shot(&c, out, "editor-email").await?;
+
+    c.goto(&format!("{base}/console/templates/en/late_gentle/sms"))
+        .await
+        .map_err(e)?;
+    wait_for(&c, "#preview-body").await?;
+    c.find("textarea[data-file]")
+        .await
+        .map_err(e)?
+        .send_keys(" {{ nope }}")
+        .await
+        .map_err(e)?;
+    wait_for(&c, "#problems li").await?;
+    shot(&c, out, "editor-problem").await?;
+
+    c.goto(&format!("{base}/console/settings"))
+        .await
+        .map_err(e)?;
+    let window = "input[data-section=\"quiet_hours\"][data-index=\"0\"][data-field=\"every_day\"]";
+    wait_for(&c, window).await?;
+    let w = c.find(window).await.map_err(e)?;
+    w.clear().await.map_err(e)?;
+    w.send_keys("11:00-20:00").await.map_err(e)?;
+    c.find("#impact")
+        .await
+        .map_err(e)?
+        .click()
+        .await
+        .map_err(e)?;
+    wait_for(&c, "[data-impact=\"defer\"]").await?;
+    c.execute("document.getElementById('impact').scrollIntoView({block: 'center'})")
+        .await
+        .map_err(e)?;
+    shot(&c, out, "settings-impact").await?;
+
+    c.goto(&format!("{base}/console/borrowers#B0002"))
+        .await
+        .map_err(e)?;
+    wait_for(&c, "#timeline h2").await?;
+    shot(&c, out, "borrower").await?;
+
+    c.goto(&format!("{base}/console/operations"))
+        .await
+        .map_err(e)?;
+    wait_for(&c, "#providers").await?;
+    shot(&c, out, "operations").await?;
+
+    c.find("#lang").await.map_err(e)?.click().await.map_err(e)?;
+    c.find("#lang option[value=\"zh-CN\"]")
+        .await
+        .map_err(e)?
+        .click()
+        .await
+        .map_err(e)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.goto(&format!("{base}/console/templates/zh-CN/due_today/sms"))
+        .await
+        .map_err(e)?;
+    wait_for(&c, "#preview-body").await?;
+    shot(&c, out, "editor-zh").await?;
+    c.close().await.map_err(e)?;
+    Ok(())
 }

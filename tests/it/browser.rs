@@ -1,5 +1,5 @@
 //! The console in a real headless browser: Debian's chromium driven over
-//! WebDriver (chromedriver) from Rust with fantoccini, against a daemon
+//! WebDriver (chromedriver) from Rust (`webdriver.rs`), against a daemon
 //! running in-process from a config file. A member of staff logs in,
 //! edits a template and watches the preview follow, cannot publish a
 //! broken one, publishes, and the next message sent uses the new version;
@@ -11,79 +11,43 @@
 
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-
 use crate::console_support::{ConsoleDaemon, PASSWORD};
+use crate::webdriver::{Browser, Driver};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// chromedriver on a free port, stopped when dropped.
-pub struct Driver {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 pub async fn start_driver() -> Driver {
     assert!(
         std::path::Path::new(CHROMEDRIVER).exists(),
         "{CHROMEDRIVER} is missing: apt-get install chromium chromium-driver fonts-noto-cjk (.ci/run does)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Owned at once, so every path below stops it.
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..200 {
-        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
-            return driver;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chromedriver did not start on port {port}");
+    Driver::start(CHROMEDRIVER).await.unwrap()
 }
 
 /// A headless chromium session in `lang`.
-pub async fn browser(driver: &Driver, lang: &str) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1366,900", format!("--lang={lang}")],
-            "prefs": { "intl.accept_languages": lang },
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
+pub async fn browser(driver: &Driver, lang: &str) -> Browser {
+    let args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1366,900",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .chain([format!("--lang={lang}"), format!("--accept-lang={lang}")])
+    .collect();
+    driver
+        .session(&args)
         .await
         .expect("a chromium session through chromedriver")
 }
 
 /// Waits until the element's text contains `want`; its text.
-async fn wait_text(c: &Client, css: &str, want: &str) -> String {
+async fn wait_text(c: &Browser, css: &str, want: &str) -> String {
     let mut last = String::new();
     for _ in 0..200 {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
+        if let Ok(e) = c.find(css).await {
             last = e.text().await.unwrap_or_default();
             if last.contains(want) {
                 return last;
@@ -91,16 +55,16 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let page = match c.find(Locator::Css("main")).await {
+    let page = match c.find("main").await {
         Ok(m) => m.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
     panic!("`{css}` never contained `{want}`; last: `{last}`; the page said: {page}");
 }
 
-async fn wait_enabled(c: &Client, css: &str, enabled: bool) {
+async fn wait_enabled(c: &Browser, css: &str, enabled: bool) {
     for _ in 0..200 {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
+        if let Ok(e) = c.find(css).await {
             if e.is_enabled().await.unwrap_or(!enabled) == enabled {
                 return;
             }
@@ -110,8 +74,8 @@ async fn wait_enabled(c: &Client, css: &str, enabled: bool) {
     panic!("`{css}` never became enabled={enabled}");
 }
 
-async fn click(c: &Client, id: &str) {
-    c.find(Locator::Id(id))
+async fn click(c: &Browser, id: &str) {
+    c.find(&format!("#{id}"))
         .await
         .unwrap()
         .click()
@@ -120,25 +84,17 @@ async fn click(c: &Client, id: &str) {
 }
 
 /// Replaces a field's text by typing, as a person would.
-async fn retype(c: &Client, css: &str, text: &str) {
-    let e = c.wait().for_element(Locator::Css(css)).await.unwrap();
+async fn retype(c: &Browser, css: &str, text: &str) {
+    let e = c.wait_for(css).await.unwrap();
     e.clear().await.unwrap();
     e.send_keys(text).await.unwrap();
 }
 
-pub async fn log_in(c: &Client, base: &str, name: &str) {
+pub async fn log_in(c: &Browser, base: &str, name: &str) {
     c.goto(&format!("{base}/console/")).await.unwrap();
     // No session: the console sends the browser to its login page.
-    c.wait()
-        .for_element(Locator::Id("login-form"))
-        .await
-        .unwrap();
-    assert!(c
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/console/login"));
+    c.wait_for("#login-form").await.unwrap();
+    assert!(c.current_url().await.unwrap().contains("/console/login?"));
     retype(c, "#login-name", name).await;
     retype(c, "#login-password", PASSWORD).await;
     click(c, "login-submit").await;
@@ -162,8 +118,7 @@ async fn staff_edit_and_publish_a_template_change_quiet_hours_and_read_a_timelin
     c.goto(&format!("{}/console/templates", d.base))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("a[data-template=\"en/due_today/sms\"]"))
+    c.wait_for("a[data-template=\"en/due_today/sms\"]")
         .await
         .unwrap()
         .click()
@@ -236,10 +191,11 @@ async fn staff_edit_and_publish_a_template_change_quiet_hours_and_read_a_timelin
     wait_text(&c, "#timeline .template-version", &version).await;
 
     // The console in Chinese, by the user's choice.
-    c.find(Locator::Id("lang"))
+    click(&c, "lang").await;
+    c.find("#lang option[value=\"zh-CN\"]")
         .await
         .unwrap()
-        .select_by_value("zh-CN")
+        .click()
         .await
         .unwrap();
     wait_text(&c, "header nav", "消息模板").await;

@@ -31,3 +31,4 @@ mod smtp;
 mod store;
 mod support;
 mod templates;
+pub mod webdriver;
