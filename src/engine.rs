@@ -128,21 +128,41 @@ impl Engine {
         }
     }
 
+    /// A full planning pass (see `planner::Pass`).
     pub async fn plan(&self, now: DateTime<Utc>) -> Result<TickReport, StoreError> {
-        planner::tick(self.dispatcher.store.as_ref(), &self.planner(), now, None).await
+        self.plan_pass(now, planner::Pass::Full, None).await
     }
 
-    /// Plans as the holder of the planner lease `fence`.
-    pub async fn plan_fenced(
+    /// A planning pass of either kind; with `fence`, as the holder of the
+    /// planner lease.
+    pub async fn plan_pass(
         &self,
         now: DateTime<Utc>,
-        fence: &crate::store::Fence,
+        pass: planner::Pass,
+        fence: Option<&crate::store::Fence>,
     ) -> Result<TickReport, StoreError> {
         planner::tick(
             self.dispatcher.store.as_ref(),
             &self.planner(),
             now,
-            Some(fence),
+            fence,
+            pass,
+        )
+        .await
+    }
+
+    /// Re-plans one borrower (external id) after a change that touched
+    /// only them (see `planner::replan_borrower`).
+    pub async fn replan_borrower(
+        &self,
+        now: DateTime<Utc>,
+        borrower: &str,
+    ) -> Result<TickReport, StoreError> {
+        planner::replan_borrower(
+            self.dispatcher.store.as_ref(),
+            &self.planner(),
+            now,
+            borrower,
         )
         .await
     }

@@ -314,6 +314,29 @@ impl Planner<'_> {
         (messages, lines)
     }
 
+    /// When the planner must next look at a borrower, without new input:
+    /// the local midnight (in the zone `decide` dates by) of the first day
+    /// on which one of their loans reaches or leaves a step. Until then a
+    /// look decides nothing new: each step in its window is recorded the
+    /// day it starts (due, deferred, suppressed or expired, all at once),
+    /// and what a hold, a payment or a new address changes comes with
+    /// input that looks again (an import, the API, a requested pass).
+    pub fn next_look(&self, now: DateTime<Utc>, b: &PlanBorrower) -> Option<DateTime<Utc>> {
+        let tz = eligibility::borrower_zones(b, self.default_tz).primary;
+        let today = now.with_timezone(&tz).date_naive();
+        let day = b
+            .loans
+            .iter()
+            .filter_map(|l| {
+                let next = self.policy.next_change((today - l.due_date).num_days())?;
+                Some(l.due_date + Duration::days(next))
+            })
+            .min()?;
+        // Later than now by construction (a later local day); kept strictly
+        // so, whatever the zone data, a pass never finds it due again.
+        Some(caps::local_midnight(tz, day).max(now + Duration::milliseconds(1)))
+    }
+
     /// When a due message may go: preferred time, quiet hours, caps, spread.
     #[allow(clippy::too_many_arguments)]
     fn schedule(
@@ -434,47 +457,79 @@ pub struct TickReport {
     pub recorded: u64,
     pub cancelled: u64,
     /// The earliest instant a decision can change without new input: the
-    /// next local midnight among the borrowers' zones (the ladder moves by
-    /// local days; holds end at local midnights). Imports and events
-    /// trigger a re-plan of their own.
+    /// earliest next look in the book (the ladder moves by local days).
+    /// Imports and events trigger a re-plan of their own.
     pub next_change: Option<DateTime<Utc>>,
 }
 
-/// One planning pass over the whole book, in pages. With a `fence` (the
-/// planner lease of a daemon sharing the store), every page is written only
-/// while the lease is still this planner's.
+/// Which borrowers a planning pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Every borrower with an active loan: at start, after an import,
+    /// a policy or config change, a requested pass, a new planner.
+    Full,
+    /// Only borrowers whose next look has come (a steady cron tick): the
+    /// cost follows what is due, not what is stored.
+    Due,
+}
+
+/// One planning pass, in pages: the whole book or only what is due (see
+/// `Pass`). With a `fence` (the planner lease of a daemon sharing the
+/// store), every page is written only while the lease is still this
+/// planner's. Each borrower read gets its next look written with its
+/// page's decisions, when it changed.
 pub async fn tick(
     store: &dyn Store,
     planner: &Planner<'_>,
     now: DateTime<Utc>,
     fence: Option<&crate::store::Fence>,
+    pass: Pass,
 ) -> Result<TickReport, StoreError> {
     let mut report = TickReport {
         cancelled: store.cancel_ineligible(now, fence).await?,
         ..Default::default()
     };
     let since = now - caps::lookback(planner.gate.all_caps());
-    let mut after = 0;
+    let (mut after, mut cursor) = (0, (i64::MIN, 0));
     loop {
-        let page = store.planning_batch(after, PAGE, since).await?;
-        let Some(last) = page.last() else { break };
+        let page = match pass {
+            Pass::Full => store.planning_batch(after, PAGE, since).await?,
+            Pass::Due => {
+                let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
+                let Some(last) = last else { break };
+                cursor = last;
+                page
+            }
+        };
+        let Some(last) = page.last() else {
+            match pass {
+                Pass::Full => break,
+                Pass::Due => continue,
+            }
+        };
         after = last.pk;
-        let mut messages = Vec::new();
-        for b in &page {
-            messages.extend(planner.decide(now, b).0);
-            let tz = eligibility::borrower_zones(b, planner.default_tz).primary;
-            let midnight =
-                caps::local_midnight(tz, now.with_timezone(&tz).date_naive() + Duration::days(1));
-            report.next_change = Some(
-                report
-                    .next_change
-                    .map_or(midnight, |t: DateTime<Utc>| t.min(midnight)),
-            );
-        }
+        let (messages, looks) = decide_page(planner, now, &page);
         report.borrowers += page.len() as u64;
-        report.recorded += store.record_plan(now, &messages, fence).await?;
+        report.recorded += store.record_plan(now, &messages, &looks, fence).await?;
     }
+    report.next_change = store.next_look_at().await?;
     Ok(report)
+}
+
+/// A page's decisions, and the next looks that changed.
+type PageDecisions = (Vec<NewMessage>, Vec<(i64, Option<DateTime<Utc>>)>);
+
+fn decide_page(planner: &Planner<'_>, now: DateTime<Utc>, page: &[PlanBorrower]) -> PageDecisions {
+    let mut messages = Vec::new();
+    let mut looks = Vec::new();
+    for b in page {
+        messages.extend(planner.decide(now, b).0);
+        let look = planner.next_look(now, b);
+        if look != b.next_look {
+            looks.push((b.pk, look));
+        }
+    }
+    (messages, looks)
 }
 
 /// Re-plans one borrower (external id) right after a change through the
@@ -496,9 +551,9 @@ pub async fn replan_borrower(
     };
     let since = now - caps::lookback(planner.gate.all_caps());
     if let Some(b) = store.plan_borrower(borrower, since).await? {
-        let messages = planner.decide(now, &b).0;
+        let (messages, looks) = decide_page(planner, now, std::slice::from_ref(&b));
         report.borrowers = 1;
-        report.recorded = store.record_plan(now, &messages, None).await?;
+        report.recorded = store.record_plan(now, &messages, &looks, None).await?;
     }
     Ok(report)
 }

@@ -148,12 +148,11 @@ pub struct Position<'a> {
 }
 
 impl PolicyConfig {
-    /// Steps in ladder order (validated to be strictly increasing).
-    pub fn position(&self, days_from_due: i64) -> Position<'_> {
-        let mut current = None;
-        let mut passed = Vec::new();
-        let mut next = None;
-        for (i, s) in self.steps.iter().enumerate() {
+    /// Each step with its window, as days from the due date: from its own
+    /// day until the next step's (a pre-due step never on or after the due
+    /// date; the last step for `last_step_days`).
+    fn windows(&self) -> impl Iterator<Item = (&Step, i64, i64)> {
+        self.steps.iter().enumerate().map(|(i, s)| {
             let start = i64::from(s.offset_days);
             let mut end = self
                 .steps
@@ -164,6 +163,16 @@ impl PolicyConfig {
             if start < 0 {
                 end = end.min(0);
             }
+            (s, start, end)
+        })
+    }
+
+    /// Steps in ladder order (validated to be strictly increasing).
+    pub fn position(&self, days_from_due: i64) -> Position<'_> {
+        let mut current = None;
+        let mut passed = Vec::new();
+        let mut next = None;
+        for (s, start, end) in self.windows() {
             if days_from_due < start {
                 if next.is_none() {
                     next = Some(s);
@@ -179,6 +188,16 @@ impl PolicyConfig {
             passed,
             next,
         }
+    }
+
+    /// The first day after `days_from_due` on which `position` differs:
+    /// a step's first day or the first day after its window. `None` once
+    /// past the last step.
+    pub fn next_change(&self, days_from_due: i64) -> Option<i64> {
+        self.windows()
+            .flat_map(|(_, start, end)| [start, end])
+            .filter(|d| *d > days_from_due)
+            .min()
     }
 
     /// Cross-field rules, as (key, message).
@@ -248,6 +267,25 @@ impl PolicyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_change_is_the_first_day_the_position_differs() {
+        let p = PolicyConfig::default();
+        for days in -60..60 {
+            let next = p.next_change(days);
+            // Nothing moves before it, and it moves on it.
+            let end = next.unwrap_or(60);
+            for d in days + 1..end {
+                assert_eq!(p.position(d), p.position(days), "{days}..{d}");
+            }
+            if let Some(n) = next {
+                assert_ne!(p.position(n), p.position(days), "{days} -> {n}");
+            }
+        }
+        assert_eq!(p.next_change(-10), Some(-3));
+        assert_eq!(p.next_change(30), Some(37));
+        assert_eq!(p.next_change(37), None);
+    }
 
     #[test]
     fn each_day_has_at_most_one_relevant_step() {

@@ -184,13 +184,34 @@ pub struct SimSend {
     pub body: String,
 }
 
-/// Applies one event at `at`.
+/// Applies one event at `at`. Returns the borrower it touched (external
+/// id), or `None` when that is not known without a search (an inbound
+/// STOP names an address).
 pub async fn apply(
     store: &dyn Store,
     at: DateTime<Utc>,
     ev: &Event,
     stop_words: &crate::compliance::StopWords,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
+    let owner = |loan: LoanId| async move {
+        let view = store.loan(&loan).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(view.map(|v| v.borrower_id))
+    };
+    let touched = match ev {
+        Event::Payment { loan_id, .. } => owner(loan_id.clone()).await?,
+        Event::OptOut { borrower_id, .. } => Some(borrower_id.clone()),
+        Event::Hold {
+            borrower_id: Some(b),
+            ..
+        } => Some(b.clone()),
+        Event::Hold {
+            loan_id: Some(l), ..
+        } => match LoanId::parse(l) {
+            Ok(id) => owner(id).await?,
+            Err(_) => None,
+        },
+        Event::Hold { .. } | Event::InboundSms { .. } => None,
+    };
     let r = match ev {
         Event::Payment {
             payment_id,
@@ -245,7 +266,7 @@ pub async fn apply(
             _ => Ok(()),
         },
     };
-    r
+    r.map(|()| touched)
 }
 
 /// Runs a simulation and returns every send.
@@ -290,20 +311,44 @@ pub async fn simulate(
     let schedule = &config.policy.tick.schedule;
     let mut next_tick = from;
     let mut events = events.into_iter().peekable();
+    // The first pass reads the whole book; later ticks only the borrowers
+    // whose next look has come, and each event re-plans the borrower it
+    // touched, as the daemon's API does: the work follows the book.
+    let mut full = true;
     loop {
         let now = clock.now();
-        let mut touched = false;
+        let mut touched = Vec::new();
         while let Some((at, ev)) = events.next_if(|(at, _)| *at <= now) {
-            apply(store.as_ref(), at.max(from), &ev, &stop_words)
+            let who = apply(store.as_ref(), at.max(from), &ev, &stop_words)
                 .await
                 .map_err(anyhow::Error::msg)?;
-            touched = true;
+            touched.push(who);
         }
-        if touched || now >= next_tick {
+        if !touched.is_empty() || full || now >= next_tick {
             // A payment may take an offer (and settle its loan) before the
             // planner looks at the loan again.
             crate::offers::settle(store.as_ref(), now, None).await?;
-            let tick = engine.plan(now).await?;
+            touched.sort();
+            touched.dedup();
+            for who in &touched {
+                match who {
+                    Some(who) => {
+                        engine.replan_borrower(now, who).await?;
+                    }
+                    // An inbound STOP: what it opted out can no longer go
+                    // (it decides nothing new for the planner).
+                    None => {
+                        store.cancel_ineligible(now, None).await?;
+                    }
+                }
+            }
+        }
+        if full || now >= next_tick {
+            let pass = match std::mem::take(&mut full) {
+                true => crate::planner::Pass::Full,
+                false => crate::planner::Pass::Due,
+            };
+            let tick = engine.plan_pass(now, pass, None).await?;
             // Ticks before the next local midnight would decide nothing new:
             // jump to the first cron tick at or after it.
             let from_instant = tick

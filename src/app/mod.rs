@@ -22,6 +22,7 @@ use crate::store::{self, Fence, Store, StoreError};
 /// The lease name of the planner role.
 pub const PLANNER_ROLE: &str = "planner";
 
+mod metrics;
 mod replan;
 mod roles;
 mod run;
@@ -91,7 +92,7 @@ impl App {
         };
         let engine = Engine::build_with(&config, store.clone(), None, parts.clone())
             .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
-        declare_metrics(&parts.metrics, &config);
+        metrics::declare(&parts.metrics, &config);
         let replanning = Arc::new(std::sync::Mutex::new(engine.clone()));
         let api = crate::api::ApiState {
             replanner: Some(Arc::new(replan::EngineReplan {
@@ -431,11 +432,19 @@ impl App {
                 tracing::warn!("cannot ask the planner to plan: {e}");
             }
         }
+        // A cron tick reads only the borrowers whose next look has come;
+        // the first pass, and one after a change of book, rules or planner,
+        // reads the whole book.
+        let full = changed || self.plan_requested || self.next_tick.is_none();
         if let (Some(fence), true) = (
             self.planner.clone(),
-            changed || self.plan_requested || self.next_tick.is_none_or(|t| now >= t),
+            full || self.next_tick.is_some_and(|t| now >= t),
         ) {
             self.plan_requested = false;
+            let pass = match full {
+                true => crate::planner::Pass::Full,
+                false => crate::planner::Pass::Due,
+            };
             let started = std::time::Instant::now();
             // A long pass keeps the lease renewed while it runs; if the
             // lease is lost anyway, the fence stops the next page.
@@ -461,7 +470,7 @@ impl App {
                 }
             };
             let planned = tokio::select! {
-                r = self.engine.plan_fenced(now, &fence) => r,
+                r = self.engine.plan_pass(now, pass, Some(&fence)) => r,
                 _ = keep => unreachable!("renewal never ends on its own"),
             };
             self.last_upkeep = Instant::now();
@@ -481,6 +490,7 @@ impl App {
             );
             report.planned += tick.recorded;
             tracing::info!(
+                pass = if full { "full" } else { "due" },
                 borrowers = tick.borrowers,
                 recorded = tick.recorded,
                 cancelled = tick.cancelled,
@@ -506,86 +516,4 @@ pub async fn deployment_signer(
         .await
         .context("while reading the signing key")?;
     Ok(crate::signing::Signer::new(key))
-}
-
-/// Every series the README documents, present (at zero) from the first
-/// scrape: dashboards and alerts need not special-case "never happened".
-fn declare_metrics(m: &crate::metrics::Metrics, config: &Config) {
-    use crate::providers::ProviderKind;
-    m.declare_summary("duebell_planner_tick_seconds", &[]);
-    m.declare_counter("duebell_store_busy_retries_total", &[]);
-    m.declare_counter("duebell_bounces_total", &[("class", "hard_at_send")]);
-    m.declare_counter(
-        "duebell_addresses_suppressed_total",
-        &[("reason", "hard_bounce")],
-    );
-    let boxes = crate::bounces::mailboxes(&config.providers);
-    if !boxes.is_empty() {
-        for class in [
-            "hard",
-            "soft",
-            "complaint",
-            "forged",
-            "unmatched",
-            "not_a_report",
-        ] {
-            m.declare_counter("duebell_bounces_total", &[("class", class)]);
-        }
-        for reason in ["soft_bounces", "complaint"] {
-            m.declare_counter("duebell_addresses_suppressed_total", &[("reason", reason)]);
-        }
-    }
-    for mb in &boxes {
-        m.declare_counter(
-            "duebell_bounce_mailbox_errors_total",
-            &[("provider", &mb.provider)],
-        );
-    }
-    for s in config.policy.steps.iter().filter_map(|s| s.offer.as_ref()) {
-        for state in ["made", "taken", "expired", "void"] {
-            m.declare_counter(
-                "duebell_offers_total",
-                &[("kind", s.kind.as_str()), ("state", state)],
-            );
-        }
-    }
-    for what in ["templates", "config"] {
-        m.declare_counter("duebell_reload_rejected_total", &[("what", what)]);
-    }
-    for p in &config.providers {
-        let name = p.name.as_str();
-        m.declare_summary("duebell_rate_limit_wait_seconds", &[("provider", name)]);
-        m.declare_summary("duebell_provider_latency_seconds", &[("provider", name)]);
-        m.declare_counter(
-            "duebell_provider_results_total",
-            &[("provider", name), ("class", "ok")],
-        );
-        m.declare_gauge("duebell_circuit_open", &[("provider", name)], 0.0);
-        let refusals: &[&str] = match p.kind {
-            ProviderKind::Twilio => &["unknown provider", "bad signature"],
-            ProviderKind::Aliyun | ProviderKind::Tencent => &["unknown provider", "bad token"],
-            _ => &[],
-        };
-        let kind = format!("{:?}", p.kind).to_lowercase();
-        for why in refusals {
-            m.declare_counter(
-                "duebell_callbacks_refused_total",
-                &[("kind", kind.as_str()), ("why", why)],
-            );
-        }
-        m.declare_counter("duebell_receipts_unmatched_total", &[("provider", name)]);
-        for outcome in ["found", "not_sent", "unanswered"] {
-            m.declare_counter(
-                "duebell_lookups_total",
-                &[("provider", name), ("outcome", outcome)],
-            );
-        }
-    }
-    // A callback for a provider that is not configured can come any time.
-    for kind in ["twilio", "aliyun", "tencent"] {
-        m.declare_counter(
-            "duebell_callbacks_refused_total",
-            &[("kind", kind), ("why", "unknown provider")],
-        );
-    }
 }

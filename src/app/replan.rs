@@ -27,12 +27,6 @@ impl crate::api::Replan for EngineReplan {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        crate::planner::replan_borrower(
-            engine.dispatcher.store.as_ref(),
-            &engine.planner(),
-            now,
-            external_id,
-        )
-        .await
+        engine.replan_borrower(now, external_id).await
     }
 }

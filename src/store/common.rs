@@ -115,6 +115,34 @@ macro_rules! impl_store_all {
         load_borrowers(&mut conn, &pks, since, true).await
     }
 
+    async fn planning_due(
+        &self,
+        now: DateTime<Utc>,
+        after: (i64, i64),
+        limit: u32,
+        since: DateTime<Utc>,
+    ) -> Result<(Vec<PlanBorrower>, Option<(i64, i64)>), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let keys: Vec<(i64, i64)> = sqlx::query_as(&sql("SELECT next_look, id FROM borrowers
+              WHERE next_look <= ? AND (next_look, id) > (?, ?) ORDER BY next_look, id LIMIT ?"))
+        .bind(to_millis(now))
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut pks: Vec<i64> = keys.iter().map(|k| k.1).collect();
+        pks.sort_unstable();
+        Ok((load_borrowers(&mut conn, &pks, since, true).await?, keys.last().copied()))
+    }
+
+    async fn next_look_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar(&sql("SELECT MIN(next_look) FROM borrowers"))
+            .fetch_one(&self.pool)
+            .await?;
+        at.map(from_millis).transpose()
+    }
+
     async fn plan_borrower(
         &self,
         external_id: &str,

@@ -21,14 +21,16 @@ pub(super) async fn load_borrowers(
     // (every active loan of the book, seconds at 1M) instead of by borrower.
     // A planning page (sorted keys, many) is read by key range: two bound
     // values, each index used as a range; a few claims' borrowers by list.
-    let ranged = pks.len() > 64 && pks.is_sorted();
+    // Sparse keys (a steady tick's due borrowers) are read by list.
+    let dense = |k: &[i64]| k.last().zip(k.first()).is_some_and(|(h, l)| h - l < 4 * k.len() as i64);
+    let ranged = pks.len() > 64 && pks.is_sorted() && dense(pks);
     let wanted: std::collections::HashSet<i64> = match ranged {
         true => pks.iter().copied().collect(),
         false => Default::default(),
     };
     for chunk in pks.chunks(if ranged { pks.len() } else { 400 }) {
         let mut by_pk: HashMap<i64, usize> = HashMap::new();
-        for row in by_borrowers(conn, "SELECT id, external_id, name, locale, timezone FROM borrowers WHERE id IN ({}) ORDER BY id", chunk, ranged).await?
+        for row in by_borrowers(conn, "SELECT id, external_id, name, locale, timezone, next_look FROM borrowers WHERE id IN ({}) ORDER BY id", chunk, ranged).await?
         {
             if ranged && !wanted.contains(&row.get::<i64, _>(0)) {
                 continue;
@@ -40,6 +42,7 @@ pub(super) async fn load_borrowers(
                 name: row.get(2),
                 locale: row.get(3),
                 timezone: row.get(4),
+                next_look: row.get::<Option<i64>, _>(5).map(from_millis).transpose()?,
                 contacts: vec![],
                 holds: vec![],
                 loans: vec![],
@@ -134,15 +137,7 @@ pub(super) async fn load_borrowers(
             let id: i64 = row.get(5);
             let (_, loans) = contacts.entry(id).or_insert_with(|| {
                 order.push(id);
-                (
-                    (
-                        row.get::<i64, _>(0),
-                        row.get::<i64, _>(1),
-                        row.get::<String, _>(2),
-                        row.get::<Option<i64>, _>(3),
-                    ),
-                    Vec::new(),
-                )
+                ((row.get(0), row.get(1), row.get(2), row.get(3)), Vec::new())
             });
             if let Some(l) = row.get::<Option<i64>, _>(4) {
                 loans.push(l);

@@ -528,6 +528,18 @@ impl ImportTx for $import {
         .bind(self.now)
         .execute(&mut *self.tx)
         .await?;
+        // What this file changed is looked at by the next tick, even a
+        // steady one (new borrowers start at 0 by default).
+        if c.imported + c.updated > 0 {
+            sqlx::query(&$sql("UPDATE borrowers SET next_look = 0
+                  WHERE updated_at = ? OR id IN (SELECT borrower_id FROM loans WHERE updated_at = ?)
+                     OR id IN (SELECT borrower_id FROM contact_points WHERE updated_at = ?)"))
+            .bind(self.now)
+            .bind(self.now)
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(())
     }
 

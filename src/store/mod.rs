@@ -149,6 +149,19 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         since: DateTime<Utc>,
     ) -> Result<Vec<PlanBorrower>, StoreError>;
+    /// Borrowers whose next look (see `record_plan`) is at or before
+    /// `now`, after the cursor `after` = (next look, key) in that order,
+    /// loaded as `planning_batch` does; with the cursor of the page's last
+    /// key. A steady tick reads only these.
+    async fn planning_due(
+        &self,
+        now: DateTime<Utc>,
+        after: (i64, i64),
+        limit: u32,
+        since: DateTime<Utc>,
+    ) -> Result<(Vec<PlanBorrower>, Option<(i64, i64)>), StoreError>;
+    /// The earliest next look of any borrower.
+    async fn next_look_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// One borrower by external id, as `planning_batch` loads it.
     async fn plan_borrower(
         &self,
@@ -159,10 +172,13 @@ pub trait Store: Send + Sync + 'static {
     /// any (loan, due date, step, channel) is already recorded is skipped.
     /// Returns how many were recorded.
     /// With a `fence`, nothing is written unless it is still current.
+    /// `looks` sets, in the same transaction, when the planner must next
+    /// look at each borrower (by key; `None`: nothing ahead).
     async fn record_plan(
         &self,
         now: DateTime<Utc>,
         messages: &[NewMessage],
+        looks: &[(i64, Option<DateTime<Utc>>)],
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError>;
     /// Cancels pending messages that can no longer go: every loan paid or

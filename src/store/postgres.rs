@@ -144,9 +144,10 @@ super::common::impl_store!(PgStore {
         &self,
         now: DateTime<Utc>,
         messages: &[NewMessage],
+        looks: &[(i64, Option<DateTime<Utc>>)],
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError> {
-        if messages.is_empty() {
+        if messages.is_empty() && looks.is_empty() {
             return Ok(0);
         }
         let now_ms = to_millis(now);
@@ -184,8 +185,21 @@ super::common::impl_store!(PgStore {
             taken.extend(keys);
             fresh.push(m);
         }
+        if !looks.is_empty() {
+            sqlx::query(
+                "UPDATE borrowers SET next_look = u.t
+                   FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, t) WHERE borrowers.id = u.id",
+            )
+            .bind(looks.iter().map(|l| l.0).collect::<Vec<i64>>())
+            .bind(looks.iter().map(|l| l.1.map(to_millis)).collect::<Vec<Option<i64>>>())
+            .execute(&mut *tx)
+            .await?;
+        }
         if fresh.is_empty() {
-            tx.rollback().await?;
+            match looks.is_empty() {
+                true => tx.rollback().await?,
+                false => tx.commit().await?,
+            }
             return Ok(0);
         }
         let col = |f: &dyn Fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {

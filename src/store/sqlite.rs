@@ -97,9 +97,10 @@ super::common::impl_store!(SqliteStore {
         &self,
         now: DateTime<Utc>,
         messages: &[NewMessage],
+        looks: &[(i64, Option<DateTime<Utc>>)],
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError> {
-        if messages.is_empty() {
+        if messages.is_empty() && looks.is_empty() {
             return Ok(0);
         }
         let now_ms = to_millis(now);
@@ -221,8 +222,9 @@ super::common::impl_store!(SqliteStore {
             }
             q.execute(&mut *tx).await?;
         }
+        write_looks(&mut tx, looks).await?;
         let recorded = inserted.len() as u64;
-        if recorded == 0 {
+        if recorded == 0 && looks.is_empty() {
             tx.rollback().await?;
             return Ok(0);
         }
@@ -361,3 +363,22 @@ super::import::import_tx!(
     select_in_str,
     select_in_i64
 );
+
+/// Sets borrowers' next looks (`record_plan`), 400 to a statement.
+async fn write_looks(
+    conn: &mut SqliteConnection,
+    looks: &[(i64, Option<DateTime<Utc>>)],
+) -> Result<(), StoreError> {
+    for chunk in looks.chunks(400) {
+        let text = format!(
+            "UPDATE borrowers SET next_look = v.column2 FROM (VALUES {}) AS v WHERE borrowers.id = v.column1",
+            vec!["(?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(&text);
+        for (pk, at) in chunk {
+            q = q.bind(*pk).bind(at.map(to_millis));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}

@@ -112,6 +112,9 @@ pub struct PlanBorrower {
     pub name: String,
     pub locale: Option<String>,
     pub timezone: Option<String>,
+    /// When the planner last said it must look again (`None`: nothing
+    /// ahead); a pass writes it only when its answer differs.
+    pub next_look: Option<DateTime<Utc>>,
     pub contacts: Vec<ContactView>,
     pub holds: Vec<HoldView>,
     /// Active loans only.

@@ -52,7 +52,13 @@ async fn two_workers_racing_for_one_borrowers_messages_never_exceed_the_cap() {
             msgs.push(due_now(&b, loan, ch, cp, h.now(), "race"));
         }
     }
-    assert_eq!(h.store.record_plan(h.now(), &msgs, None).await.unwrap(), 24);
+    assert_eq!(
+        h.store
+            .record_plan(h.now(), &msgs, &[], None)
+            .await
+            .unwrap(),
+        24
+    );
 
     let mut workers = Vec::new();
     for _ in 0..2 {
@@ -118,7 +124,13 @@ async fn sends_at_the_same_instant_to_one_address_each_count_towards_the_caps() 
         .iter()
         .map(|loan| due_now(&b, loan, Channel::Email, cp, h.now(), "same-instant"))
         .collect();
-    assert_eq!(h.store.record_plan(h.now(), &msgs, None).await.unwrap(), 3);
+    assert_eq!(
+        h.store
+            .record_plan(h.now(), &msgs, &[], None)
+            .await
+            .unwrap(),
+        3
+    );
     h.drain().await;
     assert_eq!(h.recorder.take().len(), 2, "all channels ≤ 2 per local day");
     let states: Vec<MessageState> = h.messages().await.iter().map(|m| m.state).collect();

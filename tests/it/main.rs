@@ -21,6 +21,7 @@ mod hardening;
 mod import;
 mod install;
 mod layers;
+mod next_look;
 mod offers;
 mod packs;
 mod pipeline;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::Duration as Days;
+use duebell::planner::Pass;
 use duebell::store::{ClaimLease, MessageState, StoreError, Verdict};
 
 use crate::support::{book, Harness};
@@ -74,7 +75,9 @@ async fn the_planner_lease_passes_on_expiry_and_fences_off_the_stale_holder() {
 
     // The stale holder wakes and plans: nothing it writes lands.
     let before = s.message_counts().await.unwrap();
-    let err = duebell::planner::tick(s.as_ref(), &h.engine.planner(), takeover, Some(&a))
+    let err = h
+        .engine
+        .plan_pass(takeover, Pass::Full, Some(&a))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Fenced(_)), "{err}");
@@ -84,7 +87,9 @@ async fn the_planner_lease_passes_on_expiry_and_fences_off_the_stale_holder() {
         Err(StoreError::Fenced(_))
     ));
     // The current holder's plan is recorded.
-    let tick = duebell::planner::tick(s.as_ref(), &h.engine.planner(), takeover, Some(&b))
+    let tick = h
+        .engine
+        .plan_pass(takeover, Pass::Full, Some(&b))
         .await
         .unwrap();
     // Three texts, and three emails suppressed for want of an address.

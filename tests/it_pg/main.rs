@@ -19,6 +19,8 @@ mod console;
 mod console_support;
 #[path = "../it/import.rs"]
 mod import;
+#[path = "../it/next_look.rs"]
+mod next_look;
 #[path = "../it/offers.rs"]
 mod offers;
 #[path = "../it/pipeline.rs"]
