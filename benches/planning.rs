@@ -5,10 +5,13 @@
 //!
 //! Each size is seeded once (through the real importer) into
 //! `target/bench-planning/<n>.db` as if imported at the tick's instant (a
-//! first deployment); the tick is then timed twice: the first
-//! records every due decision, the second is the steady state (everything
-//! already decided). Peak RSS is the kernel's high-water mark, reset before
-//! each tick through /proc/self/clear_refs.
+//! first deployment); four ticks are then timed: a full pass that records
+//! every due decision; a full pass again (the steady state, everything
+//! decided); a steady cron tick five minutes later, which reads only the
+//! borrowers whose next look has come (none); and the tick a day later,
+//! which reads the borrowers whose loans reached a step overnight. Peak
+//! RSS is the kernel's high-water mark, reset before each tick through
+//! /proc/self/clear_refs.
 //!
 //! Raw baselines in the same run, on the same data: the book inserted into
 //! a fresh schema with plain multi-row inserts (10,000 rows a transaction),
@@ -22,6 +25,9 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use duebell::config::{Config, StoreConfig, Synchronous};
 use duebell::engine::Engine;
+use duebell::planner::Pass;
+
+mod support;
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -193,15 +199,7 @@ async fn raw_scan(db: &std::path::Path, at: DateTime<Utc>) -> (f64, u64) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![100_000]
-    } else {
-        sizes
-    };
+    let sizes = support::sizes(&[100_000]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,17 +214,14 @@ fn main() {
         let db = dir.join(format!("{n}.db"));
         let _ = std::fs::remove_file(&db);
         let _ = std::fs::remove_file(db.with_extension("db-wal"));
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut config = Config {
+        let config = Config {
             store: StoreConfig {
                 url: format!("sqlite://{}", db.display()),
                 synchronous: Synchronous::Normal,
                 ..Default::default()
             },
-            ..Default::default()
+            ..support::repo_config()
         };
-        config.templates.dir = repo.join("templates");
-        config.quiet_hours.calendars_dir = repo.join("config/holidays");
         rt.block_on(async {
             let store = duebell::store::open(&config.store).await.unwrap();
             let csv = seed(&db, n, at);
@@ -245,10 +240,24 @@ fn main() {
             // The ticks first: the baselines' allocations stay in the
             // process and would count in the ticks' peak RSS.
             let mut ticks = Vec::new();
-            for label in ["first (records due decisions)", "steady state"] {
+            let later = |minutes| at + Duration::minutes(minutes);
+            for (label, pass, now) in [
+                ("first (full pass, records due decisions)", Pass::Full, at),
+                ("steady, full pass", Pass::Full, at),
+                (
+                    "steady, next looks (cron tick 5 min later)",
+                    Pass::Due,
+                    later(5),
+                ),
+                (
+                    "next day, next looks (a day's new steps)",
+                    Pass::Due,
+                    later(24 * 60),
+                ),
+            ] {
                 reset_peak();
                 let started = Instant::now();
-                let tick = engine.plan(at).await.unwrap();
+                let tick = engine.plan_pass(now, pass, None).await.unwrap();
                 let wall = started.elapsed().as_secs_f64();
                 let peak = peak_rss_kib().map_or(0, |k| k / 1024);
                 ticks.push((label, tick, wall, peak));

@@ -81,3 +81,25 @@ pub fn timed_run_once(cfg: &Path, book: &Path) -> (usize, Duration) {
         .count();
     (sent, took)
 }
+
+/// The book sizes named on the command line, or `default`.
+pub fn sizes(default: &[usize]) -> Vec<usize> {
+    let named: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    match named.is_empty() {
+        true => default.to_vec(),
+        false => named,
+    }
+}
+
+/// The default configuration with this checkout's templates and holiday
+/// calendars.
+pub fn repo_config() -> duebell::config::Config {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = duebell::config::Config::default();
+    config.templates.dir = repo.join("templates");
+    config.quiet_hours.calendars_dir = repo.join("config/holidays");
+    config
+}
