@@ -148,4 +148,39 @@ impl Dispatcher {
     pub async fn record_all(&self, now: DateTime<Utc>, done: &[Done]) -> Result<(), StoreError> {
         self.record_and_claim(now, done, 0).await.map(|_| ())
     }
+
+    /// Sends everything due at `now`, one after another, claiming up to
+    /// `DRAIN_BATCH` at a time and recording each batch's outcomes with the
+    /// next batch's claims (`simulate`, tests); the outcomes in claim order.
+    pub async fn drain(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
+        const DRAIN_BATCH: usize = 64;
+        let mut outcomes = Vec::new();
+        let mut done: Vec<Done> = Vec::new();
+        // Each claimed message in order: its send (an index into `done`)
+        // or the verdict that decided it without one.
+        let mut order: Vec<Result<usize, Outcome>> = Vec::new();
+        loop {
+            let batch = self.record_and_claim(now, &done, DRAIN_BATCH).await?;
+            let mut sent: Vec<Option<Outcome>> =
+                done.drain(..).map(|d| Some(d.outcome.clone())).collect();
+            outcomes.extend(order.drain(..).filter_map(|o| match o {
+                Ok(i) => sent[i].take(),
+                Err(decided) => Some(decided),
+            }));
+            if batch.is_empty() {
+                return Ok(outcomes);
+            }
+            for (view, verdict) in batch {
+                match verdict {
+                    Verdict::Send {
+                        attempt_id, loans, ..
+                    } => {
+                        order.push(Ok(done.len()));
+                        done.push(self.send_claimed(now, view, attempt_id, loans).await);
+                    }
+                    decided => order.push(Err(Outcome::Decided(decided))),
+                }
+            }
+        }
+    }
 }

@@ -503,15 +503,4 @@ impl Dispatcher {
             )
         })
     }
-
-    /// Sends everything due at `now`; returns how many steps ran.
-    pub async fn drain(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, StoreError> {
-        let mut outcomes = Vec::new();
-        loop {
-            match self.dispatch_next(now).await? {
-                Outcome::Idle => return Ok(outcomes),
-                o => outcomes.push(o),
-            }
-        }
-    }
 }
