@@ -5,13 +5,13 @@
 
 mod config;
 pub mod rows;
+mod stream;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use crate::store::{
     ImportCounts, ImportKind, ImportRecord, LoanBookRow, PaymentRow, RowOutcome, Store, StoreError,
@@ -86,7 +86,9 @@ pub enum Progress {
 }
 
 /// Imports one file: every valid row upserted by external id, in one
-/// transaction; invalid rows reported and skipped.
+/// transaction; invalid rows reported and skipped. The file is read as a
+/// stream (once for its content hash, once for its rows), so memory does
+/// not follow its size.
 pub async fn import_file(
     store: &dyn Store,
     path: &Path,
@@ -94,46 +96,69 @@ pub async fn import_file(
     progress: Progress,
 ) -> Result<ImportReport, ImportError> {
     let shown = path.display().to_string();
-    let bytes = tokio::fs::read(path)
+    let read_err = |source| ImportError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let owned = path.to_owned();
+    let hash = tokio::task::spawn_blocking(move || stream::hash_file(&owned))
         .await
-        .map_err(|source| ImportError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-    import_bytes(store, &shown, &bytes, now, progress).await
+        .map_err(|e| read_err(std::io::Error::other(e.to_string())))?
+        .map_err(read_err)?;
+    import_hashed(store, path, hash, now, progress).await
 }
 
-/// Hex SHA-256 of a file's content.
-pub fn content_hash(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-async fn import_bytes(
+/// `import_file` once the content hash is known.
+async fn import_hashed(
     store: &dyn Store,
-    shown: &str,
-    bytes: &[u8],
+    path: &Path,
+    content_hash: String,
     now: DateTime<Utc>,
     progress: Progress,
 ) -> Result<ImportReport, ImportError> {
-    let format = FileFormat::of(Path::new(shown)).ok_or_else(|| ImportError::Format {
-        path: shown.to_owned(),
+    let shown = path.display().to_string();
+    let read_err = |source| ImportError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    let input = rows::without_bom(file).map_err(read_err)?;
+    let seen = stream::Seen::default();
+    let format = FileFormat::of(path).ok_or_else(|| ImportError::Format {
+        path: shown.clone(),
     })?;
     let file_err = |e: rows::FileError| ImportError::File {
-        path: shown.to_owned(),
+        path: shown.clone(),
         line: e.line,
         field: e.field,
         reason: e.reason,
     };
-    let (kind, records): (ImportKind, Box<dyn Iterator<Item = _> + Send + '_>) = match format {
+    let (kind, records): (ImportKind, Box<dyn Iterator<Item = _> + Send>) = match format {
         FileFormat::Csv => {
-            let (columns, recs) = rows::csv_records(bytes).map_err(file_err)?;
+            let (columns, recs) = rows::csv_stream(input, seen.clone()).map_err(file_err)?;
             (
                 rows::detect_kind(&columns).map_err(file_err)?,
                 Box::new(recs),
             )
         }
         FileFormat::Jsonl => {
-            let columns = rows::jsonl_columns(bytes);
+            let tee = stream::Tee::new(input, seen.clone());
+            let mut recs = rows::jsonl_lines(std::io::BufReader::new(tee));
+            // The kind comes from the first object; what came before it
+            // (lines that are not objects) is reported in its place.
+            let mut early = Vec::new();
+            let columns = loop {
+                match recs.next() {
+                    Some(Ok(r)) => {
+                        let columns: Vec<String> = r.fields.keys().cloned().collect();
+                        early.push(Ok(r));
+                        break columns;
+                    }
+                    Some(Err(e)) => early.push(Err(e)),
+                    None => break Vec::new(),
+                }
+            };
             if columns.is_empty() {
                 return Err(file_err(rows::FileError {
                     line: 1,
@@ -143,12 +168,50 @@ async fn import_bytes(
             }
             (
                 rows::detect_kind(&columns).map_err(file_err)?,
-                Box::new(rows::jsonl_records(bytes)),
+                Box::new(early.into_iter().chain(recs)),
             )
         }
     };
+    import_records(
+        store,
+        &shown,
+        kind,
+        records,
+        seen,
+        size,
+        content_hash,
+        now,
+        progress,
+    )
+    .await
+}
 
-    let bar = progress_bar(progress, bytes.len() as u64);
+/// The key of a record (`loan_id` or `payment_id`), trimmed.
+fn row_key(kind: ImportKind, rec: &RawRecord) -> String {
+    let field = match kind {
+        ImportKind::Loans => "loan_id",
+        ImportKind::Payments => "payment_id",
+    };
+    rec.fields
+        .get(field)
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Applies a file's records in chunks, in one transaction.
+#[allow(clippy::too_many_arguments)]
+async fn import_records(
+    store: &dyn Store,
+    shown: &str,
+    kind: ImportKind,
+    records: Box<dyn Iterator<Item = Result<RawRecord, (u64, String, String)>> + Send + '_>,
+    seen: stream::Seen,
+    size: u64,
+    content_hash: String,
+    now: DateTime<Utc>,
+    progress: Progress,
+) -> Result<ImportReport, ImportError> {
+    let bar = progress_bar(progress, size);
     let store_err = |source| ImportError::Store {
         path: shown.to_owned(),
         source,
@@ -156,17 +219,33 @@ async fn import_bytes(
     let mut tx = store.begin_import(now).await.map_err(store_err)?;
     let mut counts = ImportCounts::default();
     let mut errors = Vec::new();
-    // First line of each key, so a key repeated within one file is refused
-    // rather than silently overwriting the earlier row.
-    let mut first_seen: HashMap<String, u64> = HashMap::new();
-    let mut borrowers_seen: HashMap<String, (u64, crate::domain::Borrower)> = HashMap::new();
     let mut records = records.peekable();
     while records.peek().is_some() {
+        let chunk: Vec<_> = records.by_ref().take(CHUNK).collect();
+        // A key repeated within one file is refused rather than silently
+        // overwriting the earlier row, and a borrower's later row must agree
+        // with their first: what earlier chunks had is kept in the import's
+        // transaction (`ImportTx::seen_before`), not in memory.
+        let mut wanted: Vec<String> = Vec::new();
+        for rec in chunk.iter().flatten() {
+            let key = row_key(kind, rec);
+            if !key.is_empty() {
+                wanted.push(format!("k:{key}"));
+            }
+            let borrower = rec.fields.get("borrower_id").map_or("", |b| b.trim());
+            if kind == ImportKind::Loans && !borrower.is_empty() {
+                wanted.push(format!("b:{borrower}"));
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let earlier = tx.seen_before(&wanted).await.map_err(store_err)?;
+        let mut here: HashMap<String, (u64, Option<String>)> = HashMap::new();
         let mut loans = Vec::new();
         let mut payments = Vec::new();
         let mut lines = Vec::new();
         let mut last_end = 0;
-        for item in records.by_ref().take(CHUNK) {
+        for item in chunk {
             let rec = match item {
                 Ok(r) => r,
                 Err((line, field, reason)) => {
@@ -180,29 +259,32 @@ async fn import_bytes(
                 }
             };
             last_end = rec.end;
-            let (key_field, key) = match kind {
-                ImportKind::Loans => ("loan_id", rec.fields.get("loan_id")),
-                ImportKind::Payments => ("payment_id", rec.fields.get("payment_id")),
+            let key_field = match kind {
+                ImportKind::Loans => "loan_id",
+                ImportKind::Payments => "payment_id",
             };
-            let key = key.map(|k| k.trim().to_owned()).unwrap_or_default();
-            if !key.is_empty() {
-                if let Some(first) = first_seen.get(&key) {
-                    errors.push(RowError {
-                        path: shown.to_owned(),
-                        line: rec.line,
-                        field: key_field.to_owned(),
-                        reason: format!("`{key}` appears again (first on line {first}); list each once per file"),
-                    });
-                    continue;
-                }
+            let key = row_key(kind, &rec);
+            let mark = format!("k:{key}");
+            if let Some((first, _)) = here.get(&mark).or_else(|| earlier.get(&mark)) {
+                errors.push(RowError {
+                    path: shown.to_owned(),
+                    line: rec.line,
+                    field: key_field.to_owned(),
+                    reason: format!(
+                        "`{key}` appears again (first on line {first}); list each once per file"
+                    ),
+                });
+                continue;
             }
             let validated = match kind {
                 ImportKind::Loans => rows::loan_row(&rec).and_then(|(borrower, loan)| {
                     // A borrower's details repeat on each of their loans; if
                     // two rows disagree, applying both would flip the store
                     // on every import, so the later row is refused.
-                    match borrowers_seen.get(borrower.id.as_str()) {
+                    let mark = format!("b:{}", borrower.id.as_str());
+                    match here.get(&mark).or_else(|| earlier.get(&mark)) {
                         Some((first_line, first)) => {
+                            let first = first.as_deref().unwrap_or_default();
                             if let Some(field) = rows::first_difference(first, &borrower) {
                                 return Err((
                                     field.to_owned(),
@@ -214,7 +296,7 @@ async fn import_bytes(
                             }
                         }
                         None => {
-                            borrowers_seen.insert(borrower.id.as_str().to_owned(), (rec.line, borrower.clone()));
+                            here.insert(mark, (rec.line, Some(rows::borrower_fields(&borrower))));
                         }
                     }
                     loans.push(LoanBookRow { line: rec.line, borrower, loan });
@@ -226,7 +308,9 @@ async fn import_bytes(
             };
             match validated {
                 Ok(()) => {
-                    first_seen.insert(key, rec.line);
+                    if !key.is_empty() {
+                        here.insert(format!("k:{key}"), (rec.line, None));
+                    }
                     lines.push(rec.line);
                 }
                 Err((field, reason)) => errors.push(RowError {
@@ -237,6 +321,11 @@ async fn import_bytes(
                 }),
             }
         }
+        let marks: Vec<(String, u64, Option<String>)> = here
+            .into_iter()
+            .map(|(k, (line, fields))| (k, line, fields))
+            .collect();
+        tx.mark_seen(&marks).await.map_err(store_err)?;
         let outcomes = match kind {
             ImportKind::Loans => tx.upsert_loans(&loans).await,
             ImportKind::Payments => tx.upsert_payments(&payments).await,
@@ -257,9 +346,15 @@ async fn import_bytes(
             bar.set_position(last_end);
         }
     }
+    // A read that failed part-way must not apply the part it read.
+    if let Some(why) = seen.failure() {
+        return Err(ImportError::Read {
+            path: shown.to_owned(),
+            source: std::io::Error::other(format!("{why} (nothing of the file was applied)")),
+        });
+    }
     errors.sort_by_key(|e| e.line);
     counts.rejected = errors.len() as u64;
-    let content_hash = content_hash(bytes);
     tx.record(&ImportRecord {
         path: shown.to_owned(),
         kind,
@@ -330,17 +425,25 @@ impl FileWatch {
         now: DateTime<Utc>,
     ) -> Result<PollOutcome, ImportError> {
         let shown = self.path.display().to_string();
-        let bytes = match tokio::fs::read(&self.path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PollOutcome::Missing),
-            Err(source) => {
+        let owned = self.path.clone();
+        let hash = match tokio::task::spawn_blocking(move || stream::hash_file(&owned)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(PollOutcome::Missing)
+            }
+            Ok(Err(source)) => {
                 return Err(ImportError::Read {
                     path: shown,
                     source,
                 })
             }
+            Err(e) => {
+                return Err(ImportError::Read {
+                    path: shown,
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }
         };
-        let hash = content_hash(&bytes);
         if self.last_hash.is_none() {
             self.last_hash =
                 store
@@ -354,11 +457,19 @@ impl FileWatch {
         if self.last_hash.as_deref() == Some(hash.as_str()) {
             return Ok(PollOutcome::Unchanged);
         }
-        let report = import_bytes(store, &shown, &bytes, now, Progress::Off).await;
+        let report = import_hashed(store, &self.path, hash.clone(), now, Progress::Off).await;
+        if let Err(ImportError::Read { source, .. }) = &report {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                return Ok(PollOutcome::Missing);
+            }
+        }
         // A file that cannot be applied (bad header, unknown format) is
         // remembered too, so a broken export is reported once, not on every
-        // poll; a store failure is retried on the next poll.
-        if !matches!(report, Err(ImportError::Store { .. })) {
+        // poll; a store failure or a failed read is retried on the next poll.
+        if !matches!(
+            report,
+            Err(ImportError::Store { .. } | ImportError::Read { .. })
+        ) {
             self.last_hash = Some(hash);
         }
         Ok(PollOutcome::Imported(report?))

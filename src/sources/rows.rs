@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::stream::{Seen, Tee};
 use crate::domain::{
     parse_date, parse_instant, Borrower, BorrowerId, Currency, EmailAddress, Invalid, Loan, LoanId,
     LoanStatus, Locale, Money, Payment, PaymentId, PersonName, PhoneNumber, TimeZone,
@@ -103,11 +104,40 @@ pub fn detect_kind(columns: &[String]) -> Result<ImportKind, FileError> {
     }
 }
 
-/// Parses a CSV file's records. Yields row-level errors (bad UTF-8, a row
-/// with the wrong number of fields) inline; a header problem is a `FileError`.
-pub fn csv_records(bytes: &[u8]) -> Result<(Vec<String>, CsvRecords<'_>), FileError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+/// Parses a CSV file's records from memory (see `csv_stream`).
+pub fn csv_records(bytes: &[u8]) -> Result<(Vec<String>, CsvRecords), FileError> {
+    let input = without_bom(std::io::Cursor::new(bytes.to_vec())).map_err(|e| FileError {
+        line: 1,
+        field: "header".to_owned(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    csv_stream(input, Seen::default())
+}
+
+/// A reader with a leading UTF-8 byte-order mark (as spreadsheets write)
+/// skipped.
+pub fn without_bom(
+    mut input: impl std::io::Read + Send + 'static,
+) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(3);
+    (&mut input).take(3).read_to_end(&mut head)?;
+    if head == b"\xEF\xBB\xBF" {
+        head.clear();
+    }
+    Ok(Box::new(std::io::Cursor::new(head).chain(input)))
+}
+
+/// Parses CSV records as they are read from `input`, in bounded memory
+/// (`seen` holds what the line counter still needs; a read error is kept
+/// there). Yields row-level errors (bad UTF-8, a row with the wrong number
+/// of fields) inline; a header problem is a `FileError`.
+pub fn csv_stream(
+    input: Box<dyn std::io::Read + Send>,
+    seen: Seen,
+) -> Result<(Vec<String>, CsvRecords), FileError> {
+    let tee: Box<dyn std::io::Read + Send> = Box::new(Tee::new(input, seen.clone()));
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(tee);
     let header = reader.byte_headers().map_err(|e| FileError {
         line: 1,
         field: "header".to_owned(),
@@ -122,9 +152,9 @@ pub fn csv_records(bytes: &[u8]) -> Result<(Vec<String>, CsvRecords<'_>), FileEr
         })?;
         columns.push(name.trim().to_ascii_lowercase());
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
     for c in &columns {
-        if !c.is_empty() && !seen.insert(c) {
+        if !c.is_empty() && !names.insert(c) {
             return Err(FileError {
                 line: 1,
                 field: "header".to_owned(),
@@ -138,7 +168,7 @@ pub fn csv_records(bytes: &[u8]) -> Result<(Vec<String>, CsvRecords<'_>), FileEr
             reader,
             columns,
             record: csv::ByteRecord::new(),
-            bytes,
+            seen,
             counted_to: 0,
             line: 1,
             pending: Default::default(),
@@ -146,45 +176,47 @@ pub fn csv_records(bytes: &[u8]) -> Result<(Vec<String>, CsvRecords<'_>), FileEr
     ))
 }
 
-pub struct CsvRecords<'a> {
-    reader: csv::Reader<&'a [u8]>,
+pub struct CsvRecords {
+    reader: csv::Reader<Box<dyn std::io::Read + Send>>,
     columns: Vec<String>,
     record: csv::ByteRecord,
     /// Line numbers are counted here from byte offsets: the csv crate's own
     /// counter skips blank lines, and people look rows up by editor line.
-    bytes: &'a [u8],
-    counted_to: usize,
+    seen: Seen,
+    counted_to: u64,
     line: u64,
     /// Errors for the further lines of a row that swallowed them.
     pending: std::collections::VecDeque<(u64, String, String)>,
 }
 
-impl CsvRecords<'_> {
+impl CsvRecords {
     fn line_at(&mut self, byte: u64) -> u64 {
-        let mut byte = (byte as usize).min(self.bytes.len());
+        let end = self.seen.end();
+        let mut byte = byte.min(end);
         // The reader reports a record as starting where the previous one
         // ended, before any blank lines it skipped.
-        while byte < self.bytes.len() && matches!(self.bytes[byte], b'\n' | b'\r') {
+        while matches!(self.seen.byte(byte), Some(b'\n' | b'\r')) {
             byte += 1;
         }
         if byte > self.counted_to {
-            self.line += self.bytes[self.counted_to..byte]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count() as u64;
+            self.line += self.seen.with(self.counted_to, byte, |b| {
+                b.iter().filter(|c| **c == b'\n').count() as u64
+            });
             self.counted_to = byte;
         }
         self.line
     }
 }
 
-impl Iterator for CsvRecords<'_> {
+impl Iterator for CsvRecords {
     type Item = Result<RawRecord, (u64, String, String)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.pending.pop_front() {
             return Some(Err(e));
         }
+        // What lies before the last counted line is never looked at again.
+        self.seen.forget_before(self.counted_to);
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => None,
             Err(e) => {
@@ -192,7 +224,7 @@ impl Iterator for CsvRecords<'_> {
                 // A CSV syntax error (bad quoting) is unrecoverable for the
                 // rest of the file: report it and stop reading.
                 let reason = format!("{e}; fix the quoting on this line");
-                self.reader = csv::Reader::from_reader(&[][..]);
+                self.reader = csv::Reader::from_reader(Box::new(std::io::empty()));
                 Some(Err((line, "row".to_owned(), reason)))
             }
             Ok(true) => {
@@ -207,14 +239,13 @@ impl Iterator for CsvRecords<'_> {
                     .iter()
                     .any(|f| f.iter().any(|b| matches!(b, b'\n' | b'\r')))
                 {
-                    let body = &self.bytes[(start as usize).min(self.bytes.len())
-                        ..(end as usize).min(self.bytes.len())];
                     let last = line
-                        + body
-                            .trim_ascii_end()
-                            .iter()
-                            .filter(|b| **b == b'\n')
-                            .count() as u64;
+                        + self.seen.with(start, end, |body| {
+                            body.trim_ascii_end()
+                                .iter()
+                                .filter(|b| **b == b'\n')
+                                .count() as u64
+                        });
                     for swallowed in line + 1..=last {
                         self.pending.push_back((
                             swallowed,
@@ -269,19 +300,28 @@ impl Iterator for CsvRecords<'_> {
     }
 }
 
-/// Parses a JSONL file: each non-blank line one JSON object. String,
-/// number and boolean values are taken as text; `null` is empty.
+/// Parses a JSONL file in memory (see `jsonl_lines`).
 pub fn jsonl_records(
     bytes: &[u8],
 ) -> impl Iterator<Item = Result<RawRecord, (u64, String, String)>> + '_ {
+    jsonl_lines(bytes)
+}
+
+/// Parses JSONL as it is read: each non-blank line one JSON object. String,
+/// number and boolean values are taken as text; `null` is empty. A read
+/// error ends the records (the reader's `Seen` keeps it).
+pub fn jsonl_lines<'r>(
+    input: impl std::io::BufRead + 'r,
+) -> impl Iterator<Item = Result<RawRecord, (u64, String, String)>> + 'r {
     let mut offset = 0u64;
-    bytes
-        .split(|b| *b == b'\n')
+    input
+        .split(b'\n')
+        .map_while(Result::ok)
         .enumerate()
         .filter_map(move |(i, line)| {
             offset += line.len() as u64 + 1;
             let line_no = i as u64 + 1;
-            let text = match std::str::from_utf8(line) {
+            let text = match std::str::from_utf8(&line) {
                 Ok(t) => t.trim(),
                 Err(_) => return Some(Err((line_no, "row".to_owned(), "is not UTF-8".to_owned()))),
             };
@@ -392,21 +432,29 @@ pub fn loan_row(rec: &RawRecord) -> FieldResult<(Borrower, Loan)> {
     ))
 }
 
-/// The first field in which two descriptions of one borrower differ.
-pub fn first_difference(a: &Borrower, b: &Borrower) -> Option<&'static str> {
-    if a.name != b.name {
-        Some("name")
-    } else if a.phone != b.phone {
-        Some("phone")
-    } else if a.email != b.email {
-        Some("email")
-    } else if a.locale != b.locale {
-        Some("locale")
-    } else if a.timezone != b.timezone {
-        Some("timezone")
-    } else {
-        None
-    }
+/// A borrower's details as one text (each field's canonical form, in the
+/// order `first_difference` compares them), to remember a borrower's first
+/// row of a file without holding the row.
+pub fn borrower_fields(b: &Borrower) -> String {
+    [
+        b.name.as_str(),
+        b.phone.as_ref().map_or("", |p| p.as_str()),
+        b.email.as_ref().map_or("", |e| e.as_str()),
+        b.locale.as_ref().map_or("", |l| l.as_str()),
+        b.timezone.as_ref().map_or("", |t| t.name()),
+    ]
+    .join("\u{1f}")
+}
+
+/// The first field in which a borrower's row differs from the details
+/// (`borrower_fields`) of an earlier row of the same borrower.
+pub fn first_difference(first: &str, b: &Borrower) -> Option<&'static str> {
+    let now = borrower_fields(b);
+    ["name", "phone", "email", "locale", "timezone"]
+        .into_iter()
+        .zip(first.split('\u{1f}').zip(now.split('\u{1f}')))
+        .find(|(_, (a, b))| a != b)
+        .map(|(field, _)| field)
 }
 
 /// Validates a payments record.

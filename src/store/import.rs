@@ -33,6 +33,8 @@ struct $import {
     /// First contact points waiting for `flush_contacts`: (borrower,
     /// channel, address, region).
     new_contacts: Vec<(i64, &'static str, String, Option<String>)>,
+    /// Whether `import_seen` is ready (made and emptied) for this import.
+    seen_ready: bool,
 }
 
 
@@ -511,6 +513,43 @@ impl ImportTx for $import {
             }
         }
         Ok(outcomes)
+    }
+
+    async fn seen_before(
+        &mut self,
+        keys: &[String],
+    ) -> Result<HashMap<String, (u64, Option<String>)>, StoreError> {
+        if !self.seen_ready {
+            // A temporary table lives with the connection: made once, and
+            // emptied at the start of each import that uses it.
+            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS import_seen (k TEXT PRIMARY KEY, line BIGINT NOT NULL, fields TEXT)")
+                .execute(&mut *self.tx)
+                .await?;
+            sqlx::query("DELETE FROM import_seen").execute(&mut *self.tx).await?;
+            self.seen_ready = true;
+        }
+        let mut out = HashMap::new();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for row in $select_in_str(&mut *self.tx, "SELECT k, line, fields FROM import_seen WHERE k IN ({})", &keys).await? {
+            out.insert(row.get::<String, _>(0), (row.get::<i64, _>(1) as u64, row.get::<Option<String>, _>(2)));
+        }
+        Ok(out)
+    }
+
+    async fn mark_seen(&mut self, marks: &[(String, u64, Option<String>)]) -> Result<(), StoreError> {
+        for chunk in marks.chunks(300) {
+            let text = format!(
+                "INSERT INTO import_seen (k, line, fields) VALUES {} ON CONFLICT (k) DO NOTHING",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let text = $sql(&text);
+            let mut q = sqlx::query(&text);
+            for (k, line, fields) in chunk {
+                q = q.bind(k.as_str()).bind(*line as i64).bind(fields.as_deref());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     async fn record(&mut self, record: &ImportRecord) -> Result<(), StoreError> {

@@ -514,6 +514,20 @@ pub trait ImportTx: Send {
     /// amount due becomes `paid`.
     async fn upsert_payments(&mut self, rows: &[PaymentRow])
         -> Result<Vec<RowOutcome>, StoreError>;
+    /// Of `keys`, those `mark_seen` marked earlier in this import, with the
+    /// line and the text they were marked with. The import keeps what a
+    /// file has shown so far (its row keys, each borrower's first row) here,
+    /// in its own transaction, rather than in memory.
+    async fn seen_before(
+        &mut self,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, (u64, Option<String>)>, StoreError>;
+    /// Marks keys as seen in this import (a key marked already keeps its
+    /// first mark).
+    async fn mark_seen(
+        &mut self,
+        marks: &[(String, u64, Option<String>)],
+    ) -> Result<(), StoreError>;
     async fn record(&mut self, record: &ImportRecord) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

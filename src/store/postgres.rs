@@ -137,6 +137,7 @@ super::common::impl_store!(PgStore {
             new_contacts: Vec::new(),
             tx,
             now: to_millis(now),
+            seen_ready: false,
         }))
     }
 

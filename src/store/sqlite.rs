@@ -90,6 +90,7 @@ super::common::impl_store!(SqliteStore {
             new_contacts: Vec::new(),
             tx,
             now: to_millis(now),
+            seen_ready: false,
         }))
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use duebell::domain::{LoanId, LoanStatus};
 
-use crate::support::{duebell, open_store, run, write_book, write_config, LOAN_HEADER};
+use crate::support::{duebell, loan_line, open_store, run, write_book, write_config, LOAN_HEADER};
 
 fn import(cfg: &std::path::Path, files: &[&std::path::Path]) -> (i32, String, String) {
     let mut args = vec![
@@ -335,4 +335,77 @@ fn a_quote_left_open_names_every_line_it_swallowed() {
         stderr.contains(&format!("{shown}:4: row: was read as part of line 3")),
         "{stderr}"
     );
+}
+
+/// The same refusals when the rows are far apart in a large file (the
+/// importer keeps what it has seen in the store's transaction, not in
+/// memory), through a byte-order mark, and in JSONL whose first lines are
+/// not objects.
+#[test]
+fn repeats_far_apart_in_a_large_file_are_refused_with_their_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let book = dir.path().join("book.csv");
+    write_book(&book, 2500, &[]);
+    let mut text = std::fs::read_to_string(&book).unwrap();
+    // L7 is on line 9; B3 (rows 6 and 7) first on line 8. A row refused
+    // for a bad field does not claim its key: L2600's later row is taken.
+    text.push_str(&loan_line(7).replace("2026-12-08", "2026-12-20"));
+    text.push('\n');
+    text.push_str(
+        &loan_line(2600)
+            .replace("B1300", "B3")
+            .replace("Name 1300", "Name Other")
+            .replace("+8613800001300", "+8613800000003")
+            .replace("u1300@", "u3@"),
+    );
+    text.push('\n');
+    text.push_str(&loan_line(2601).replace(".50,CNY", ".50.1,CNY"));
+    text.push('\n');
+    text.push_str(&loan_line(2601));
+    text.push('\n');
+    std::fs::write(&book, format!("\u{feff}{text}")).unwrap();
+    let (code, stdout, stderr) = import(&cfg, &[&book]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("imported 2501, updated 0, unchanged 0, rejected 3"),
+        "{stdout}"
+    );
+    let shown = book.display().to_string();
+    for want in [
+        format!("{shown}:2502: loan_id: `L7` appears again (first on line 9)"),
+        format!("{shown}:2503: name: differs from borrower `B3` on line 8"),
+        format!("{shown}:2504: amount_due:"),
+    ] {
+        assert!(stderr.contains(&want), "{want}\n{stderr}");
+    }
+
+    // JSONL: the kind comes from the first object, after two lines that
+    // are not objects (each reported); a repeat far down is refused.
+    let jsonl = dir.path().join("book.jsonl");
+    let mut out = String::from("not json\n[1]\n");
+    for i in 0..1500 {
+        let f: Vec<String> = loan_line(i).split(',').map(str::to_owned).collect();
+        out.push_str(&format!(
+            "{{\"loan_id\":\"J{i}\",\"borrower_id\":\"J{}\",\"name\":\"{}\",\"phone\":\"{}\",\"email\":\"{}\",\"locale\":\"{}\",\"timezone\":\"{}\",\"due_date\":\"{}\",\"amount_due\":\"{}\",\"currency\":\"{}\"}}\n",
+            i / 2, f[2], f[3].replace("+86138", "+86139"), f[4].replace('u', "j"), f[5], f[6], f[7], f[8], f[9]
+        ));
+    }
+    out.push_str(&out.lines().nth(2).unwrap().to_owned());
+    out.push('\n');
+    std::fs::write(&jsonl, out).unwrap();
+    let (code, stdout, stderr) = import(&cfg, &[&jsonl]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("imported 1500, updated 0, unchanged 0, rejected 3"),
+        "{stdout}"
+    );
+    let shown = jsonl.display().to_string();
+    for want in [
+        format!("{shown}:1: row: is not a JSON object"),
+        format!("{shown}:2: row:"),
+        format!("{shown}:1503: loan_id: `J0` appears again (first on line 3)"),
+    ] {
+        assert!(stderr.contains(&want), "{want}\n{stderr}");
+    }
 }
