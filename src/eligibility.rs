@@ -14,11 +14,22 @@ use crate::store::{ContactView, HoldView, LoanRow, PlanBorrower};
 /// The zones a borrower may be in: the stated zone, else those of the phone
 /// number's region, else the deployment's default.
 pub fn borrower_zones(b: &PlanBorrower, default_tz: Tz) -> ZoneSet {
-    zones_of(
-        b.timezone.as_deref(),
-        b.contact(Channel::Sms).map(|c| c.address.as_str()),
-        default_tz,
-    )
+    let sms = b.contact(Channel::Sms);
+    match sms.and_then(|c| c.region.as_deref()) {
+        // The region the import worked out: parsing a number against its
+        // numbering plan costs more than everything else a planner does
+        // for a borrower.
+        Some(region) => ZoneSet::resolve_region(
+            b.timezone.as_deref().and_then(|z| z.parse::<Tz>().ok()),
+            Some(region),
+            default_tz,
+        ),
+        None => zones_of(
+            b.timezone.as_deref(),
+            sms.map(|c| c.address.as_str()),
+            default_tz,
+        ),
+    }
 }
 
 /// The zones of a borrower with this stated zone and this phone number

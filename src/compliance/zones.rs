@@ -41,10 +41,13 @@ impl ZoneSource {
 
 impl ZoneSet {
     pub fn resolve(stated: Option<Tz>, phone: Option<&PhoneNumber>, default: Tz) -> ZoneSet {
-        let country = phone
-            .and_then(|p| p.region())
-            .map(country_zones)
-            .unwrap_or(&[]);
+        ZoneSet::resolve_region(stated, phone.and_then(|p| p.region()), default)
+    }
+
+    /// `resolve` from the phone number's ISO region alone (as the store
+    /// keeps it), without parsing the number again.
+    pub fn resolve_region(stated: Option<Tz>, region: Option<&str>, default: Tz) -> ZoneSet {
+        let country = region.map(country_zones).unwrap_or(&[]);
         let parse =
             |names: &[&str]| -> Vec<Tz> { names.iter().filter_map(|n| n.parse().ok()).collect() };
         match stated {
@@ -206,6 +209,24 @@ mod tests {
         assert_eq!(clash.source, ZoneSource::Ambiguous);
         assert_eq!(clash.all, vec![Europe::London, Asia::Shanghai]);
         assert_eq!(clash.primary, Europe::London);
+    }
+
+    #[test]
+    fn the_stored_region_resolves_as_the_number_does() {
+        for (number, stated) in [
+            ("+12125550123", None),
+            ("+8613812345678", Some(Europe::London)),
+            ("+447400123456", Some(Europe::London)),
+        ] {
+            let p = phone(number);
+            let by_number = ZoneSet::resolve(stated, Some(&p), Asia::Shanghai);
+            let by_region = ZoneSet::resolve_region(stated, p.region(), Asia::Shanghai);
+            assert_eq!(
+                (by_number.primary, by_number.all, by_number.source),
+                (by_region.primary, by_region.all, by_region.source),
+                "{number}"
+            );
+        }
     }
 
     #[test]
