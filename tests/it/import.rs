@@ -391,7 +391,8 @@ fn repeats_far_apart_in_a_large_file_are_refused_with_their_first_line() {
             i / 2, f[2], f[3].replace("+86138", "+86139"), f[4].replace('u', "j"), f[5], f[6], f[7], f[8], f[9]
         ));
     }
-    out.push_str(&out.lines().nth(2).unwrap().to_owned());
+    let first = out.lines().nth(2).unwrap().to_owned();
+    out.push_str(&first);
     out.push('\n');
     std::fs::write(&jsonl, out).unwrap();
     let (code, stdout, stderr) = import(&cfg, &[&jsonl]);
