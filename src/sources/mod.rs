@@ -188,14 +188,18 @@ async fn import_hashed(
 
 /// The key of a record (`loan_id` or `payment_id`), trimmed.
 fn row_key(kind: ImportKind, rec: &RawRecord) -> String {
-    let field = match kind {
-        ImportKind::Loans => "loan_id",
-        ImportKind::Payments => "payment_id",
-    };
     rec.fields
-        .get(field)
+        .get(key_field(kind))
         .map(|k| k.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The column that keys a record of `kind`.
+fn key_field(kind: ImportKind) -> &'static str {
+    match kind {
+        ImportKind::Loans => "loan_id",
+        ImportKind::Payments => "payment_id",
+    }
 }
 
 /// Applies a file's records in chunks, in one transaction.
@@ -259,17 +263,13 @@ async fn import_records(
                 }
             };
             last_end = rec.end;
-            let key_field = match kind {
-                ImportKind::Loans => "loan_id",
-                ImportKind::Payments => "payment_id",
-            };
             let key = row_key(kind, &rec);
-            let mark = format!("k:{key}");
-            if let Some((first, _)) = here.get(&mark).or_else(|| earlier.get(&mark)) {
+            let key_mark = format!("k:{key}");
+            if let Some((first, _)) = here.get(&key_mark).or_else(|| earlier.get(&key_mark)) {
                 errors.push(RowError {
                     path: shown.to_owned(),
                     line: rec.line,
-                    field: key_field.to_owned(),
+                    field: key_field(kind).to_owned(),
                     reason: format!(
                         "`{key}` appears again (first on line {first}); list each once per file"
                     ),
@@ -309,7 +309,7 @@ async fn import_records(
             match validated {
                 Ok(()) => {
                     if !key.is_empty() {
-                        here.insert(format!("k:{key}"), (rec.line, None));
+                        here.insert(key_mark, (rec.line, None));
                     }
                     lines.push(rec.line);
                 }
