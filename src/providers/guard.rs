@@ -1,5 +1,6 @@
-//! What every adapter runs behind: a rate limit (governor, charged per SMS
-//! part), a concurrency limit, a timeout, provider throttling (`Retry-After`
+//! What every adapter runs behind: a rate limit (governor for the pace, the
+//! `window` log for the exact count, both charged per SMS part), a
+//! concurrency limit, a timeout, provider throttling (`Retry-After`
 //! pauses the provider), and a circuit breaker that opens after repeated
 //! transient failures so traffic moves to the next provider, then lets one
 //! probe through after a cool-down.
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
 
-use super::{Outbound, Provider, ProviderConfig, ProviderError, Receipt};
+use super::{window, Outbound, Provider, ProviderConfig, ProviderError, Receipt};
 
 /// Consecutive transient failures that open the breaker.
 pub const BREAKER_THRESHOLD: u32 = 5;
@@ -59,15 +60,21 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// The quota that holds a rate without exceeding it in any window: governor
-/// allows a full burst on top of the steady rate, so the steady part is
-/// reduced by the burst (measured on this machine kind: a burst equal to the
-/// rate let through twice the rate in the first second).
+/// The pace of one process's limiter: a cell every `(per + MARGIN) /
+/// count`, with a burst so a message's parts go together and timer
+/// granularity is absorbed. governor lets that burst through on top of the
+/// steady rate in some window; the `window` log behind it refuses what
+/// would exceed the count, so the steady rate need not give the burst up.
 pub fn quota(rate: Rate, burst: Option<u32>) -> Result<Quota, String> {
     if burst == Some(0) {
         return Err("burst must be at least 1".into());
     }
-    let (interval, burst) = cells(rate, burst);
+    let burst = burst_for(rate, burst);
+    let interval = Duration::from_nanos(
+        (rate.per + window::MARGIN)
+            .as_nanos()
+            .div_ceil(u128::from(rate.count)) as u64,
+    );
     let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
     Quota::with_period(interval)
         .map(|q| q.allow_burst(burst))
@@ -76,16 +83,21 @@ pub fn quota(rate: Rate, burst: Option<u32>) -> Result<Quota, String> {
 
 pub use crate::shared_rate::SharedRate;
 
-/// The steady interval and burst that hold `rate` in every window: the
-/// burst comes out of the steady rate (see `quota`).
+/// The configured burst, or by default 5 ms of the rate and at least 3: a
+/// message's parts are taken from the limiter at once (so its parts never
+/// straddle two windows at the provider), which needs a burst of at least
+/// its part count.
+fn burst_for(rate: Rate, burst: Option<u32>) -> u32 {
+    burst
+        .unwrap_or_else(|| ((rate.per_second() * 0.005).ceil() as u32).max(MIN_BURST))
+        .max(1)
+}
+
+/// The steady interval and burst that hold `rate` in every window for the
+/// cluster's shared limiter, which has no log of the other instances'
+/// grants: there the burst comes out of the steady rate.
 pub fn cells(rate: Rate, burst: Option<u32>) -> (Duration, u32) {
-    let per_sec = rate.per_second();
-    // At least 3: a message's parts are taken from the limiter at once (so
-    // its parts never straddle two windows at the provider), which needs a
-    // burst of at least its part count.
-    let burst = burst
-        .unwrap_or_else(|| ((per_sec * 0.005).ceil() as u32).max(MIN_BURST))
-        .max(1);
+    let burst = burst_for(rate, burst);
     // Replenish one cell every period/(count - burst) when that leaves a
     // positive steady rate, else every period/count with a burst of 1.
     let steady = rate.count.saturating_sub(burst).max(1);
@@ -103,9 +115,49 @@ struct Breaker {
     throttled_until: Option<Instant>,
 }
 
+/// One process's rate limit: governor's pace, then the window's count.
+struct Limit {
+    pace: governor::DefaultDirectRateLimiter,
+    window: Mutex<window::Window>,
+    /// Serialises messages with more parts than the burst (see `take`).
+    oversize: tokio::sync::Mutex<()>,
+}
+
+impl Limit {
+    fn new(rate: Rate, burst: Option<u32>) -> Result<Limit, String> {
+        Ok(Limit {
+            pace: RateLimiter::direct(quota(rate, burst)?),
+            window: Mutex::new(window::Window::new(rate.count, rate.per)),
+            oversize: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Waits until `parts` cells may be used. Providers count parts, not
+    /// messages, so all of a message's parts are taken at once; one with
+    /// more parts than the burst takes them from governor one by one,
+    /// holding the others off, and from the window together.
+    async fn take(&self, parts: u32) {
+        let n = NonZeroU32::new(parts).unwrap_or(NonZeroU32::MIN);
+        if self.pace.until_n_ready(n).await.is_err() {
+            let _one_at_a_time = self.oversize.lock().await;
+            for _ in 0..n.get() {
+                self.pace.until_ready().await;
+            }
+        }
+        // Grants come out of the log in order, so the lock is not held
+        // across the wait.
+        let at = self
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(Instant::now(), n.get());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+}
+
 pub struct Guarded {
     inner: Arc<dyn Provider>,
-    limiter: Option<governor::DefaultDirectRateLimiter>,
+    limiter: Option<Limit>,
     /// With several instances: the cluster's limiter, its interval and burst.
     shared: Option<(Arc<dyn SharedRate>, Duration, u32)>,
     slots: tokio::sync::Semaphore,
@@ -113,7 +165,6 @@ pub struct Guarded {
     state: Mutex<Breaker>,
     metrics: Arc<crate::metrics::Metrics>,
     cool_down: Duration,
-    oversize: tokio::sync::Mutex<()>,
 }
 
 impl Guarded {
@@ -123,11 +174,7 @@ impl Guarded {
         metrics: Arc<crate::metrics::Metrics>,
         shared_rate: Option<Arc<dyn SharedRate>>,
     ) -> Result<Guarded, String> {
-        let mut limiter = cfg
-            .rate
-            .map(|r| quota(r, cfg.burst))
-            .transpose()?
-            .map(RateLimiter::direct);
+        let mut limiter = cfg.rate.map(|r| Limit::new(r, cfg.burst)).transpose()?;
         let shared = match (cfg.rate, shared_rate) {
             (Some(rate), Some(s)) => {
                 limiter = None;
@@ -157,7 +204,6 @@ impl Guarded {
             state: Mutex::new(Breaker::default()),
             metrics,
             cool_down: cfg.cool_down.get(),
-            oversize: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -283,18 +329,7 @@ impl Provider for Guarded {
         }
         if let Some(l) = &self.limiter {
             let started = Instant::now();
-            // Providers count parts, not messages: take all of a message's
-            // parts at once, so the provider never sees more than the rate
-            // plus the burst in any window. A message with more parts than
-            // the burst takes them one by one, holding the others off.
-            let parts =
-                NonZeroU32::new(m.segments.unwrap_or(1).max(1) as u32).unwrap_or(NonZeroU32::MIN);
-            if l.until_n_ready(parts).await.is_err() {
-                let _one_at_a_time = self.oversize.lock().await;
-                for _ in 0..parts.get() {
-                    l.until_ready().await;
-                }
-            }
+            l.take(m.segments.unwrap_or(1).max(1) as u32).await;
             self.metrics.observe(
                 "duebell_rate_limit_wait_seconds",
                 &[("provider", self.inner.name())],
@@ -322,7 +357,7 @@ impl Provider for Guarded {
             return super::Lookup::Unanswered;
         }
         if let Some(l) = &self.limiter {
-            l.until_ready().await;
+            l.take(1).await;
         }
         match tokio::time::timeout(self.timeout, self.inner.lookup(q)).await {
             Ok(answer) => answer,
@@ -357,10 +392,16 @@ mod tests {
                 && Rate::parse("0/s").is_err()
                 && Rate::parse("x").is_err()
         );
-        // 1000/s: burst 5, steady 995/s: at most 1000 in the first second.
+        // 1000/s: burst 5, paced at 1000 per 1.005 s (the window's span),
+        // so the window, not the pace, is what binds after a burst.
         let q = quota(Rate::parse("1000/s").unwrap(), None).unwrap();
         assert_eq!(q.burst_size().get(), 5);
-        let first_second = q.burst_size().get() as f64 + 1.0 / q.replenish_interval().as_secs_f64();
+        let steady = 1.0 / q.replenish_interval().as_secs_f64();
+        assert!((995.0..1000.0).contains(&steady), "{steady}");
+        // The cluster's limiter has no window: its burst comes out of the
+        // steady rate, so the first second holds at most the rate.
+        let (interval, burst) = cells(Rate::parse("1000/s").unwrap(), None);
+        let first_second = f64::from(burst) + 1.0 / interval.as_secs_f64();
         assert!(first_second <= 1000.0 + 1e-6, "{first_second}");
         let slow = quota(Rate::parse("1/s").unwrap(), None).unwrap();
         assert_eq!(slow.burst_size().get(), MIN_BURST);

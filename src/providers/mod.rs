@@ -14,6 +14,7 @@ pub mod smtp;
 pub mod tencent;
 pub mod twilio;
 pub mod webhook;
+pub mod window;
 
 use std::fmt;
 use std::sync::Arc;
