@@ -6,6 +6,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{App, CycleReport};
+
+/// How long the sending loop waits, after one send ends, for the others in
+/// flight before recording them and claiming again.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 use crate::dispatch::Outcome;
 use crate::store::Verdict;
 
@@ -99,9 +103,22 @@ impl App {
             let Some(first) = inflight.join_next().await else {
                 break;
             };
-            for joined in
-                std::iter::once(first).chain(std::iter::from_fn(|| inflight.try_join_next()))
-            {
+            let mut joined: Vec<_> = std::iter::once(first)
+                .chain(std::iter::from_fn(|| inflight.try_join_next()))
+                .collect();
+            // Sends that end close together are recorded together: with
+            // some still in flight, wait a moment for them, so one
+            // transaction records and refills many slots instead of the
+            // slots splitting into small batches that each pay a
+            // transaction. A slow provider's sends rarely end within it.
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while !inflight.is_empty() {
+                match tokio::time::timeout_at(deadline, inflight.join_next()).await {
+                    Ok(Some(j)) => joined.push(j),
+                    _ => break,
+                }
+            }
+            for joined in joined {
                 match joined {
                     Ok(d) => ended.push(d),
                     Err(e) => {

@@ -3,7 +3,7 @@
 
 use chrono::NaiveDate;
 
-use crate::domain::{Channel, PhoneNumber};
+use crate::domain::{mask_phone_text, Channel, PhoneNumber};
 use crate::store::{LoanRow, PlanBorrower};
 use crate::templates::context::ContextSource;
 use crate::templates::{BorrowerContext, LoanContext, MessageContext};
@@ -21,10 +21,14 @@ pub fn context_for(
     stage: &str,
     today: NaiveDate,
 ) -> MessageContext {
+    // A number with a stored region was parsed at import and stored in
+    // E.164: mask it as it is rather than parse it again for every send.
     let phone_masked = b
         .contact(Channel::Sms)
-        .and_then(|c| PhoneNumber::parse(&c.address).ok())
-        .map(|p| p.to_string())
+        .and_then(|c| match c.region {
+            Some(_) => Some(mask_phone_text(&c.address)),
+            None => PhoneNumber::parse(&c.address).ok().map(|p| p.to_string()),
+        })
         .unwrap_or_default();
     let loans: Vec<LoanContext> = loans
         .iter()

@@ -268,7 +268,9 @@ impl Router {
     /// number's calling code (e.g. +86 through one provider, the rest
     /// through another).
     pub fn for_recipient(&self, channel: Channel, to: &str) -> Vec<Arc<dyn Provider>> {
-        let code = (channel == Channel::Sms)
+        // Only parse the number when some provider serves only some codes.
+        let restricted = self.countries.values().any(|list| !list.is_empty());
+        let code = (channel == Channel::Sms && restricted)
             .then(|| {
                 crate::domain::PhoneNumber::parse(to)
                     .ok()
