@@ -141,14 +141,14 @@ impl Engine {
         pass: planner::Pass,
         fence: Option<&crate::store::Fence>,
     ) -> Result<TickReport, StoreError> {
-        planner::tick(
-            self.dispatcher.store.as_ref(),
-            &self.planner(),
-            now,
-            fence,
-            pass,
-        )
-        .await
+        let store = self.dispatcher.store.as_ref();
+        let report = planner::tick(store, &self.planner(), now, fence, pass).await?;
+        if report.recorded >= crate::store::BULK_ROWS {
+            store
+                .refresh_statistics(crate::store::BulkChange::Plan)
+                .await?;
+        }
+        Ok(report)
     }
 
     /// Re-plans one borrower (external id) after a change that touched

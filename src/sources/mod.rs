@@ -364,6 +364,12 @@ async fn import_records(
     .await
     .map_err(store_err)?;
     tx.commit().await.map_err(store_err)?;
+    if counts.imported + counts.updated >= crate::store::BULK_ROWS {
+        store
+            .refresh_statistics(crate::store::BulkChange::Book)
+            .await
+            .map_err(store_err)?;
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -220,13 +220,15 @@ macro_rules! with_outcome_methods {
             }
             q.bind(now_ms).execute(&mut *tx).await?;
         }
-        writes.write(&mut tx).await?;
         // Then the next batch, after the outcomes (a failed send un-logs
-        // its contact, which the claims' caps must see).
+        // its contact, which the claims' caps must see). The outcomes'
+        // events wait for the claims' own: claims do not read events, and
+        // both go in one insert.
         let claimed = match &claim {
-            Some(c) => claim_due(&mut tx, now_ms, c).await?,
+            Some(c) => claim_due(&mut tx, now_ms, c, &mut writes).await?,
             None => Vec::new(),
         };
+        writes.write(&mut tx).await?;
         if items.is_empty() && claimed.is_empty() {
             // Release the write lock now, not whenever the pooled
             // connection is next used.

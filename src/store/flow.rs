@@ -7,14 +7,15 @@
 /// The loads and the state-change helper for one backend.
 macro_rules! flow_fns {
     ($conn:ty, $row:ty) => {
-/// Loads `pks` as planning borrowers: contact points, holds, active loans,
-/// contacts since `since` and, `with_planned`, the (loan, due date, step,
-/// channel) keys already planned (the planner needs them, a claim not).
+/// Loads `pks` as planning borrowers: contact points, holds, contacts
+/// since `since` and, `for_plan`, their active loans and the (loan, due
+/// date, step, channel) keys already planned (the planner needs them; a
+/// claim carries its own message's loans).
 pub(super) async fn load_borrowers(
     conn: &mut $conn,
     pks: &[i64],
     since: DateTime<Utc>,
-    with_planned: bool,
+    for_plan: bool,
 ) -> Result<Vec<PlanBorrower>, StoreError> {
     let mut out: Vec<PlanBorrower> = Vec::with_capacity(pks.len());
     // `status || ''` keeps SQLite from reading loans by the status index
@@ -94,14 +95,16 @@ pub(super) async fn load_borrowers(
                 until,
             });
         }
-        for row in by_borrowers(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
-                        FROM loans WHERE status || '' = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk, ranged).await?
+        // A claim carries its message's loans (`ClaimView::loans`), not
+        // every active loan of the borrower.
+        for row in if !for_plan { Vec::new() } else { by_borrowers(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
+                        FROM loans WHERE status || '' = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk, ranged).await? }
         {
             let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
             out[idx].loans.push(loan_row(&row, 1)?);
         }
         // What was planned matters to the planner only, not to a claim.
-        for row in if !with_planned { Vec::new() } else { by_borrowers(
+        for row in if !for_plan { Vec::new() } else { by_borrowers(
             conn,
             "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
                  FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
@@ -201,7 +204,8 @@ pub(super) fn loan_row(row: &$row, at: usize) -> Result<LoanRow, StoreError> {
 /// number of queries for the whole batch, then decides and applies each in
 /// order. A message decided `Send` logs a contact; the later messages of
 /// the same borrower in the batch see it, exactly as if each had been
-/// claimed in its own transaction.
+/// claimed in its own transaction. The batch's events and contact-log rows
+/// go into `writes`, which the caller writes before it commits.
 pub(super) async fn claim_rows(
     conn: &mut $conn,
     rows: &[$row],
@@ -209,6 +213,7 @@ pub(super) async fn claim_rows(
     since: DateTime<Utc>,
     lease: &ClaimLease,
     decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
+    writes: &mut BatchRows,
 ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
     let mut pks: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("borrower_id")).collect();
@@ -219,11 +224,17 @@ pub(super) async fn claim_rows(
         .into_iter()
         .map(|b| (b.pk, b))
         .collect();
+    // The borrowers' active contact points are loaded already; only a
+    // message addressed to one since replaced needs its own read.
+    let mut contacts: HashMap<i64, ContactView> = borrowers
+        .values()
+        .flat_map(|b| b.contacts.iter().map(|c| (c.id, c.clone())))
+        .collect();
     let cps: Vec<i64> = rows
         .iter()
         .filter_map(|r| r.get::<Option<i64>, _>("contact_point_id"))
+        .filter(|cp| !contacts.contains_key(cp))
         .collect();
-    let mut contacts: HashMap<i64, ContactView> = HashMap::new();
     if !cps.is_empty() {
         for r in select_in_i64(conn, "SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id IN ({})", &cps).await? {
             contacts.insert(r.get(0), ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) });
@@ -238,7 +249,6 @@ pub(super) async fn claim_rows(
         loans.entry(r.get(0)).or_default().push(loan);
     }
     let mut out = Vec::with_capacity(rows.len());
-    let mut writes = BatchRows::default();
     let mut sends: Vec<Sending> = Vec::new();
     for row in rows {
         let message_id: i64 = row.get("id");
@@ -285,7 +295,7 @@ pub(super) async fn claim_rows(
                 });
             }
         } else {
-            apply_verdict(&mut *conn, now_ms, &view, &verdict, &mut writes).await?;
+            apply_verdict(&mut *conn, now_ms, &view, &verdict, writes).await?;
         }
         out.push((view, verdict));
     }
@@ -317,7 +327,6 @@ pub(super) async fn claim_rows(
             dropped.insert(send.at);
         }
     }
-    writes.write(conn).await?;
     Ok(out
         .into_iter()
         .enumerate()
@@ -353,28 +362,15 @@ pub(super) struct BatchRows {
 impl BatchRows {
     pub(super) async fn write(&self, conn: &mut $conn) -> Result<(), StoreError> {
         // 5 values a row; 200 rows stay far below either backend's limit.
+        let rows = |n: usize| vec!["(?, ?, ?, ?, ?)"; n].join(", ");
         for chunk in self.events.chunks(200) {
-            let text = format!(
-                "INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES {}",
-                vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let text = sql(&text);
-            let mut q = sqlx::query(&text);
-            for (id, at, from, to, reason) in chunk {
-                q = q.bind(*id).bind(*at).bind(*from).bind(*to).bind(reason.as_str());
-            }
+            let text = sql(&format!("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES {}", rows(chunk.len()))).into_owned();
+            let q = chunk.iter().fold(sqlx::query(&text), |q, (id, at, from, to, reason)| q.bind(*id).bind(*at).bind(*from).bind(*to).bind(reason.as_str()));
             q.execute(&mut *conn).await?;
         }
         for chunk in self.contacts.chunks(200) {
-            let text = format!(
-                "INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES {}",
-                vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let text = sql(&text);
-            let mut q = sqlx::query(&text);
-            for (id, borrower, cp, channel, at) in chunk {
-                q = q.bind(*id).bind(*borrower).bind(*cp).bind(*channel).bind(*at);
-            }
+            let text = sql(&format!("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES {}", rows(chunk.len()))).into_owned();
+            let q = chunk.iter().fold(sqlx::query(&text), |q, (id, borrower, cp, channel, at)| q.bind(*id).bind(*borrower).bind(*cp).bind(*channel).bind(*at));
             q.execute(&mut *conn).await?;
         }
         Ok(())

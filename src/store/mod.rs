@@ -128,6 +128,18 @@ pub struct StoreCounts {
     pub imports: u64,
 }
 
+/// What a bulk change wrote (`Store::refresh_statistics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkChange {
+    /// An import: borrowers, loans, contact points, holds, payments.
+    Book,
+    /// A planning pass: messages and the loans they carry.
+    Plan,
+}
+
+/// Rows a change must write before the planner's statistics are refreshed.
+pub const BULK_ROWS: u64 = 1000;
+
 /// The store interface. Methods take `now` from the caller's clock: the
 /// store never reads the wall clock itself.
 #[async_trait]
@@ -136,6 +148,14 @@ pub trait Store: Send + Sync + 'static {
     /// `commit` rolls everything back, so a failed or killed import leaves
     /// the store as it was before that file.
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError>;
+    /// Refreshes the query planner's statistics after a bulk change.
+    /// PostgreSQL plans by them, and autovacuum refreshes them only a
+    /// minute or more later: until then a claim's join could read every
+    /// loan (measured: 4 ms a claim after importing 20,000 loans, half of
+    /// the sending time). SQLite's plans for duebell's queries need none.
+    async fn refresh_statistics(&self, _change: BulkChange) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Content hash of the last import of `path`, to skip unchanged files.
     async fn last_import_hash(&self, path: &str) -> Result<Option<String>, StoreError>;
     async fn counts(&self) -> Result<StoreCounts, StoreError>;

@@ -123,6 +123,15 @@ super::common::impl_store!(PgStore {
         super::Db::Postgres(self.pool.clone())
     }
 
+    async fn refresh_statistics(&self, change: super::BulkChange) -> Result<(), StoreError> {
+        let tables = match change {
+            super::BulkChange::Book => "borrowers, loans, contact_points, holds, payments",
+            super::BulkChange::Plan => "messages, message_loans",
+        };
+        sqlx::query(&format!("ANALYZE {tables}")).execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // One import at a time across instances: two applying the same
@@ -405,10 +414,16 @@ async fn claim_due(
     conn: &mut PgConnection,
     now_ms: i64,
     c: &super::ClaimRequest<'_>,
+    writes: &mut BatchRows,
 ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+    // One round trip: the messages, then (the scalar sub-query runs once,
+    // after `m` is read in full) their borrowers locked in id order.
     let rows = sqlx::query(
-        "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= $1
-          ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "WITH m AS (SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= $1
+                     ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED),
+              b AS (SELECT id FROM borrowers WHERE id IN (SELECT borrower_id FROM m)
+                     ORDER BY id FOR NO KEY UPDATE)
+         SELECT m.* FROM m WHERE (SELECT count(*) FROM b) >= 0 ORDER BY m.not_before, m.id",
     )
     .bind(now_ms)
     .bind(i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX))
@@ -417,17 +432,7 @@ async fn claim_due(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut owners: Vec<i64> = rows
-        .iter()
-        .map(|r| r.get::<i64, _>("borrower_id"))
-        .collect();
-    owners.sort_unstable();
-    owners.dedup();
-    sqlx::query("SELECT id FROM borrowers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-        .bind(&owners)
-        .execute(&mut *conn)
-        .await?;
-    claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide).await
+    claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide, writes).await
 }
 
 /// A write transaction (rows are locked as they are read, `FOR UPDATE`).

@@ -287,6 +287,7 @@ async fn claim_due(
     conn: &mut SqliteConnection,
     now_ms: i64,
     c: &super::ClaimRequest<'_>,
+    writes: &mut BatchRows,
 ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
     let rows = sqlx::query(
         "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT ?",
@@ -298,7 +299,7 @@ async fn claim_due(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide).await
+    claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide, writes).await
 }
 
 /// Runs `SELECT … WHERE col IN (…)` over `keys` in chunks. `sql` holds one
