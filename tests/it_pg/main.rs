@@ -27,6 +27,7 @@ mod offers;
 mod pipeline;
 #[path = "../it/smtp.rs"]
 mod smtp;
+mod statistics;
 #[path = "../it/store.rs"]
 mod store;
 #[path = "../it/support.rs"]
