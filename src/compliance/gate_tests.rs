@@ -157,3 +157,16 @@ fn spread_is_deterministic_and_stays_in_the_window() {
     let short_end = open + Duration::minutes(5);
     assert!((0..50).all(|i| gate.spread_from(open, short_end, &format!("k{i}")) < short_end));
 }
+
+#[test]
+fn each_listed_zone_belongs_to_its_region_and_others_to_none() {
+    for r in ["CN", "ES", "US", "CA", "AU", "BR", "ID", "NZ", "GB"] {
+        for z in zones::country_zones(r) {
+            let tz: Tz = z.parse().unwrap();
+            assert_eq!(zone_country(tz), Some(r), "{z}");
+        }
+    }
+    assert_eq!(zone_country(chrono_tz::Atlantic::Canary), Some("ES"));
+    assert_eq!(zone_country(chrono_tz::Europe::Zurich), None);
+    assert_eq!(zone_country(chrono_tz::UTC), None);
+}
