@@ -215,7 +215,10 @@ fn main() {
         .build()
         .unwrap();
     let at: DateTime<Utc> = "2026-12-10T03:00:00Z".parse().unwrap();
+    // `cargo bench --bench dispatch -- fidelity` runs only the rate table.
+    let only_fidelity = std::env::args().any(|a| a == "fidelity");
     rt.block_on(async {
+        if !only_fidelity {
         println!("## Throughput to a loopback HTTP sink, no rate limit\n");
         println!("| messages | concurrency | store sync | sent | `run --once` wall | sending (first to last at the sink) | duebell msg/s | raw reqwest msg/s (16 in flight) | ratio |");
         println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
@@ -237,6 +240,7 @@ fn main() {
                 span.as_secs_f64(),
                 rate / raw
             );
+        }
         }
         println!("\n## Rate-limit fidelity\n");
         println!(
@@ -265,6 +269,9 @@ fn main() {
                 max_in_window(&s, Duration::from_secs(1))
             );
             store.close().await;
+        }
+        if only_fidelity {
+            return;
         }
         println!("\n## A provider answering in 200 ms, through the daemon's cycle\n");
         println!("| concurrency | messages | sent | wall time (`run --once`) | messages/s | Little's law (C / 0.2 s) | ratio |");
