@@ -143,10 +143,15 @@ impl Engine {
     ) -> Result<TickReport, StoreError> {
         let store = self.dispatcher.store.as_ref();
         let report = planner::tick(store, &self.planner(), now, fence, pass).await?;
+        // The pass is recorded: a failed refresh only leaves the
+        // statistics to autovacuum, so it is reported, not returned.
         if report.recorded >= crate::store::BULK_ROWS {
-            store
+            if let Err(e) = store
                 .refresh_statistics(crate::store::BulkChange::Plan)
-                .await?;
+                .await
+            {
+                tracing::warn!(error = %e, "could not refresh the store's statistics after planning");
+            }
         }
         Ok(report)
     }

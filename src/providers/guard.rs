@@ -70,11 +70,7 @@ pub fn quota(rate: Rate, burst: Option<u32>) -> Result<Quota, String> {
         return Err("burst must be at least 1".into());
     }
     let burst = burst_for(rate, burst);
-    let interval = Duration::from_nanos(
-        (rate.per + window::MARGIN)
-            .as_nanos()
-            .div_ceil(u128::from(rate.count)) as u64,
-    );
+    let interval = spacing(rate.per + window::MARGIN, rate.count);
     let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
     Quota::with_period(interval)
         .map(|q| q.allow_burst(burst))
@@ -93,6 +89,12 @@ fn burst_for(rate: Rate, burst: Option<u32>) -> u32 {
         .max(1)
 }
 
+/// One cell's share of `span` when it holds `cells`, rounded up to the
+/// nanosecond: truncating would let the rate be exceeded by a hair.
+fn spacing(span: Duration, cells: u32) -> Duration {
+    Duration::from_nanos(span.as_nanos().div_ceil(u128::from(cells.max(1))) as u64)
+}
+
 /// The steady interval and burst that hold `rate` in every window for the
 /// cluster's shared limiter, which has no log of the other instances'
 /// grants: there the burst comes out of the steady rate.
@@ -101,9 +103,7 @@ pub fn cells(rate: Rate, burst: Option<u32>) -> (Duration, u32) {
     // Replenish one cell every period/(count - burst) when that leaves a
     // positive steady rate, else every period/count with a burst of 1.
     let steady = rate.count.saturating_sub(burst).max(1);
-    // Rounded up to the nanosecond: truncating would let the rate be
-    // exceeded by a hair.
-    let interval = Duration::from_nanos(rate.per.as_nanos().div_ceil(u128::from(steady)) as u64);
+    let interval = spacing(rate.per, steady);
     (interval, burst)
 }
 

@@ -365,10 +365,14 @@ async fn import_records(
     .map_err(store_err)?;
     tx.commit().await.map_err(store_err)?;
     if counts.imported + counts.updated >= crate::store::BULK_ROWS {
-        store
+        // The import is committed: a failed refresh only leaves the
+        // statistics to autovacuum, so it is reported, not returned.
+        if let Err(e) = store
             .refresh_statistics(crate::store::BulkChange::Book)
             .await
-            .map_err(store_err)?;
+        {
+            tracing::warn!(error = %e, "could not refresh the store's statistics after the import");
+        }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
