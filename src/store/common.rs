@@ -112,7 +112,7 @@ macro_rules! impl_store_all {
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
         .await?;
-        load_borrowers(&mut conn, &pks, since, true).await
+        load_borrowers(&mut *conn, &pks, since, true).await
     }
 
     async fn planning_due(
@@ -133,7 +133,7 @@ macro_rules! impl_store_all {
         .await?;
         let mut pks: Vec<i64> = keys.iter().map(|k| k.1).collect();
         pks.sort_unstable();
-        Ok((load_borrowers(&mut conn, &pks, since, true).await?, keys.last().copied()))
+        Ok((load_borrowers(&mut *conn, &pks, since, true).await?, keys.last().copied()))
     }
 
     async fn next_look_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -154,7 +154,7 @@ macro_rules! impl_store_all {
             .fetch_optional(&mut *conn)
             .await?;
         match pk {
-            Some(pk) => Ok(load_borrowers(&mut conn, &[pk], since, true).await?.pop()),
+            Some(pk) => Ok(load_borrowers(&mut *conn, &[pk], since, true).await?.pop()),
             None => Ok(None),
         }
     }

@@ -65,7 +65,7 @@ macro_rules! with_outcome_methods {
                 provider,
                 reason,
             } => {
-                unlog(&mut tx, message_id).await?;
+                unlog(&mut *tx, message_id).await?;
                 sqlx::query(&sql("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?"))
                     .bind(to_millis(*at))
                     .bind(provider)
@@ -73,7 +73,7 @@ macro_rules! with_outcome_methods {
                     .execute(&mut *tx)
                     .await?;
                 transition(
-                    &mut tx,
+                    &mut *tx,
                     now_ms,
                     message_id,
                     from,
@@ -84,14 +84,14 @@ macro_rules! with_outcome_methods {
                 work_committed(&mut tx).await?;
             }
             Finish::Failed { provider, reason } => {
-                unlog(&mut tx, message_id).await?;
+                unlog(&mut *tx, message_id).await?;
                 sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
                     .bind(provider)
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
                 transition(
-                    &mut tx,
+                    &mut *tx,
                     now_ms,
                     message_id,
                     from,
@@ -102,7 +102,7 @@ macro_rules! with_outcome_methods {
             }
             Finish::Bounced { provider, reason } | Finish::OptedOut { provider, reason } => {
                 let bounced = matches!(finish, Finish::Bounced { .. });
-                unlog(&mut tx, message_id).await?;
+                unlog(&mut *tx, message_id).await?;
                 // The audit names the provider that reported the refusal.
                 sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
                     .bind(provider)
@@ -137,12 +137,12 @@ macro_rules! with_outcome_methods {
                         .execute(&mut *tx)
                         .await?;
                 }
-                transition(&mut tx, now_ms, message_id, from, state, &why).await?;
+                transition(&mut *tx, now_ms, message_id, from, state, &why).await?;
             }
             Finish::NotRendered { reason } => {
-                unlog(&mut tx, message_id).await?;
+                unlog(&mut *tx, message_id).await?;
                 transition(
-                    &mut tx,
+                    &mut *tx,
                     now_ms,
                     message_id,
                     from,
@@ -168,7 +168,7 @@ macro_rules! with_outcome_methods {
             }
             Finish::Unknown { reason } => {
                 transition(
-                    &mut tx,
+                    &mut *tx,
                     now_ms,
                     message_id,
                     from,
@@ -178,14 +178,14 @@ macro_rules! with_outcome_methods {
                 .await?;
             }
             Finish::Replay { reason } => {
-                unlog(&mut tx, message_id).await?;
+                unlog(&mut *tx, message_id).await?;
                 sqlx::query(&sql("UPDATE messages SET not_before = ? WHERE id = ?"))
                     .bind(now_ms)
                     .bind(message_id)
                     .execute(&mut *tx)
                     .await?;
                 transition(
-                    &mut tx,
+                    &mut *tx,
                     now_ms,
                     message_id,
                     from,
@@ -228,7 +228,7 @@ macro_rules! with_outcome_methods {
             Some(c) => claim_due(&mut tx, now_ms, c, &mut writes).await?,
             None => Vec::new(),
         };
-        writes.write(&mut tx).await?;
+        writes.write(&mut *tx).await?;
         if items.is_empty() && claimed.is_empty() {
             // Release the write lock now, not whenever the pooled
             // connection is next used.
@@ -294,7 +294,7 @@ macro_rules! with_outcome_methods {
             tx.rollback().await?;
             return Ok(false);
         }
-        transition(&mut tx, now_ms, id, Some(from), to, detail).await?;
+        transition(&mut *tx, now_ms, id, Some(from), to, detail).await?;
         // A send reconciled by its receipt learns who took it.
         sqlx::query(&sql("UPDATE messages SET provider = COALESCE(provider, ?), provider_ref = COALESCE(provider_ref, ?) WHERE id = ?"))
             .bind(provider)
@@ -334,14 +334,14 @@ macro_rules! with_outcome_methods {
                 .execute(&mut *tx)
                 .await?;
             // The earlier attempt's contact no longer counts: it is resent.
-            unlog(&mut tx, message_id).await?;
+            unlog(&mut *tx, message_id).await?;
             work_committed(&mut tx).await?;
             MessageState::Planned
         } else {
             MessageState::Cancelled
         };
         let reason = crate::reason::Reason::operator(release);
-        transition(&mut tx, now_ms, message_id, Some(from), to, reason.as_str()).await?;
+        transition(&mut *tx, now_ms, message_id, Some(from), to, reason.as_str()).await?;
         tx.commit().await?;
         Ok(Some(to))
     }
@@ -352,8 +352,8 @@ macro_rules! with_outcome_methods {
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError> {
         let mut tx = begin_write(&self.pool).await?;
-        check_fence(&mut tx, fence).await?;
-        let done = cancel_ineligible_in(&mut tx, to_millis(now), None).await?;
+        check_fence(&mut *tx, fence).await?;
+        let done = cancel_ineligible_in(&mut *tx, to_millis(now), None).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -364,7 +364,7 @@ macro_rules! with_outcome_methods {
         borrower: &str,
     ) -> Result<u64, StoreError> {
         let mut tx = begin_write(&self.pool).await?;
-        let done = cancel_ineligible_in(&mut tx, to_millis(now), Some(borrower)).await?;
+        let done = cancel_ineligible_in(&mut *tx, to_millis(now), Some(borrower)).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -420,7 +420,7 @@ macro_rules! with_outcome_methods {
                 let why = format!("bounced ({} {}, mailbox of {}): {}", b.format, b.status, b.mailbox, b.reason);
                 let from = super::codec::state(&state)?;
                 if matches!(from, MessageState::Sent | MessageState::Delivered) {
-                    transition(&mut tx, now_ms, b.message_id, Some(from), MessageState::Undelivered, &format!("{why}; the address is suppressed")).await?;
+                    transition(&mut *tx, now_ms, b.message_id, Some(from), MessageState::Undelivered, &format!("{why}; the address is suppressed")).await?;
                 }
                 Some((invalidate, why, "hard_bounce"))
             }

@@ -1,18 +1,28 @@
-//! The planning and dispatch loads, written once for both backends: each
-//! `*_flow.rs` expands `flow_fns!` with its connection and row types, its
-//! `sql` (placeholder dialect) and `select_in_i64` (how a key list is
-//! bound). Loading is batched by borrower so a planning page costs a
-//! handful of queries, whatever its size.
+//! The planning and dispatch loads and the state-change helpers, written
+//! once for both backends as generic functions over `Conn` (`backend.rs`).
+//! Loading is batched by borrower so a planning page costs a handful of
+//! queries, whatever its size.
 
-/// The loads and the state-change helper for one backend.
-macro_rules! flow_fns {
-    ($conn:ty, $row:ty) => {
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::backend::{insert_rows, Arg, Conn, DbRow};
+use super::codec::{channel, date, state};
+use super::{
+    from_millis, to_millis, ClaimLease, ClaimView, ContactView, HoldView, LoanRow, MessageState,
+    PlanBorrower, StoreError, Verdict,
+};
+use crate::compliance::caps::Contact;
+use crate::domain::{Currency, HoldKind, LoanStatus, Money};
+
 /// Loads `pks` as planning borrowers: contact points, holds, contacts
 /// since `since` and, `for_plan`, their active loans and the (loan, due
 /// date, step, channel) keys already planned (the planner needs them; a
 /// claim carries its own message's loans).
-pub(super) async fn load_borrowers(
-    conn: &mut $conn,
+pub(super) async fn load_borrowers<C: Conn>(
+    conn: &mut C,
     pks: &[i64],
     since: DateTime<Utc>,
     for_plan: bool,
@@ -23,7 +33,11 @@ pub(super) async fn load_borrowers(
     // A planning page (sorted keys, many) is read by key range: two bound
     // values, each index used as a range; a few claims' borrowers by list.
     // Sparse keys (a steady tick's due borrowers) are read by list.
-    let dense = |k: &[i64]| k.last().zip(k.first()).is_some_and(|(h, l)| h - l < 4 * k.len() as i64);
+    let dense = |k: &[i64]| {
+        k.last()
+            .zip(k.first())
+            .is_some_and(|(h, l)| h - l < 4 * k.len() as i64)
+    };
     let ranged = pks.len() > 64 && pks.is_sorted() && dense(pks);
     let wanted: std::collections::HashSet<i64> = match ranged {
         true => pks.iter().copied().collect(),
@@ -33,7 +47,7 @@ pub(super) async fn load_borrowers(
         let mut by_pk: HashMap<i64, usize> = HashMap::new();
         for row in by_borrowers(conn, "SELECT id, external_id, name, locale, timezone, next_look FROM borrowers WHERE id IN ({}) ORDER BY id", chunk, ranged).await?
         {
-            if ranged && !wanted.contains(&row.get::<i64, _>(0)) {
+            if ranged && !wanted.contains(&row.get::<i64>(0)) {
                 continue;
             }
             by_pk.insert(row.get(0), out.len());
@@ -43,7 +57,7 @@ pub(super) async fn load_borrowers(
                 name: row.get(2),
                 locale: row.get(3),
                 timezone: row.get(4),
-                next_look: row.get::<Option<i64>, _>(5).map(from_millis).transpose()?,
+                next_look: row.get::<Option<i64>>(5).map(from_millis).transpose()?,
                 contacts: vec![],
                 holds: vec![],
                 loans: vec![],
@@ -54,11 +68,11 @@ pub(super) async fn load_borrowers(
         for row in by_borrowers(conn, "SELECT borrower_id, id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region
                         FROM contact_points WHERE active = 1 AND borrower_id IN ({})", chunk, ranged).await?
         {
-            let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
+            let Some(&idx) = by_pk.get(&row.get::<i64>(0)) else { continue };
             let b = &mut out[idx];
             b.contacts.push(ContactView {
                 id: row.get(1),
-                channel: channel(&row.get::<String, _>(2))?,
+                channel: channel(&row.get::<String>(2))?,
                 address: row.get(3),
                 opted_out: row.get(4),
                 invalid: row.get(5),
@@ -77,18 +91,15 @@ pub(super) async fn load_borrowers(
         .await?
         {
             let owner: i64 = row
-                .get::<Option<i64>, _>(0)
-                .or(row.get::<Option<i64>, _>(1))
+                .get::<Option<i64>>(0)
+                .or(row.get::<Option<i64>>(1))
                 .unwrap_or_default();
             let Some(&idx) = by_pk.get(&owner) else {
                 continue;
             };
             let kind =
-                HoldKind::parse(&row.get::<String, _>(3)).map_err(|e| StoreError::Corrupt(e.0))?;
-            let until = row
-                .get::<Option<String>, _>(4)
-                .map(|d| date(&d))
-                .transpose()?;
+                HoldKind::parse(&row.get::<String>(3)).map_err(|e| StoreError::Corrupt(e.0))?;
+            let until = row.get::<Option<String>>(4).map(|d| date(&d)).transpose()?;
             out[idx].holds.push(HoldView {
                 kind,
                 loan: row.get(2),
@@ -97,29 +108,39 @@ pub(super) async fn load_borrowers(
         }
         // A claim carries its message's loans (`ClaimView::loans`), not
         // every active loan of the borrower.
-        for row in if !for_plan { Vec::new() } else { by_borrowers(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
-                        FROM loans WHERE status || '' = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk, ranged).await? }
-        {
-            let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
+        for row in if !for_plan {
+            Vec::new()
+        } else {
+            by_borrowers(conn, "SELECT borrower_id, id, external_id, due_date, amount_due, currency, status, created_at
+                        FROM loans WHERE status || '' = 'active' AND borrower_id IN ({}) ORDER BY borrower_id, due_date, id", chunk, ranged).await?
+        } {
+            let Some(&idx) = by_pk.get(&row.get::<i64>(0)) else {
+                continue;
+            };
             out[idx].loans.push(loan_row(&row, 1)?);
         }
         // What was planned matters to the planner only, not to a claim.
-        for row in if !for_plan { Vec::new() } else { by_borrowers(
-            conn,
-            "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
+        for row in if !for_plan {
+            Vec::new()
+        } else {
+            by_borrowers(
+                conn,
+                "SELECT l.borrower_id, ml.loan_id, ml.due_date, ml.step, ml.channel
                  FROM loans l CROSS JOIN message_loans ml ON ml.loan_id = l.id
                 WHERE l.status || '' = 'active' AND l.borrower_id IN ({})",
-            chunk,
-            ranged,
-        )
-        .await? }
-        {
-            let Some(&idx) = by_pk.get(&row.get::<i64, _>(0)) else { continue };
+                chunk,
+                ranged,
+            )
+            .await?
+        } {
+            let Some(&idx) = by_pk.get(&row.get::<i64>(0)) else {
+                continue;
+            };
             out[idx].planned.push((
                 row.get(1),
-                date(&row.get::<String, _>(2))?,
+                date(&row.get::<String>(2))?,
                 row.get(3),
-                channel(&row.get::<String, _>(4))?,
+                channel(&row.get::<String>(4))?,
             ));
         }
         // `since` is our own integer, written into the text so the key
@@ -142,7 +163,7 @@ pub(super) async fn load_borrowers(
                 order.push(id);
                 ((row.get(0), row.get(1), row.get(2), row.get(3)), Vec::new())
             });
-            if let Some(l) = row.get::<Option<i64>, _>(4) {
+            if let Some(l) = row.get::<Option<i64>>(4) {
                 loans.push(l);
             }
         }
@@ -165,35 +186,35 @@ pub(super) async fn load_borrowers(
 /// Rows of `text` (one `IN ({})` on a borrower key) for the borrowers
 /// `keys`: by the key range when `ranged` (the caller skips rows of
 /// borrowers between the keys that it did not ask for), else by the list.
-async fn by_borrowers(
-    conn: &mut $conn,
+async fn by_borrowers<C: Conn>(
+    conn: &mut C,
     text: &str,
     keys: &[i64],
     ranged: bool,
-) -> Result<Vec<$row>, StoreError> {
+) -> Result<Vec<C::Row>, StoreError> {
     match (ranged, keys.first(), keys.last()) {
         (true, Some(lo), Some(hi)) => {
-            let text = sql(&text.replace("IN ({})", "BETWEEN ? AND ?")).into_owned();
-            Ok(sqlx::query(&text).bind(*lo).bind(*hi).fetch_all(&mut *conn).await?)
+            let text = text.replace("IN ({})", "BETWEEN ? AND ?");
+            conn.fetch(&text, &[(*lo).into(), (*hi).into()]).await
         }
-        _ => select_in_i64(conn, text, keys).await,
+        _ => conn.select_in_i64(text, keys).await,
     }
 }
 
 /// Reads a loan from columns `id, external_id, due_date, amount_due, currency, status, created_at` starting at `at`.
-pub(super) fn loan_row(row: &$row, at: usize) -> Result<LoanRow, StoreError> {
+pub(super) fn loan_row(row: &impl DbRow, at: usize) -> Result<LoanRow, StoreError> {
     let currency =
-        Currency::parse(&row.get::<String, _>(at + 4)).map_err(|e| StoreError::Corrupt(e.0))?;
+        Currency::parse(&row.get::<String>(at + 4)).map_err(|e| StoreError::Corrupt(e.0))?;
     let amount: Decimal = row
-        .get::<String, _>(at + 3)
+        .get::<String>(at + 3)
         .parse()
         .map_err(|_| StoreError::Corrupt("amount".into()))?;
     Ok(LoanRow {
         pk: row.get(at),
         external_id: row.get(at + 1),
-        due_date: date(&row.get::<String, _>(at + 2))?,
+        due_date: date(&row.get::<String>(at + 2))?,
         amount_due: Money { amount, currency },
-        status: LoanStatus::parse(&row.get::<String, _>(at + 5))
+        status: LoanStatus::parse(&row.get::<String>(at + 5))
             .map_err(|e| StoreError::Corrupt(e.0))?,
         created_at: from_millis(row.get(at + 6))?,
         step: None,
@@ -206,17 +227,17 @@ pub(super) fn loan_row(row: &$row, at: usize) -> Result<LoanRow, StoreError> {
 /// the same borrower in the batch see it, exactly as if each had been
 /// claimed in its own transaction. The batch's events and contact-log rows
 /// go into `writes`, which the caller writes before it commits.
-pub(super) async fn claim_rows(
-    conn: &mut $conn,
-    rows: &[$row],
+pub(super) async fn claim_rows<C: Conn>(
+    conn: &mut C,
+    rows: &[C::Row],
     now_ms: i64,
     since: DateTime<Utc>,
     lease: &ClaimLease,
     decide: &(dyn for<'v> Fn(&'v ClaimView) -> Verdict + Send + Sync),
     writes: &mut BatchRows,
 ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("id")).collect();
-    let mut pks: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>("borrower_id")).collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64>("id")).collect();
+    let mut pks: Vec<i64> = rows.iter().map(|r| r.get::<i64>("borrower_id")).collect();
     pks.sort_unstable();
     pks.dedup();
     let mut borrowers: HashMap<i64, PlanBorrower> = load_borrowers(conn, &pks, since, false)
@@ -232,16 +253,16 @@ pub(super) async fn claim_rows(
         .collect();
     let cps: Vec<i64> = rows
         .iter()
-        .filter_map(|r| r.get::<Option<i64>, _>("contact_point_id"))
+        .filter_map(|r| r.get::<Option<i64>>("contact_point_id"))
         .filter(|cp| !contacts.contains_key(cp))
         .collect();
     if !cps.is_empty() {
-        for r in select_in_i64(conn, "SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id IN ({})", &cps).await? {
-            contacts.insert(r.get(0), ContactView { id: r.get(0), channel: channel(&r.get::<String, _>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) });
+        for r in conn.select_in_i64("SELECT id, channel, address, opted_out_at IS NOT NULL, invalid_at IS NOT NULL, region FROM contact_points WHERE id IN ({})", &cps).await? {
+            contacts.insert(r.get(0), ContactView { id: r.get(0), channel: channel(&r.get::<String>(1))?, address: r.get(2), opted_out: r.get(3), invalid: r.get(4), region: r.get(5) });
         }
     }
     let mut loans: HashMap<i64, Vec<LoanRow>> = HashMap::new();
-    for r in select_in_i64(conn, "SELECT ml.message_id, l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
+    for r in conn.select_in_i64("SELECT ml.message_id, l.id, l.external_id, l.due_date, l.amount_due, l.currency, l.status, l.created_at, ml.step
            FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id IN ({}) ORDER BY ml.message_id, l.due_date, l.id", &ids).await?
     {
         let mut loan = loan_row(&r, 1)?;
@@ -259,31 +280,40 @@ pub(super) async fn claim_rows(
             .ok_or_else(|| StoreError::Corrupt(format!("message {message_id} has no borrower")))?;
         let view = ClaimView {
             message_id,
-            state: state(&row.get::<String, _>("state"))?,
-            channel: channel(&row.get::<String, _>("channel"))?,
+            state: state(&row.get::<String>("state"))?,
+            channel: channel(&row.get::<String>("channel"))?,
             step: row.get("step"),
             template: row.get("template"),
             not_before: from_millis(row.get("not_before"))?,
             expires_at: row
-                .get::<Option<i64>, _>("expires_at")
+                .get::<Option<i64>>("expires_at")
                 .map(from_millis)
                 .transpose()?,
             attempts: row.get("attempts"),
             borrower,
             contact: row
-                .get::<Option<i64>, _>("contact_point_id")
+                .get::<Option<i64>>("contact_point_id")
                 .and_then(|cp| contacts.get(&cp).cloned()),
             loans: loans.remove(&message_id).unwrap_or_default(),
         };
         let verdict = decide(&view);
-        if let Verdict::Send { attempt_id, window, .. } = &verdict {
+        if let Verdict::Send {
+            attempt_id, window, ..
+        } = &verdict
+        {
             sends.push(Sending {
                 at: out.len(),
                 id: message_id,
                 attempt: attempt_id.clone(),
                 reason: format!("claimed; allowed by {window}"),
                 from: view.state.as_str(),
-                contact: (message_id, borrower_pk, view.contact.as_ref().map(|c| c.id), view.channel.as_str(), now_ms),
+                contact: (
+                    message_id,
+                    borrower_pk,
+                    view.contact.as_ref().map(|c| c.id),
+                    view.channel.as_str(),
+                    now_ms,
+                ),
             });
             // What `load_borrowers` would read back from the contact log.
             if let Some(b) = borrowers.get_mut(&borrower_pk) {
@@ -309,18 +339,33 @@ pub(super) async fn claim_rows(
                FROM v WHERE messages.id = v.id AND messages.state = v.from_state RETURNING messages.id",
             vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
         );
-        let text = sql(&text);
-        let mut q = sqlx::query_scalar::<_, i64>(&text);
+        let mut args = Vec::with_capacity(4 * chunk.len() + 3);
         for send in chunk {
-            q = q.bind(send.id).bind(send.attempt.as_str()).bind(send.reason.as_str()).bind(send.from);
+            args.extend([
+                Arg::Int(send.id),
+                Arg::Text(&send.attempt),
+                Arg::Text(&send.reason),
+                Arg::Text(send.from),
+            ]);
         }
-        q = q.bind(&lease.holder).bind(to_millis(lease.until)).bind(now_ms);
-        applied.extend(q.fetch_all(&mut *conn).await?);
+        args.extend([
+            Arg::Text(&lease.holder),
+            Arg::Int(to_millis(lease.until)),
+            Arg::Int(now_ms),
+        ]);
+        applied.extend(
+            conn.fetch(&text, &args)
+                .await?
+                .iter()
+                .map(|r| r.get::<i64>(0)),
+        );
     }
     let mut dropped = HashSet::new();
     for send in sends {
         if applied.contains(&send.id) {
-            writes.events.push((send.id, now_ms, Some(send.from), "sending", send.reason));
+            writes
+                .events
+                .push((send.id, now_ms, Some(send.from), "sending", send.reason));
             writes.contacts.push(send.contact);
         } else {
             // Moved on since it was read (it cannot while locked): not ours.
@@ -360,19 +405,38 @@ pub(super) struct BatchRows {
 }
 
 impl BatchRows {
-    pub(super) async fn write(&self, conn: &mut $conn) -> Result<(), StoreError> {
-        // 5 values a row; 200 rows stay far below either backend's limit.
-        let rows = |n: usize| vec!["(?, ?, ?, ?, ?)"; n].join(", ");
-        for chunk in self.events.chunks(200) {
-            let text = sql(&format!("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES {}", rows(chunk.len()))).into_owned();
-            let q = chunk.iter().fold(sqlx::query(&text), |q, (id, at, from, to, reason)| q.bind(*id).bind(*at).bind(*from).bind(*to).bind(reason.as_str()));
-            q.execute(&mut *conn).await?;
-        }
-        for chunk in self.contacts.chunks(200) {
-            let text = sql(&format!("INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at) VALUES {}", rows(chunk.len()))).into_owned();
-            let q = chunk.iter().fold(sqlx::query(&text), |q, (id, borrower, cp, channel, at)| q.bind(*id).bind(*borrower).bind(*cp).bind(*channel).bind(*at));
-            q.execute(&mut *conn).await?;
-        }
+    pub(super) async fn write<C: Conn>(&self, conn: &mut C) -> Result<(), StoreError> {
+        let events: Vec<Arg> = self
+            .events
+            .iter()
+            .flat_map(|(id, at, from, to, reason)| {
+                [
+                    (*id).into(),
+                    (*at).into(),
+                    (*from).into(),
+                    (*to).into(),
+                    reason.into(),
+                ]
+            })
+            .collect();
+        let head = "INSERT INTO message_events (message_id, at, from_state, to_state, reason)";
+        insert_rows(conn, head, "(?, ?, ?, ?, ?)", "", &events).await?;
+        let contacts: Vec<Arg> = self
+            .contacts
+            .iter()
+            .flat_map(|(id, borrower, cp, channel, at)| {
+                [
+                    (*id).into(),
+                    (*borrower).into(),
+                    (*cp).into(),
+                    (*channel).into(),
+                    (*at).into(),
+                ]
+            })
+            .collect();
+        let head =
+            "INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at)";
+        insert_rows(conn, head, "(?, ?, ?, ?, ?)", "", &contacts).await?;
         Ok(())
     }
 }
@@ -382,8 +446,8 @@ impl BatchRows {
 /// expired with the reason (its event queued in `writes`). Applies only if
 /// the message is still in the state it was read in; returns whether it
 /// did.
-pub(super) async fn apply_verdict(
-    conn: &mut $conn,
+pub(super) async fn apply_verdict<C: Conn>(
+    conn: &mut C,
     now_ms: i64,
     view: &ClaimView,
     verdict: &Verdict,
@@ -394,15 +458,12 @@ pub(super) async fn apply_verdict(
     let (to, reason, applied) = match &verdict {
         Verdict::Send { .. } => return Ok(false),
         Verdict::Defer { until, reason } => {
-            let applied = sqlx::query(&sql("UPDATE messages SET not_before = ?, state = 'deferred', reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
-                .bind(to_millis(*until))
-                .bind(reason.as_str())
-                .bind(now_ms)
-                .bind(id)
-                .bind(from)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let applied = conn
+                .execute(
+                    "UPDATE messages SET not_before = ?, state = 'deferred', reason = ?, updated_at = ? WHERE id = ? AND state = ?",
+                    &[to_millis(*until).into(), reason.as_str().into(), now_ms.into(), id.into(), from.into()],
+                )
+                .await?;
             (MessageState::Deferred, reason.as_str().to_owned(), applied)
         }
         Verdict::Cancel { reason } | Verdict::Expire { reason } => {
@@ -410,181 +471,20 @@ pub(super) async fn apply_verdict(
                 Verdict::Cancel { .. } => MessageState::Cancelled,
                 _ => MessageState::Expired,
             };
-            let applied = sqlx::query(&sql("UPDATE messages SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = ?"))
-                .bind(to.as_str())
-                .bind(reason.as_str())
-                .bind(now_ms)
-                .bind(id)
-                .bind(from)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let applied = conn
+                .execute(
+                    "UPDATE messages SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = ?",
+                    &[to.as_str().into(), reason.as_str().into(), now_ms.into(), id.into(), from.into()],
+                )
+                .await?;
             (to, reason.as_str().to_owned(), applied)
         }
     };
     if applied == 0 {
         return Ok(false);
     }
-    writes.events.push((id, now_ms, Some(from), to.as_str(), reason));
+    writes
+        .events
+        .push((id, now_ms, Some(from), to.as_str(), reason));
     Ok(true)
 }
-
-/// Cancels pending messages that can no longer go (every loan paid or
-/// closed, the contact point opted out, a standing hold): of the whole book,
-/// or of one `borrower` (external id) after a change that touched only them.
-/// Returns how many.
-pub(super) async fn cancel_ineligible_in(
-    conn: &mut $conn,
-    now_ms: i64,
-    borrower: Option<&str>,
-) -> Result<u64, StoreError> {
-    // `? IS NULL` keeps one parameter either way; with a borrower the
-    // index on `messages.borrower_id` leads.
-    let scope = match borrower {
-        Some(_) => "m.borrower_id = (SELECT id FROM borrowers WHERE external_id = ?)",
-        None => "? IS NULL",
-    };
-    let scoped = |text: &str| -> String {
-        sql(&text.replace("WHERE m.state", &format!("WHERE {scope} AND m.state"))).into_owned()
-    };
-        let mut doomed: Vec<(i64, String, crate::reason::Reason)> = Vec::new();
-        for row in sqlx::query(&scoped(
-            // CROSS JOIN fixes SQLite's join order: from the message's few
-            // loans, never from all active loans.
-            "SELECT m.id, m.state,
-                    (SELECT group_concat(d.status, ',') FROM (SELECT DISTINCT l.status AS status
-                       FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id) d)
-               FROM messages m
-              WHERE m.state IN ('planned', 'deferred')
-                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
-                                 WHERE ml.message_id = m.id AND l.status = 'active')",
-        ))
-        .bind(borrower)
-        .fetch_all(&mut *conn)
-        .await?
-        {
-            let statuses: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default())));
-        }
-        for row in sqlx::query(&scoped(
-            "SELECT m.id, m.state, cp.opt_out_source, m.channel FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL",
-        ))
-        .bind(borrower)
-        .fetch_all(&mut *conn)
-        .await?
-        {
-            let source: Option<String> = row.get(2);
-            let channel = channel(&row.get::<String, _>(3))?;
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default()))));
-        }
-        for row in sqlx::query(&scoped(
-            "SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
-              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL",
-        ))
-        .bind(borrower)
-        .fetch_all(&mut *conn)
-        .await?
-        {
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::borrower_on_hold(&row.get::<String, _>(2))));
-        }
-        // On PostgreSQL the rows were read unlocked: each change applies only
-        // if the message is still in the state read (a dispatcher may have
-        // claimed it since; the claim re-checks eligibility itself).
-        let mut seen = std::collections::HashSet::new();
-        let mut done = 0;
-        for (id, from, reason) in doomed {
-            if seen.insert(id) {
-                let from = super::codec::state(&from)?;
-                if transition(
-                    &mut *conn,
-                    now_ms,
-                    id,
-                    Some(from),
-                    MessageState::Cancelled,
-                    reason.as_str(),
-                )
-                .await?
-                {
-                    done += 1;
-                }
-            }
-        }
-    Ok(done)
-}
-
-/// Checks, inside the writer's transaction, that `fence` still holds its
-/// role (on PostgreSQL the row lock keeps a takeover from committing until
-/// this transaction ends; SQLite's write lock is already held).
-pub(super) async fn check_fence(conn: &mut $conn, fence: Option<&Fence>) -> Result<(), StoreError> {
-    let Some(f) = fence else { return Ok(()) };
-    let token: Option<i64> = sqlx::query_scalar(&sql(
-        "SELECT token FROM leases WHERE name = ? AND holder = ? /*FOR SHARE*/",
-    ))
-    .bind(&f.role)
-    .bind(&f.holder)
-    .fetch_optional(conn)
-    .await?;
-    if token == Some(f.token) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced(format!(
-            "{} lease token {} is no longer current; another instance holds the role",
-            f.role, f.token
-        )))
-    }
-}
-
-/// Removes a message's contact-log row: the contact was not made after all.
-pub(super) async fn unlog(conn: &mut $conn, message_id: i64) -> Result<(), StoreError> {
-    sqlx::query(&sql("DELETE FROM contact_log WHERE message_id = ?"))
-        .bind(message_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Appends a state change to the audit trail and sets the message's state,
-/// if it is still `from` (on PostgreSQL another instance may have moved it
-/// since it was read). Returns whether it applied.
-pub(super) async fn transition(
-    conn: &mut $conn,
-    now: i64,
-    message_id: i64,
-    from: Option<MessageState>,
-    to: MessageState,
-    reason: &str,
-) -> Result<bool, StoreError> {
-    let from = from.map(MessageState::as_str);
-    let applied = sqlx::query(&sql(
-        "UPDATE messages SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND (? IS NULL OR state = ?)",
-    ))
-    .bind(to.as_str())
-    .bind(reason)
-    .bind(now)
-    .bind(message_id)
-    .bind(from)
-    .bind(from)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if applied == 0 {
-        return Ok(false);
-    }
-    sqlx::query(&sql(
-        "INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)",
-    ))
-    .bind(message_id)
-    .bind(now)
-    .bind(from)
-    .bind(to.as_str())
-    .bind(reason)
-    .execute(&mut *conn)
-    .await?;
-    Ok(true)
-}
-
-    };
-}
-
-pub(super) use flow_fns;

@@ -1,12 +1,20 @@
-//! One import transaction, written once for both backends. Each backend
-//! invokes `import_tx!` with its database type, its connection type, how it
-//! writes placeholders (`sql`: SQLite keeps `?`, PostgreSQL numbers them) and
-//! how it reads rows by a list of keys (`select_in_*`: `IN (…)` chunks, or
-//! one array). The SQL is SQLite's text; `sql` adapts it.
+//! One import transaction, written once for both backends as a generic
+//! `SqlImport` over the backend's `Conn` (`backend.rs`): SQLite's text,
+//! adapted by each backend, and rows read by key lists (`IN (…)` chunks on
+//! SQLite, one array on PostgreSQL).
 
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
 use rust_decimal::Decimal;
+use sqlx::{Database, Transaction};
 
-use crate::domain::LoanStatus;
+use super::backend::{insert_rows, Arg, Conn, DbRow};
+use super::codec::{decimal, status};
+use super::{
+    effective_status, ImportRecord, ImportTx, LoanBookRow, PaymentRow, RowOutcome, StoreError,
+};
+use crate::domain::{Channel, LoanStatus};
 
 pub(super) struct BorrowerRec {
     pub(super) id: i64,
@@ -24,12 +32,10 @@ pub(super) struct LoanRec {
     pub(super) status: LoanStatus,
 }
 
-/// The `ImportTx` implementation for one backend.
-macro_rules! import_tx {
-    ($import:ident, $db:ty, $conn:ty, $sql:path, $select_in_str:path, $select_in_i64:path) => {
-struct $import {
-    tx: Transaction<'static, $db>,
-    now: i64,
+/// One import's transaction on either backend.
+pub(super) struct SqlImport<DB: Database> {
+    tx: Transaction<'static, DB>,
+    pub(super) now: i64,
     /// First contact points waiting for `flush_contacts`: (borrower,
     /// channel, address, region).
     new_contacts: Vec<(i64, &'static str, String, Option<String>)>,
@@ -37,49 +43,71 @@ struct $import {
     seen_ready: bool,
 }
 
-
+impl<DB: Database> SqlImport<DB> {
+    /// An import in `tx` (the backend has taken its import lock), stamping
+    /// what it writes with `now` (UTC milliseconds).
+    pub(super) fn new(tx: Transaction<'static, DB>, now: i64) -> Self {
+        SqlImport {
+            tx,
+            now,
+            new_contacts: Vec::new(),
+            seen_ready: false,
+        }
+    }
+}
 
 /// Sums recorded payments per loan primary key.
-async fn paid_totals(
-    conn: &mut $conn,
+pub(super) async fn paid_totals<C: Conn>(
+    conn: &mut C,
     loan_ids: &[i64],
 ) -> Result<HashMap<i64, Decimal>, StoreError> {
     let mut totals: HashMap<i64, Decimal> = HashMap::new();
-    for row in $select_in_i64(
-        conn,
-        "SELECT loan_id, amount FROM payments WHERE loan_id IN ({})",
-        loan_ids,
-    )
-    .await?
+    for row in conn
+        .select_in_i64(
+            "SELECT loan_id, amount FROM payments WHERE loan_id IN ({})",
+            loan_ids,
+        )
+        .await?
     {
-        *totals.entry(row.get(0)).or_default() += decimal(&row.get::<String, _>(1))?;
+        *totals.entry(row.get(0)).or_default() += decimal(&row.get::<String>(1))?;
     }
     Ok(totals)
 }
 
-impl $import {
+impl<DB: Database> SqlImport<DB>
+where
+    DB::Connection: Conn,
+{
+    /// The transaction's connection.
+    pub(super) fn conn(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+
     /// Inserts the queued first contact points, in multi-row statements.
     async fn flush_contacts(&mut self) -> Result<(), StoreError> {
         let queued = std::mem::take(&mut self.new_contacts);
-        for chunk in queued.chunks(200) {
-            let text = format!(
-                "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at, region) VALUES {}
-                 ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at, region = excluded.region",
-                vec!["(?, ?, ?, 1, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let text = $sql(&text);
-            let mut q = sqlx::query(&text);
-            for (borrower, channel, address, region) in chunk {
-                q = q
-                    .bind(*borrower)
-                    .bind(*channel)
-                    .bind(address.as_str())
-                    .bind(self.now)
-                    .bind(self.now)
-                    .bind(region.as_deref());
-            }
-            q.execute(&mut *self.tx).await?;
-        }
+        let now = self.now;
+        let args: Vec<Arg> = queued
+            .iter()
+            .flat_map(|(borrower, channel, address, region)| {
+                [
+                    (*borrower).into(),
+                    (*channel).into(),
+                    address.into(),
+                    now.into(),
+                    now.into(),
+                    region.as_deref().into(),
+                ]
+            })
+            .collect();
+        insert_rows(
+            self.conn(),
+            "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at, region)",
+            "(?, ?, ?, 1, ?, ?, ?)",
+            "ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at, region = excluded.region",
+            &args,
+        )
+        .await?;
         Ok(())
     }
 
@@ -104,7 +132,12 @@ impl $import {
             Some(addr) if current.is_empty() => {
                 // A first address (a new borrower's): inserted with the
                 // others in `flush_contacts`.
-                self.new_contacts.push((borrower, channel.as_str(), addr.to_owned(), region.map(str::to_owned)));
+                self.new_contacts.push((
+                    borrower,
+                    channel.as_str(),
+                    addr.to_owned(),
+                    region.map(str::to_owned),
+                ));
                 *current = vec![addr.to_owned()];
                 Ok(true)
             }
@@ -112,36 +145,34 @@ impl $import {
                 // Queued first addresses go in before anything changes.
                 self.flush_contacts().await?;
                 if !current.is_empty() {
-                    sqlx::query(&$sql("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND address <> ? AND active = 1"))
-                    .bind(self.now)
-                    .bind(borrower)
-                    .bind(channel.as_str())
-                    .bind(addr)
-                    .execute(&mut *self.tx)
-                    .await?;
+                    let now = self.now;
+                    self.conn()
+                        .execute(
+                            "UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND address <> ? AND active = 1",
+                            &[now.into(), borrower.into(), channel.as_str().into(), addr.into()],
+                        )
+                        .await?;
                 }
-                sqlx::query(&$sql("INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at, region)
-                     VALUES (?, ?, ?, 1, ?, ?, ?)
-                     ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at, region = excluded.region"),
-                )
-                .bind(borrower)
-                .bind(channel.as_str())
-                .bind(addr)
-                .bind(self.now)
-                .bind(self.now)
-                .bind(region)
-                .execute(&mut *self.tx)
-                .await?;
+                let now = self.now;
+                self.conn()
+                    .execute(
+                        "INSERT INTO contact_points (borrower_id, channel, address, active, created_at, updated_at, region)
+                         VALUES (?, ?, ?, 1, ?, ?, ?)
+                         ON CONFLICT (borrower_id, channel, address) DO UPDATE SET active = 1, updated_at = excluded.updated_at, region = excluded.region",
+                        &[borrower.into(), channel.as_str().into(), addr.into(), now.into(), now.into(), region.into()],
+                    )
+                    .await?;
                 *current = vec![addr.to_owned()];
                 Ok(true)
             }
             None => {
                 self.flush_contacts().await?;
-                sqlx::query(&$sql("UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND active = 1"))
-                    .bind(self.now)
-                    .bind(borrower)
-                    .bind(channel.as_str())
-                    .execute(&mut *self.tx)
+                let now = self.now;
+                self.conn()
+                    .execute(
+                        "UPDATE contact_points SET active = 0, updated_at = ? WHERE borrower_id = ? AND channel = ? AND active = 1",
+                        &[now.into(), borrower.into(), channel.as_str().into()],
+                    )
                     .await?;
                 current.clear();
                 Ok(true)
@@ -151,7 +182,10 @@ impl $import {
 }
 
 #[async_trait]
-impl ImportTx for $import {
+impl<DB: Database> ImportTx for SqlImport<DB>
+where
+    DB::Connection: Conn,
+{
     async fn upsert_loans(&mut self, rows: &[LoanBookRow]) -> Result<Vec<RowOutcome>, StoreError> {
         let now = self.now;
         let borrower_keys: Vec<&str> = {
@@ -164,8 +198,7 @@ impl ImportTx for $import {
         let loan_keys: Vec<&str> = rows.iter().map(|r| r.loan.id.as_str()).collect();
 
         let mut borrowers: HashMap<String, BorrowerRec> = HashMap::new();
-        for row in $select_in_str(
-            &mut self.tx,
+        for row in self.conn().select_in_str(
             "SELECT id, external_id, name, locale, timezone FROM borrowers WHERE external_id IN ({})",
             &borrower_keys,
         )
@@ -183,19 +216,17 @@ impl ImportTx for $import {
         }
         let borrower_pks: Vec<i64> = borrowers.values().map(|b| b.id).collect();
         let mut contacts: HashMap<(i64, Channel), Vec<String>> = HashMap::new();
-        for row in $select_in_i64(
-            &mut self.tx,
+        for row in self.conn().select_in_i64(
             "SELECT borrower_id, channel, address FROM contact_points WHERE active = 1 AND borrower_id IN ({})",
             &borrower_pks,
         )
         .await?
         {
-            let channel = Channel::parse(&row.get::<String, _>(1)).map_err(|e| StoreError::Corrupt(e.0))?;
+            let channel = Channel::parse(&row.get::<String>(1)).map_err(|e| StoreError::Corrupt(e.0))?;
             contacts.entry((row.get(0), channel)).or_default().push(row.get(2));
         }
         let mut loans: HashMap<String, LoanRec> = HashMap::new();
-        for row in $select_in_str(
-            &mut self.tx,
+        for row in self.conn().select_in_str(
             "SELECT id, external_id, borrower_id, due_date, amount_due, currency, status FROM loans WHERE external_id IN ({})",
             &loan_keys,
         )
@@ -207,14 +238,14 @@ impl ImportTx for $import {
                     id: row.get(0),
                     borrower_id: row.get(2),
                     due_date: row.get(3),
-                    amount_due: decimal(&row.get::<String, _>(4))?,
+                    amount_due: decimal(&row.get::<String>(4))?,
                     currency: row.get(5),
-                    status: status(&row.get::<String, _>(6))?,
+                    status: status(&row.get::<String>(6))?,
                 },
             );
         }
         let loan_pks: Vec<i64> = loans.values().map(|l| l.id).collect();
-        let totals = paid_totals(&mut self.tx, &loan_pks).await?;
+        let totals = paid_totals(self.conn(), &loan_pks).await?;
 
         // A loan never moves between borrowers: that is a data error in the
         // book, and applying it would send one person's debt to another.
@@ -240,44 +271,47 @@ impl ImportTx for $import {
                 }
             }
         }
-        for chunk in fresh.chunks(200) {
-            let text = format!(
-                "INSERT INTO borrowers (external_id, name, locale, timezone, created_at, updated_at) VALUES {} RETURNING id, external_id",
-                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        let args: Vec<Arg> = fresh
+            .iter()
+            .flat_map(|row| {
+                let b = &row.borrower;
+                [
+                    b.id.as_str().into(),
+                    b.name.as_str().into(),
+                    b.locale.as_ref().map(|x| x.as_str()).into(),
+                    b.timezone.map(|z| z.name()).into(),
+                    now.into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        let head =
+            "INSERT INTO borrowers (external_id, name, locale, timezone, created_at, updated_at)";
+        let ids: HashMap<String, i64> = insert_rows(
+            self.conn(),
+            head,
+            "(?, ?, ?, ?, ?, ?)",
+            "RETURNING id, external_id",
+            &args,
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(1), r.get(0)))
+        .collect();
+        for row in &fresh {
+            let b = &row.borrower;
+            let id = ids.get(b.id.as_str()).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!("borrower `{}` was not inserted", b.id))
+            })?;
+            borrowers.insert(
+                b.id.as_str().to_owned(),
+                BorrowerRec {
+                    id,
+                    name: b.name.as_str().to_owned(),
+                    locale: b.locale.as_ref().map(|x| x.as_str().to_owned()),
+                    timezone: b.timezone.map(|z| z.name().to_owned()),
+                },
             );
-            let text = $sql(&text);
-            let mut q = sqlx::query(&text);
-            for row in chunk {
-                let b = &row.borrower;
-                q = q
-                    .bind(b.id.as_str())
-                    .bind(b.name.as_str())
-                    .bind(b.locale.as_ref().map(|x| x.as_str().to_owned()))
-                    .bind(b.timezone.map(|z| z.name().to_owned()))
-                    .bind(now)
-                    .bind(now);
-            }
-            let ids: HashMap<String, i64> = q
-                .fetch_all(&mut *self.tx)
-                .await?
-                .iter()
-                .map(|r| (r.get(1), r.get(0)))
-                .collect();
-            for row in chunk {
-                let b = &row.borrower;
-                let id = ids.get(b.id.as_str()).copied().ok_or_else(|| {
-                    StoreError::Corrupt(format!("borrower `{}` was not inserted", b.id))
-                })?;
-                borrowers.insert(
-                    b.id.as_str().to_owned(),
-                    BorrowerRec {
-                        id,
-                        name: b.name.as_str().to_owned(),
-                        locale: b.locale.as_ref().map(|x| x.as_str().to_owned()),
-                        timezone: b.timezone.map(|z| z.name().to_owned()),
-                    },
-                );
-            }
         }
 
         let mut outcomes = Vec::with_capacity(rows.len());
@@ -300,16 +334,21 @@ impl ImportTx for $import {
 
             let mut borrower_changed = false;
             let Some(rec) = borrowers.get_mut(b.id.as_str()) else {
-                return Err(StoreError::Corrupt(format!("borrower `{}` has no row", b.id)));
+                return Err(StoreError::Corrupt(format!(
+                    "borrower `{}` has no row",
+                    b.id
+                )));
             };
             if rec.name != b.name.as_str() || rec.locale != locale || rec.timezone != timezone {
-                sqlx::query(&$sql("UPDATE borrowers SET name = ?, locale = ?, timezone = ?, updated_at = ? WHERE id = ?"))
-                    .bind(b.name.as_str())
-                    .bind(&locale)
-                    .bind(&timezone)
-                    .bind(now)
-                    .bind(rec.id)
-                    .execute(&mut *self.tx)
+                let args = [
+                    b.name.as_str().into(),
+                    locale.as_deref().into(),
+                    timezone.as_deref().into(),
+                    now.into(),
+                    rec.id.into(),
+                ];
+                self.conn()
+                    .execute("UPDATE borrowers SET name = ?, locale = ?, timezone = ?, updated_at = ? WHERE id = ?", &args)
                     .await?;
                 rec.name = b.name.as_str().to_owned();
                 rec.locale = locale.clone();
@@ -348,16 +387,18 @@ impl ImportTx for $import {
                         || rec.currency != currency
                         || rec.status != st;
                     if loan_changed {
-                        sqlx::query(&$sql("UPDATE loans SET due_date = ?, amount_due = ?, currency = ?, status = ?, updated_at = ? WHERE id = ?"),
-                        )
-                        .bind(&due)
-                        .bind(l.amount_due.amount.to_string())
-                        .bind(currency)
-                        .bind(st.as_str())
-                        .bind(now)
-                        .bind(rec.id)
-                        .execute(&mut *self.tx)
-                        .await?;
+                        let amount = l.amount_due.amount.to_string();
+                        let args = [
+                            due.as_str().into(),
+                            amount.as_str().into(),
+                            currency.into(),
+                            st.as_str().into(),
+                            now.into(),
+                            rec.id.into(),
+                        ];
+                        self.conn()
+                            .execute("UPDATE loans SET due_date = ?, amount_due = ?, currency = ?, status = ?, updated_at = ? WHERE id = ?", &args)
+                            .await?;
                         rec.due_date = due;
                         rec.amount_due = l.amount_due.amount;
                         rec.currency = currency.to_owned();
@@ -372,27 +413,29 @@ impl ImportTx for $import {
             }
         }
         self.flush_contacts().await?;
-        for chunk in new_loans.chunks(200) {
-            let text = format!(
-                "INSERT INTO loans (external_id, borrower_id, due_date, amount_due, currency, status, created_at, updated_at) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let text = $sql(&text);
-            let mut q = sqlx::query(&text);
-            for (_, row, borrower_pk, due, st) in chunk {
+        let amounts: Vec<String> = new_loans
+            .iter()
+            .map(|(_, row, ..)| row.loan.amount_due.amount.to_string())
+            .collect();
+        let args: Vec<Arg> = new_loans
+            .iter()
+            .zip(&amounts)
+            .flat_map(|((_, row, borrower_pk, due, st), amount)| {
                 let l = &row.loan;
-                q = q
-                    .bind(l.id.as_str())
-                    .bind(*borrower_pk)
-                    .bind(due.as_str())
-                    .bind(l.amount_due.amount.to_string())
-                    .bind(l.amount_due.currency.code())
-                    .bind(st.as_str())
-                    .bind(now)
-                    .bind(now);
-            }
-            q.execute(&mut *self.tx).await?;
-        }
+                [
+                    l.id.as_str().into(),
+                    (*borrower_pk).into(),
+                    due.as_str().into(),
+                    amount.into(),
+                    l.amount_due.currency.code().into(),
+                    st.as_str().into(),
+                    now.into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        let head = "INSERT INTO loans (external_id, borrower_id, due_date, amount_due, currency, status, created_at, updated_at)";
+        insert_rows(self.conn(), head, "(?, ?, ?, ?, ?, ?, ?, ?)", "", &args).await?;
         Ok(outcomes)
     }
 
@@ -400,119 +443,7 @@ impl ImportTx for $import {
         &mut self,
         rows: &[PaymentRow],
     ) -> Result<Vec<RowOutcome>, StoreError> {
-        let now = self.now;
-        let loan_keys: Vec<&str> = rows.iter().map(|r| r.payment.loan.as_str()).collect();
-        let payment_keys: Vec<&str> = rows.iter().map(|r| r.payment.id.as_str()).collect();
-        let mut loans: HashMap<String, (i64, Decimal, LoanStatus)> = HashMap::new();
-        for row in $select_in_str(
-            &mut self.tx,
-            "SELECT id, external_id, amount_due, status FROM loans WHERE external_id IN ({})",
-            &loan_keys,
-        )
-        .await?
-        {
-            loans.insert(
-                row.get(1),
-                (
-                    row.get(0),
-                    decimal(&row.get::<String, _>(2))?,
-                    status(&row.get::<String, _>(3))?,
-                ),
-            );
-        }
-        let mut payments: HashMap<String, (i64, i64, Decimal, i64)> = HashMap::new();
-        for row in $select_in_str(
-            &mut self.tx,
-            "SELECT id, external_id, loan_id, amount, paid_at FROM payments WHERE external_id IN ({})",
-            &payment_keys,
-        )
-        .await?
-        {
-            payments.insert(row.get(1), (row.get(0), row.get(2), decimal(&row.get::<String, _>(3))?, row.get(4)));
-        }
-
-        let mut touched: HashSet<i64> = HashSet::new();
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let p = &row.payment;
-            let Some(&(loan_pk, _, _)) = loans.get(p.loan.as_str()) else {
-                outcomes.push(RowOutcome::Rejected {
-                    field: "loan_id",
-                    reason: format!(
-                        "no loan `{}` in the store; import the loan book first",
-                        p.loan
-                    ),
-                });
-                continue;
-            };
-            let paid_at = to_millis(p.paid_at);
-            match payments.get_mut(p.id.as_str()) {
-                Some(existing) if existing.1 != loan_pk => outcomes.push(RowOutcome::Rejected {
-                    field: "payment_id",
-                    reason: format!("payment `{}` is already recorded against another loan; payment ids must be unique", p.id),
-                }),
-                Some(existing) if existing.2 == p.amount && existing.3 == paid_at => {
-                    outcomes.push(RowOutcome::Unchanged)
-                }
-                // Money already applied to the loan never changes silently:
-                // a different amount under the same id is a different
-                // payment, or a mistake.
-                Some(existing) if existing.2 != p.amount => outcomes.push(RowOutcome::Rejected {
-                    field: "amount",
-                    reason: format!(
-                        "payment `{}` is already recorded as {}; a payment id names one payment and its amount cannot change: record a correction under a new payment id",
-                        p.id, existing.2
-                    ),
-                }),
-                Some(existing) => {
-                    sqlx::query(&$sql("UPDATE payments SET amount = ?, paid_at = ?, updated_at = ? WHERE id = ?"))
-                        .bind(p.amount.to_string())
-                        .bind(paid_at)
-                        .bind(now)
-                        .bind(existing.0)
-                        .execute(&mut *self.tx)
-                        .await?;
-                    existing.2 = p.amount;
-                    existing.3 = paid_at;
-                    touched.insert(loan_pk);
-                    outcomes.push(RowOutcome::Updated);
-                }
-                None => {
-                    let id: i64 = sqlx::query_scalar(&$sql("INSERT INTO payments (external_id, loan_id, amount, paid_at, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?) RETURNING id"),
-                    )
-                    .bind(p.id.as_str())
-                    .bind(loan_pk)
-                    .bind(p.amount.to_string())
-                    .bind(paid_at)
-                    .bind(now)
-                    .bind(now)
-                    .fetch_one(&mut *self.tx)
-                    .await?;
-                    payments.insert(p.id.as_str().to_owned(), (id, loan_pk, p.amount, paid_at));
-                    touched.insert(loan_pk);
-                    outcomes.push(RowOutcome::Inserted);
-                }
-            }
-        }
-
-        let touched: Vec<i64> = touched.into_iter().collect();
-        let totals = paid_totals(&mut self.tx, &touched).await?;
-        for (loan_pk, amount_due, st) in loans.values() {
-            let Some(paid) = totals.get(loan_pk) else {
-                continue;
-            };
-            let new = effective_status(*st, *amount_due, *paid);
-            if new != *st {
-                sqlx::query(&$sql("UPDATE loans SET status = ?, updated_at = ? WHERE id = ?"))
-                    .bind(new.as_str())
-                    .bind(now)
-                    .bind(loan_pk)
-                    .execute(&mut *self.tx)
-                    .await?;
-            }
-        }
-        Ok(outcomes)
+        self.payments(rows).await
     }
 
     async fn seen_before(
@@ -522,62 +453,83 @@ impl ImportTx for $import {
         if !self.seen_ready {
             // A temporary table lives with the connection: made once, and
             // emptied at the start of each import that uses it.
-            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS import_seen (k TEXT PRIMARY KEY, line BIGINT NOT NULL, fields TEXT)")
-                .execute(&mut *self.tx)
+            self.conn()
+                .execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (k TEXT PRIMARY KEY, line BIGINT NOT NULL, fields TEXT)", &[])
                 .await?;
-            sqlx::query("DELETE FROM import_seen").execute(&mut *self.tx).await?;
+            self.conn().execute("DELETE FROM import_seen", &[]).await?;
             self.seen_ready = true;
         }
         let mut out = HashMap::new();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        for row in $select_in_str(&mut *self.tx, "SELECT k, line, fields FROM import_seen WHERE k IN ({})", &keys).await? {
-            out.insert(row.get::<String, _>(0), (row.get::<i64, _>(1) as u64, row.get::<Option<String>, _>(2)));
+        for row in self
+            .conn()
+            .select_in_str(
+                "SELECT k, line, fields FROM import_seen WHERE k IN ({})",
+                &keys,
+            )
+            .await?
+        {
+            out.insert(
+                row.get::<String>(0),
+                (row.get::<i64>(1) as u64, row.get::<Option<String>>(2)),
+            );
         }
         Ok(out)
     }
 
-    async fn mark_seen(&mut self, marks: &[(String, u64, Option<String>)]) -> Result<(), StoreError> {
-        for chunk in marks.chunks(300) {
-            let text = format!(
-                "INSERT INTO import_seen (k, line, fields) VALUES {} ON CONFLICT (k) DO NOTHING",
-                vec!["(?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let text = $sql(&text);
-            let mut q = sqlx::query(&text);
-            for (k, line, fields) in chunk {
-                q = q.bind(k.as_str()).bind(*line as i64).bind(fields.as_deref());
-            }
-            q.execute(&mut *self.tx).await?;
-        }
+    async fn mark_seen(
+        &mut self,
+        marks: &[(String, u64, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let args: Vec<Arg> = marks
+            .iter()
+            .flat_map(|(k, line, fields)| {
+                [k.into(), (*line as i64).into(), fields.as_deref().into()]
+            })
+            .collect();
+        let head = "INSERT INTO import_seen (k, line, fields)";
+        insert_rows(
+            self.conn(),
+            head,
+            "(?, ?, ?)",
+            "ON CONFLICT (k) DO NOTHING",
+            &args,
+        )
+        .await?;
         Ok(())
     }
 
     async fn record(&mut self, record: &ImportRecord) -> Result<(), StoreError> {
         let c = record.counts;
-        sqlx::query(&$sql("INSERT INTO imports (path, kind, content_hash, imported, updated, unchanged, rejected, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-        )
-        .bind(&record.path)
-        .bind(record.kind.as_str())
-        .bind(&record.content_hash)
-        .bind(c.imported as i64)
-        .bind(c.updated as i64)
-        .bind(c.unchanged as i64)
-        .bind(c.rejected as i64)
-        .bind(self.now)
-        .execute(&mut *self.tx)
-        .await?;
+        let now = self.now;
+        let args = [
+            (&record.path).into(),
+            record.kind.as_str().into(),
+            (&record.content_hash).into(),
+            (c.imported as i64).into(),
+            (c.updated as i64).into(),
+            (c.unchanged as i64).into(),
+            (c.rejected as i64).into(),
+            now.into(),
+        ];
+        self.conn()
+            .execute(
+                "INSERT INTO imports (path, kind, content_hash, imported, updated, unchanged, rejected, at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                &args,
+            )
+            .await?;
         // What this file changed is looked at by the next tick, even a
         // steady one (new borrowers start at 0 by default).
         if c.imported + c.updated > 0 {
-            sqlx::query(&$sql("UPDATE borrowers SET next_look = 0
-                  WHERE updated_at = ? OR id IN (SELECT borrower_id FROM loans WHERE updated_at = ?)
-                     OR id IN (SELECT borrower_id FROM contact_points WHERE updated_at = ?)"))
-            .bind(self.now)
-            .bind(self.now)
-            .bind(self.now)
-            .execute(&mut *self.tx)
-            .await?;
+            self.conn()
+                .execute(
+                    "UPDATE borrowers SET next_look = 0
+                      WHERE updated_at = ? OR id IN (SELECT borrower_id FROM loans WHERE updated_at = ?)
+                         OR id IN (SELECT borrower_id FROM contact_points WHERE updated_at = ?)",
+                    &[now.into(), now.into(), now.into()],
+                )
+                .await?;
         }
         Ok(())
     }
@@ -587,9 +539,3 @@ impl ImportTx for $import {
         Ok(())
     }
 }
-
-
-    };
-}
-
-pub(super) use import_tx;

@@ -4,6 +4,8 @@
 //! planner or dispatcher changing. Backends keep instants in UTC and money as
 //! exact decimal text.
 
+mod backend;
+mod changes;
 mod codec;
 mod common;
 mod common_book;
@@ -14,11 +16,12 @@ mod copy;
 mod copy_tables;
 mod flow;
 mod import;
+mod import_payments;
 mod import_types;
 mod postgres;
-mod postgres_flow;
+mod postgres_conn;
 mod sqlite;
-mod sqlite_flow;
+mod sqlite_conn;
 mod types;
 
 use async_trait::async_trait;

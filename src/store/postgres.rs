@@ -20,17 +20,15 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::postgres_flow::{
-    cancel_ineligible_in, channel as parse_channel, check_fence, claim_rows, load_borrowers,
-    transition, unlog, BatchRows,
-};
+use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
+use super::codec::channel as parse_channel;
+use super::flow::{claim_rows, load_borrowers, BatchRows};
 use super::{
-    effective_status, from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem,
-    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
-    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
-    ACQUIRE_LEASE_SQL,
+    from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem, ImportTx, LoanView,
+    MessageQuery, MessageState, MessageView, NewMessage, PlanBorrower, Store, StoreCounts,
+    StoreError, Verdict, ACQUIRE_LEASE_SQL,
 };
-use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
+use crate::domain::{Currency, LoanId, Money};
 use crate::store::StoreConfig;
 
 /// The channel dispatchers listen on.
@@ -142,12 +140,7 @@ super::common::impl_store!(PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        Ok(Box::new(PgImport {
-            new_contacts: Vec::new(),
-            tx,
-            now: to_millis(now),
-            seen_ready: false,
-        }))
+        Ok(Box::new(super::import::SqlImport::new(tx, to_millis(now))))
     }
 
     async fn record_plan(
@@ -162,7 +155,7 @@ super::common::impl_store!(PgStore {
         }
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, fence).await?;
+        check_fence(&mut *tx, fence).await?;
         // A page of decisions in a handful of statements (arrays bound with
         // UNNEST), not a few round trips per message.
         let day = |d: &NaiveDate| d.format("%Y-%m-%d").to_string();
@@ -381,26 +374,13 @@ super::common::impl_store!(PgStore {
 });
 
 use super::codec::{date, decimal, status};
-use super::import::{BorrowerRec, LoanRec};
-
-/// Runs `SELECT … WHERE col IN ({})` with `keys` bound as one array
-/// (`= ANY($1)`).
-async fn select_in_str(
-    conn: &mut PgConnection,
-    text: &str,
-    keys: &[&str],
-) -> Result<Vec<PgRow>, StoreError> {
-    let text = sql(&text.replace("IN ({})", "= ANY($1)")).into_owned();
-    Ok(sqlx::query(&text).bind(keys).fetch_all(conn).await?)
-}
 
 pub(super) async fn select_in_i64(
     conn: &mut PgConnection,
     text: &str,
     keys: &[i64],
 ) -> Result<Vec<PgRow>, StoreError> {
-    let text = sql(&text.replace("IN ({})", "= ANY($1)")).into_owned();
-    Ok(sqlx::query(&text).bind(keys).fetch_all(conn).await?)
+    super::backend::Conn::select_in_i64(conn, text, keys).await
 }
 
 /// Claims up to `c.limit` due messages inside the caller's transaction:
@@ -445,38 +425,7 @@ async fn work_committed(conn: &mut PgConnection) -> Result<(), StoreError> {
     notify_work(conn).await
 }
 
-/// The shared SQL (written for SQLite) in PostgreSQL's dialect: `?`
-/// placeholders numbered `$1, $2, …` (the shared SQL has no `?` inside
-/// string literals), `group_concat(x, sep)` as `string_agg(x, sep)`,
-/// SQLite's `CROSS JOIN … ON` (a join-order hint there) as a plain `JOIN`,
-/// and the `/*FOR UPDATE*/` and `/*FOR SHARE*/` markers as row locks.
-pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
-    let text = text
-        .replace("group_concat(", "string_agg(")
-        .replace("CROSS JOIN", "JOIN")
-        .replace("/*FOR UPDATE*/", "FOR UPDATE")
-        .replace("/*FOR SHARE*/", "FOR SHARE");
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut n = 0;
-    for c in text.chars() {
-        if c == '?' {
-            n += 1;
-            out.push_str(&format!("${n}"));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-super::import::import_tx!(
-    PgImport,
-    Postgres,
-    PgConnection,
-    sql,
-    select_in_str,
-    select_in_i64
-);
+pub(super) use super::postgres_conn::sql;
 
 /// The cluster-wide rate limiter: GCRA on one row per provider, in the
 /// database's clock so instances with skewed clocks still agree. Each send

@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::sqlite::{
@@ -18,21 +17,16 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::sqlite_flow::{
-    cancel_ineligible_in, channel as parse_channel, check_fence, claim_rows, load_borrowers,
-    transition, unlog, BatchRows,
-};
+use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
+use super::codec::channel as parse_channel;
+use super::flow::{claim_rows, load_borrowers, BatchRows};
 use super::{
-    effective_status, from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem,
-    ImportRecord, ImportTx, LoanBookRow, LoanView, MessageQuery, MessageState, MessageView,
-    NewMessage, PaymentRow, PlanBorrower, RowOutcome, Store, StoreCounts, StoreError, Verdict,
-    ACQUIRE_LEASE_SQL,
+    from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem, ImportTx, LoanView,
+    MessageQuery, MessageState, MessageView, NewMessage, PlanBorrower, Store, StoreCounts,
+    StoreError, Verdict, ACQUIRE_LEASE_SQL,
 };
-use crate::domain::{Channel, Currency, LoanId, LoanStatus, Money};
+use crate::domain::{Currency, LoanId, Money};
 use crate::store::StoreConfig;
-
-/// Bound parameters per `IN (…)` list; well under SQLite's limit.
-const IN_CHUNK: usize = 500;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -86,12 +80,7 @@ super::common::impl_store!(SqliteStore {
 
     async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqliteImport {
-            new_contacts: Vec::new(),
-            tx,
-            now: to_millis(now),
-            seen_ready: false,
-        }))
+        Ok(Box::new(super::import::SqlImport::new(tx, to_millis(now))))
     }
 
     async fn record_plan(
@@ -106,7 +95,7 @@ super::common::impl_store!(SqliteStore {
         }
         let now_ms = to_millis(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        check_fence(&mut tx, fence).await?;
+        check_fence(&mut *tx, fence).await?;
         // A page of decisions in a handful of multi-row statements, not a
         // few statements per message (each costs a hand-off to sqlx's
         // SQLite thread).
@@ -276,7 +265,6 @@ super::common::impl_store!(SqliteStore {
 });
 
 use super::codec::{date, decimal, status};
-use super::import::{BorrowerRec, LoanRec};
 
 /// Claims up to `c.limit` due messages inside the caller's write
 /// transaction (SQLite's write lock is held from its start, so the
@@ -302,42 +290,12 @@ async fn claim_due(
     claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide, writes).await
 }
 
-/// Runs `SELECT … WHERE col IN (…)` over `keys` in chunks. `sql` holds one
-/// `{}` where the placeholder list goes.
-async fn select_in_str(
-    conn: &mut SqliteConnection,
-    sql: &str,
-    keys: &[&str],
-) -> Result<Vec<SqliteRow>, StoreError> {
-    let mut out = Vec::new();
-    for chunk in keys.chunks(IN_CHUNK) {
-        let marks = vec!["?"; chunk.len()].join(",");
-        let q = sql.replace("{}", &marks);
-        let mut query = sqlx::query(&q);
-        for k in chunk {
-            query = query.bind(*k);
-        }
-        out.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(out)
-}
-
 pub(super) async fn select_in_i64(
     conn: &mut SqliteConnection,
-    sql: &str,
+    text: &str,
     keys: &[i64],
 ) -> Result<Vec<SqliteRow>, StoreError> {
-    let mut out = Vec::new();
-    for chunk in keys.chunks(IN_CHUNK) {
-        let marks = vec!["?"; chunk.len()].join(",");
-        let q = sql.replace("{}", &marks);
-        let mut query = sqlx::query(&q);
-        for k in chunk {
-            query = query.bind(*k);
-        }
-        out.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(out)
+    super::backend::Conn::select_in_i64(conn, text, keys).await
 }
 
 /// A write transaction: SQLite's write lock taken up front, so a read
@@ -356,15 +314,6 @@ async fn work_committed(_: &mut SqliteConnection) -> Result<(), StoreError> {
 pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Borrowed(text)
 }
-
-super::import::import_tx!(
-    SqliteImport,
-    Sqlite,
-    SqliteConnection,
-    sql,
-    select_in_str,
-    select_in_i64
-);
 
 /// Sets borrowers' next looks (`record_plan`), 400 to a statement.
 async fn write_looks(

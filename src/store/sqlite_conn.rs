@@ -1,0 +1,75 @@
+//! The SQLite backend's `Conn`: text as written, values bound in order,
+//! key lists in chunks of `IN_CHUNK`.
+
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::Sqlite;
+
+use super::backend::{Arg, Conn};
+use super::StoreError;
+
+/// Bound parameters per `IN (…)` list; well under SQLite's limit.
+pub(super) const IN_CHUNK: usize = 500;
+
+fn bind<'q>(
+    mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    args: &[Arg<'q>],
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    for a in args {
+        q = match *a {
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+impl Conn for SqliteConnection {
+    type Row = SqliteRow;
+
+    async fn fetch(&mut self, text: &str, args: &[Arg<'_>]) -> Result<Vec<SqliteRow>, StoreError> {
+        Ok(bind(sqlx::query(text), args).fetch_all(self).await?)
+    }
+
+    async fn execute(&mut self, text: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        Ok(bind(sqlx::query(text), args)
+            .execute(self)
+            .await?
+            .rows_affected())
+    }
+
+    async fn select_in_i64(
+        &mut self,
+        text: &str,
+        keys: &[i64],
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let keys: Vec<Arg> = keys.iter().map(|k| Arg::Int(*k)).collect();
+        select_in(self, text, &keys).await
+    }
+
+    async fn select_in_str(
+        &mut self,
+        text: &str,
+        keys: &[&str],
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let keys: Vec<Arg> = keys.iter().map(|k| Arg::Text(k)).collect();
+        select_in(self, text, &keys).await
+    }
+}
+
+/// The rows of `text` (one `{}` where the placeholder list goes) for every
+/// key, `IN_CHUNK` keys to a statement.
+async fn select_in(
+    conn: &mut SqliteConnection,
+    text: &str,
+    keys: &[Arg<'_>],
+) -> Result<Vec<SqliteRow>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let q = text.replace("{}", &vec!["?"; chunk.len()].join(","));
+        out.extend(bind(sqlx::query(&q), chunk).fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
