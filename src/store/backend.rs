@@ -16,12 +16,33 @@ use sqlx::{Postgres, Sqlite};
 use super::StoreError;
 
 /// A value bound to a statement.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Arg<'a> {
     Int(i64),
     OptInt(Option<i64>),
     Text(&'a str),
     OptText(Option<&'a str>),
+    /// Text made for this statement (a formatted amount, a joined list).
+    Owned(Option<String>),
+    Bytes(&'a [u8]),
+}
+
+impl From<String> for Arg<'_> {
+    fn from(v: String) -> Self {
+        Arg::Owned(Some(v))
+    }
+}
+
+impl From<Option<String>> for Arg<'_> {
+    fn from(v: Option<String>) -> Self {
+        Arg::Owned(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Arg::Bytes(v)
+    }
 }
 
 impl From<i64> for Arg<'_> {
@@ -45,6 +66,12 @@ impl<'a> From<&'a str> for Arg<'a> {
 impl<'a> From<&'a String> for Arg<'a> {
     fn from(v: &'a String) -> Self {
         Arg::Text(v)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Arg::OptText(v.as_deref())
     }
 }
 
@@ -150,6 +177,21 @@ pub(super) trait Conn: Send {
         text: &str,
         keys: &[&str],
     ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
+
+    /// The one row a statement returns (an error if none).
+    fn fetch_one(
+        &mut self,
+        text: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Self::Row, StoreError>> + Send {
+        async move {
+            self.fetch(text, args)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| sqlx::Error::RowNotFound.into())
+        }
+    }
 
     /// The first row of one statement, if any.
     fn fetch_optional(

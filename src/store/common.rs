@@ -31,25 +31,19 @@ macro_rules! impl_store_all {
         impl Store for $store {
     async fn last_import_hash(&self, path: &str) -> Result<Option<String>, StoreError> {
         let row =
-            sqlx::query(&sql("SELECT content_hash FROM imports WHERE path = ? ORDER BY id DESC LIMIT 1"))
-                .bind(path)
-                .fetch_optional(&self.pool)
-                .await?;
+            self.reader().await?.fetch_optional("SELECT content_hash FROM imports WHERE path = ? ORDER BY id DESC LIMIT 1", &[Arg::from(path)]).await?;
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        let row = sqlx::query(&sql("SELECT (SELECT COUNT(*) FROM borrowers),
+        let row = self.reader().await?.fetch_one("SELECT (SELECT COUNT(*) FROM borrowers),
                     (SELECT COUNT(*) FROM loans),
                     (SELECT COUNT(*) FROM loans WHERE status = 'active'),
                     (SELECT COUNT(*) FROM loans WHERE status = 'paid'),
                     (SELECT COUNT(*) FROM payments),
                     (SELECT COUNT(*) FROM contact_points WHERE active = 1),
                     (SELECT COUNT(*) FROM messages),
-                    (SELECT COUNT(*) FROM imports)"),
-        )
-        .fetch_one(&self.pool)
-        .await?;
+                    (SELECT COUNT(*) FROM imports)", &[]).await?;
         let n = |i: usize| row.get::<i64, _>(i) as u64;
         Ok(StoreCounts {
             borrowers: n(0),
@@ -64,22 +58,15 @@ macro_rules! impl_store_all {
     }
 
     async fn loan(&self, id: &LoanId) -> Result<Option<LoanView>, StoreError> {
-        let Some(row) = sqlx::query(&sql("SELECT l.id, l.external_id, b.external_id, l.due_date, l.amount_due, l.currency, l.status
+        let Some(row) = self.reader().await?.fetch_optional("SELECT l.id, l.external_id, b.external_id, l.due_date, l.amount_due, l.currency, l.status
                FROM loans l JOIN borrowers b ON b.id = l.borrower_id
-              WHERE l.external_id = ?"),
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await?
+              WHERE l.external_id = ?", &[Arg::from(id.as_str())]).await?
         else {
             return Ok(None);
         };
         let loan_pk: i64 = row.get(0);
         let amounts: Vec<String> =
-            sqlx::query_scalar(&sql("SELECT amount FROM payments WHERE loan_id = ?"))
-                .bind(loan_pk)
-                .fetch_all(&self.pool)
-                .await?;
+            self.reader().await?.fetch("SELECT amount FROM payments WHERE loan_id = ?", &[Arg::from(loan_pk)]).await?.iter().map(|r| r.get(0)).collect();
         let mut paid_total = Decimal::ZERO;
         for a in &amounts {
             paid_total += decimal(a)?;
@@ -106,12 +93,7 @@ macro_rules! impl_store_all {
         since: DateTime<Utc>,
     ) -> Result<Vec<PlanBorrower>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let pks: Vec<i64> = sqlx::query_scalar(&sql("SELECT DISTINCT borrower_id FROM loans WHERE status = 'active' AND borrower_id > ? ORDER BY borrower_id LIMIT ?"),
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
+        let pks: Vec<i64> = (&mut *conn).fetch("SELECT DISTINCT borrower_id FROM loans WHERE status = 'active' AND borrower_id > ? ORDER BY borrower_id LIMIT ?", &[Arg::from(after), Arg::from(i64::from(limit))]).await?.iter().map(|r| r.get(0)).collect();
         load_borrowers(&mut *conn, &pks, since, true).await
     }
 
@@ -123,23 +105,15 @@ macro_rules! impl_store_all {
         since: DateTime<Utc>,
     ) -> Result<(Vec<PlanBorrower>, Option<(i64, i64)>), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let keys: Vec<(i64, i64)> = sqlx::query_as(&sql("SELECT next_look, id FROM borrowers
-              WHERE next_look <= ? AND (next_look, id) > (?, ?) ORDER BY next_look, id LIMIT ?"))
-        .bind(to_millis(now))
-        .bind(after.0)
-        .bind(after.1)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
+        let keys: Vec<(i64, i64)> = (&mut *conn).fetch("SELECT next_look, id FROM borrowers
+              WHERE next_look <= ? AND (next_look, id) > (?, ?) ORDER BY next_look, id LIMIT ?", &[Arg::from(to_millis(now)), Arg::from(after.0), Arg::from(after.1), Arg::from(i64::from(limit))]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
         let mut pks: Vec<i64> = keys.iter().map(|k| k.1).collect();
         pks.sort_unstable();
         Ok((load_borrowers(&mut *conn, &pks, since, true).await?, keys.last().copied()))
     }
 
     async fn next_look_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(&sql("SELECT MIN(next_look) FROM borrowers"))
-            .fetch_one(&self.pool)
-            .await?;
+        let at: Option<i64> = self.reader().await?.fetch_one("SELECT MIN(next_look) FROM borrowers", &[]).await?.get(0);
         at.map(from_millis).transpose()
     }
 
@@ -149,10 +123,7 @@ macro_rules! impl_store_all {
         since: DateTime<Utc>,
     ) -> Result<Option<PlanBorrower>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let pk: Option<i64> = sqlx::query_scalar(&sql("SELECT id FROM borrowers WHERE external_id = ?"))
-            .bind(external_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let pk: Option<i64> = (&mut *conn).fetch_optional("SELECT id FROM borrowers WHERE external_id = ?", &[Arg::from(external_id)]).await?.map(|r| r.get(0));
         match pk {
             Some(pk) => Ok(load_borrowers(&mut *conn, &[pk], since, true).await?.pop()),
             None => Ok(None),
@@ -160,20 +131,14 @@ macro_rules! impl_store_all {
     }
 
     async fn next_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(&sql("SELECT MIN(not_before) FROM messages WHERE state IN ('planned', 'deferred')"),
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let at: Option<i64> = self.reader().await?.fetch_one("SELECT MIN(not_before) FROM messages WHERE state IN ('planned', 'deferred')", &[]).await?.get(0);
         at.map(from_millis).transpose()
     }
 
     async fn in_flight(&self, now: DateTime<Utc>) -> Result<Vec<super::InFlight>, StoreError> {
-        let rows = sqlx::query(&sql("SELECT m.id, COALESCE(m.attempt_id, ''), m.channel, m.provider, cp.address, m.updated_at
+        let rows = self.reader().await?.fetch("SELECT m.id, COALESCE(m.attempt_id, ''), m.channel, m.provider, cp.address, m.updated_at
                FROM messages m LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE m.state = 'sending' AND (m.lease_until IS NULL OR m.lease_until < ?) ORDER BY m.id"))
-            .bind(to_millis(now))
-            .fetch_all(&self.pool)
-            .await?;
+              WHERE m.state = 'sending' AND (m.lease_until IS NULL OR m.lease_until < ?) ORDER BY m.id", &[Arg::from(to_millis(now))]).await?;
         rows.iter()
             .map(|r| {
                 Ok(super::InFlight {
@@ -194,58 +159,34 @@ macro_rules! impl_store_all {
         attempt: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(&sql("UPDATE messages SET lease_until = ?, claimed_by = NULL WHERE id = ? AND state = 'sending' AND attempt_id = ?"))
-            .bind(to_millis(until))
-            .bind(id)
-            .bind(attempt)
-            .execute(&self.pool)
-            .await?;
+        self.reader().await?.execute("UPDATE messages SET lease_until = ?, claimed_by = NULL WHERE id = ? AND state = 'sending' AND attempt_id = ?", &[Arg::from(to_millis(until)), Arg::from(id), Arg::from(attempt)]).await?;
         Ok(())
     }
 
     async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {
-        let r = sqlx::query(&sql("UPDATE messages SET lease_until = ? WHERE state = 'sending' AND claimed_by = ? AND lease_until IS NOT NULL"))
-            .bind(to_millis(until))
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        let r = self.reader().await?.execute("UPDATE messages SET lease_until = ? WHERE state = 'sending' AND claimed_by = ? AND lease_until IS NOT NULL", &[Arg::from(to_millis(until)), Arg::from(holder)]).await?;
+        Ok(r)
     }
 
     async fn release_claims(&self, holder: &str) -> Result<u64, StoreError> {
-        let r = sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE state = 'sending' AND claimed_by = ?"),
-        )
-        .bind(holder)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        let r = self.reader().await?.execute("UPDATE messages SET lease_until = NULL WHERE state = 'sending' AND claimed_by = ?", &[Arg::from(holder)]).await?;
+        Ok(r)
     }
 
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        sqlx::query(&sql("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND token = ?"))
-            .bind(&fence.role)
-            .bind(&fence.holder)
-            .bind(fence.token)
-            .execute(&self.pool)
-            .await?;
+        self.reader().await?.execute("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND token = ?", &[Arg::from(&fence.role), Arg::from(&fence.holder), Arg::from(fence.token)]).await?;
         Ok(())
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(&sql("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success"),
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(self.reader().await?.fetch_one("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success", &[]).await?.get(0))
     }
 
     async fn message_events(
         &self,
         message_id: i64,
     ) -> Result<Vec<super::MessageEvent>, StoreError> {
-        let rows = sqlx::query(&sql("SELECT at, from_state, to_state, reason FROM message_events WHERE message_id = ? ORDER BY id"))
-            .bind(message_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.reader().await?.fetch("SELECT at, from_state, to_state, reason FROM message_events WHERE message_id = ? ORDER BY id", &[Arg::from(message_id)]).await?;
         rows.iter()
             .map(|r| {
                 Ok(super::MessageEvent {
@@ -263,10 +204,7 @@ macro_rules! impl_store_all {
     }
 
     async fn sent_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(&sql("SELECT COUNT(*) FROM contact_log WHERE at >= ?"))
-            .bind(to_millis(since))
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 = self.reader().await?.fetch_one("SELECT COUNT(*) FROM contact_log WHERE at >= ?", &[Arg::from(to_millis(since))]).await?.get(0);
         Ok(n as u64)
     }
 
@@ -282,9 +220,7 @@ macro_rules! impl_store_all {
         )>,
         StoreError,
     > {
-        let rows = sqlx::query(&sql("SELECT state, channel, provider, reason, COUNT(*) FROM messages GROUP BY state, channel, provider, reason"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.reader().await?.fetch("SELECT state, channel, provider, reason, COUNT(*) FROM messages GROUP BY state, channel, provider, reason", &[]).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -299,21 +235,13 @@ macro_rules! impl_store_all {
     }
 
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, StoreError> {
-        let rows = sqlx::query(&sql("SELECT m.id, b.external_id, m.channel, m.step, m.template, m.template_version, m.state, m.reason, m.not_before,
+        let rows = self.reader().await?.fetch("SELECT m.id, b.external_id, m.channel, m.step, m.template, m.template_version, m.state, m.reason, m.not_before,
                     m.provider, cp.address, m.subject, m.body, m.updated_at,
                     (SELECT group_concat(l.external_id, ',') FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id)
                FROM messages m JOIN borrowers b ON b.id = m.borrower_id
                LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
               WHERE (? IS NULL OR m.state = ?) AND (? IS NULL OR b.external_id = ?)
-              ORDER BY m.id LIMIT ?"),
-        )
-        .bind(query.state.map(MessageState::as_str))
-        .bind(query.state.map(MessageState::as_str))
-        .bind(&query.borrower)
-        .bind(&query.borrower)
-        .bind(i64::from(query.limit.unwrap_or(u32::MAX >> 1)))
-        .fetch_all(&self.pool)
-        .await?;
+              ORDER BY m.id LIMIT ?", &[Arg::from(query.state.map(MessageState::as_str)), Arg::from(query.state.map(MessageState::as_str)), Arg::from(&query.borrower), Arg::from(&query.borrower), Arg::from(i64::from(query.limit.unwrap_or(u32::MAX >> 1)))]).await?;
         rows.iter()
             .map(|r| {
                 Ok(MessageView {
@@ -341,9 +269,7 @@ macro_rules! impl_store_all {
     }
 
     async fn message_counts(&self) -> Result<Vec<(MessageState, u64)>, StoreError> {
-        let rows = sqlx::query(&sql("SELECT state, COUNT(*) FROM messages GROUP BY state"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.reader().await?.fetch("SELECT state, COUNT(*) FROM messages GROUP BY state", &[]).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -358,13 +284,9 @@ macro_rules! impl_store_all {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<(i64, String, String, NaiveDate, String, i64)>, StoreError> {
-        let rows = sqlx::query(&sql("SELECT h.id, l.external_id, b.external_id, h.due_date, h.step, h.attempts FROM handoffs h
+        let rows = self.reader().await?.fetch("SELECT h.id, l.external_id, b.external_id, h.due_date, h.step, h.attempts FROM handoffs h
                JOIN loans l ON l.id = h.loan_id JOIN borrowers b ON b.id = l.borrower_id
-              WHERE h.state = 'pending' AND h.next_attempt_at <= ? ORDER BY h.next_attempt_at, h.id LIMIT 100"),
-        )
-        .bind(to_millis(now))
-        .fetch_all(&self.pool)
-        .await?;
+              WHERE h.state = 'pending' AND h.next_attempt_at <= ? ORDER BY h.next_attempt_at, h.id LIMIT 100", &[Arg::from(to_millis(now))]).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -391,13 +313,8 @@ macro_rules! impl_store_all {
             Err((error, Some(retry_at))) => ("UPDATE handoffs SET attempts = attempts + 1, last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ? WHERE id = ?", Some(error), Some(to_millis(retry_at))),
             Err((error, None)) => ("UPDATE handoffs SET state = 'failed', attempts = attempts + 1, last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ? WHERE id = ?", Some(error), None),
         };
-        let text = sql(text);
-        let q = sqlx::query(&text)
-            .bind(error)
-            .bind(retry_at)
-            .bind(now_ms)
-            .bind(id);
-        q.execute(&self.pool).await?;
+        let args = [Arg::from(error), Arg::from(retry_at), Arg::from(now_ms), Arg::from(id)];
+        self.reader().await?.execute(text, &args).await?;
         Ok(())
     }
 
@@ -408,7 +325,7 @@ macro_rules! impl_store_all {
     ) -> Result<Vec<AuditRow>, StoreError> {
         // Each `sending` event is one attempt; its outcome is the next event
         // of the same message.
-        let rows = sqlx::query(&sql("SELECT e.message_id, e.at, e.reason, m.channel, m.step, m.template, m.template_version, m.provider,
+        let rows = self.reader().await?.fetch("SELECT e.message_id, e.at, e.reason, m.channel, m.step, m.template, m.template_version, m.provider,
                     b.external_id, b.timezone, cp.address,
                     (SELECT COUNT(*) FROM message_events p WHERE p.message_id = e.message_id AND p.to_state = 'sending' AND p.id <= e.id),
                     (SELECT n.to_state FROM message_events n WHERE n.message_id = e.message_id AND n.id > e.id ORDER BY n.id LIMIT 1),
@@ -419,12 +336,7 @@ macro_rules! impl_store_all {
                JOIN borrowers b ON b.id = m.borrower_id
                LEFT JOIN contact_points cp ON cp.id = m.contact_point_id
               WHERE e.to_state = 'sending' AND e.at >= ? AND e.at < ?
-              ORDER BY e.at, e.id"),
-        )
-        .bind(to_millis(from))
-        .bind(to_millis(to))
-        .fetch_all(&self.pool)
-        .await?;
+              ORDER BY e.at, e.id", &[Arg::from(to_millis(from)), Arg::from(to_millis(to))]).await?;
         rows.iter()
             .map(|r| {
                 let outcome: Option<String> = r.get(12);
@@ -458,7 +370,7 @@ macro_rules! impl_store_all {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(&sql("SELECT 1")).execute(&self.pool).await?;
+        self.reader().await?.execute("SELECT 1", &[]).await?;
         Ok(())
     }
 

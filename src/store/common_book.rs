@@ -23,23 +23,12 @@ macro_rules! with_book_methods {
             "UPDATE contact_points SET opted_out_at = NULL, opt_out_source = ?, updated_at = ?
               WHERE active = 1 AND channel = ? AND borrower_id = (SELECT id FROM borrowers WHERE external_id = ?) AND ? IS NOT NULL"
         };
-        let text = sql(text);
-        let q = if out {
-            sqlx::query(&text)
-                .bind(now_ms)
-                .bind(source)
-                .bind(now_ms)
-                .bind(channel.as_str())
-                .bind(borrower)
+        let args = if out {
+            [Arg::from(now_ms), Arg::from(source), Arg::from(now_ms), Arg::from(channel.as_str()), Arg::from(borrower)]
         } else {
-            sqlx::query(&text)
-                .bind(source)
-                .bind(now_ms)
-                .bind(channel.as_str())
-                .bind(borrower)
-                .bind(now_ms)
+            [Arg::from(source), Arg::from(now_ms), Arg::from(channel.as_str()), Arg::from(borrower), Arg::from(now_ms)]
         };
-        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+        Ok(self.reader().await?.execute(text, &args).await? > 0)
     }
 
     async fn opt_out_address(
@@ -50,17 +39,9 @@ macro_rules! with_book_methods {
         source: &str,
     ) -> Result<u64, StoreError> {
         let now_ms = to_millis(now);
-        let r = sqlx::query(&sql("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ?
-              WHERE channel = ? AND address = ?"),
-        )
-        .bind(now_ms)
-        .bind(source)
-        .bind(now_ms)
-        .bind(channel.as_str())
-        .bind(address)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        let r = self.reader().await?.execute("UPDATE contact_points SET opted_out_at = COALESCE(opted_out_at, ?), opt_out_source = COALESCE(opt_out_source, ?), updated_at = ?
+              WHERE channel = ? AND address = ?", &[Arg::from(now_ms), Arg::from(source), Arg::from(now_ms), Arg::from(channel.as_str()), Arg::from(address)]).await?;
+        Ok(r)
     }
 
     async fn add_hold(
@@ -74,16 +55,10 @@ macro_rules! with_book_methods {
         let (b, l): (Option<i64>, Option<i64>) = match (borrower, loan) {
             (_, Some(loan)) => (
                 None,
-                sqlx::query_scalar(&sql("SELECT id FROM loans WHERE external_id = ?"))
-                    .bind(loan)
-                    .fetch_optional(&self.pool)
-                    .await?,
+                self.reader().await?.fetch_optional("SELECT id FROM loans WHERE external_id = ?", &[Arg::from(loan)]).await?.map(|r| r.get(0)),
             ),
             (Some(b), None) => (
-                sqlx::query_scalar(&sql("SELECT id FROM borrowers WHERE external_id = ?"))
-                    .bind(b)
-                    .fetch_optional(&self.pool)
-                    .await?,
+                self.reader().await?.fetch_optional("SELECT id FROM borrowers WHERE external_id = ?", &[Arg::from(b)]).await?.map(|r| r.get(0)),
                 None,
             ),
             (None, None) => (None, None),
@@ -91,24 +66,13 @@ macro_rules! with_book_methods {
         if b.is_none() && l.is_none() {
             return Ok(None);
         }
-        let id: i64 = sqlx::query_scalar(&sql("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id"))
-            .bind(b)
-            .bind(l)
-            .bind(kind.as_str())
-            .bind(until.map(|d| d.format("%Y-%m-%d").to_string()))
-            .bind(to_millis(now))
-            .fetch_one(&self.pool)
-            .await?;
+        let id: i64 = self.reader().await?.fetch_one("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id", &[Arg::from(b), Arg::from(l), Arg::from(kind.as_str()), Arg::from(until.map(|d| d.format("%Y-%m-%d").to_string())), Arg::from(to_millis(now))]).await?.get(0);
         Ok(Some(id))
     }
 
     async fn clear_hold(&self, now: DateTime<Utc>, id: i64) -> Result<bool, StoreError> {
-        let r = sqlx::query(&sql("UPDATE holds SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL"))
-            .bind(to_millis(now))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        let r = self.reader().await?.execute("UPDATE holds SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL", &[Arg::from(to_millis(now)), Arg::from(id)]).await?;
+        Ok(r > 0)
     }
 
     async fn opt_out_message_contact(
@@ -118,16 +82,9 @@ macro_rules! with_book_methods {
         source: &str,
     ) -> Result<bool, StoreError> {
         let now_ms = to_millis(now);
-        let r = sqlx::query(&sql("UPDATE contact_points SET opted_out_at = ?, opt_out_source = ?, updated_at = ?
-              WHERE id = (SELECT contact_point_id FROM messages WHERE id = ?) AND opted_out_at IS NULL"),
-        )
-        .bind(now_ms)
-        .bind(source)
-        .bind(now_ms)
-        .bind(message_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        let r = self.reader().await?.execute("UPDATE contact_points SET opted_out_at = ?, opt_out_source = ?, updated_at = ?
+              WHERE id = (SELECT contact_point_id FROM messages WHERE id = ?) AND opted_out_at IS NULL", &[Arg::from(now_ms), Arg::from(source), Arg::from(now_ms), Arg::from(message_id)]).await?;
+        Ok(r > 0)
     }
 
     async fn opt_in_address(
@@ -138,15 +95,8 @@ macro_rules! with_book_methods {
         source: &str,
     ) -> Result<u64, StoreError> {
         let now_ms = to_millis(now);
-        let r = sqlx::query(&sql("UPDATE contact_points SET opted_out_at = NULL, opt_out_source = ?, updated_at = ? WHERE channel = ? AND address = ? AND opted_out_at IS NOT NULL"),
-        )
-        .bind(source)
-        .bind(now_ms)
-        .bind(channel.as_str())
-        .bind(address)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        let r = self.reader().await?.execute("UPDATE contact_points SET opted_out_at = NULL, opt_out_source = ?, updated_at = ? WHERE channel = ? AND address = ? AND opted_out_at IS NOT NULL", &[Arg::from(source), Arg::from(now_ms), Arg::from(channel.as_str()), Arg::from(address)]).await?;
+        Ok(r)
     }
 
     async fn secret(
@@ -156,17 +106,9 @@ macro_rules! with_book_methods {
         now: DateTime<Utc>,
     ) -> Result<Vec<u8>, StoreError> {
         // Insert-if-absent, then read: concurrent first starts agree.
-        sqlx::query(&sql("INSERT INTO settings (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"))
-            .bind(name)
-            .bind(fresh)
-            .bind(to_millis(now))
-            .execute(&self.pool)
-            .await?;
+        self.reader().await?.execute("INSERT INTO settings (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING", &[Arg::from(name), Arg::from(fresh), Arg::from(to_millis(now))]).await?;
         Ok(
-            sqlx::query_scalar(&sql("SELECT value FROM settings WHERE name = ?"))
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?,
+            self.reader().await?.fetch_one("SELECT value FROM settings WHERE name = ?", &[Arg::from(name)]).await?.get(0),
         )
     }
 
@@ -177,22 +119,12 @@ macro_rules! with_book_methods {
         address: &str,
     ) -> Result<u64, StoreError> {
         let mut tx = begin_write(&self.pool).await?;
-        let r = sqlx::query(&sql("UPDATE contact_points SET invalid_at = NULL, invalid_reason = NULL, updated_at = ?
-              WHERE channel = ? AND address = ? AND invalid_at IS NOT NULL"))
-            .bind(to_millis(now))
-            .bind(channel.as_str())
-            .bind(address)
-            .execute(&mut *tx)
-            .await?;
+        let r = (&mut *tx).execute("UPDATE contact_points SET invalid_at = NULL, invalid_reason = NULL, updated_at = ?
+              WHERE channel = ? AND address = ? AND invalid_at IS NOT NULL", &[Arg::from(to_millis(now)), Arg::from(channel.as_str()), Arg::from(address)]).await?;
         // Soft bounces before the lift no longer count towards the limit.
-        sqlx::query(&sql("UPDATE bounces SET lifted_at = ? WHERE channel = ? AND address = ? AND lifted_at IS NULL"))
-            .bind(to_millis(now))
-            .bind(channel.as_str())
-            .bind(address)
-            .execute(&mut *tx)
-            .await?;
+        (&mut *tx).execute("UPDATE bounces SET lifted_at = ? WHERE channel = ? AND address = ? AND lifted_at IS NULL", &[Arg::from(to_millis(now)), Arg::from(channel.as_str()), Arg::from(address)]).await?;
         tx.commit().await?;
-        Ok(r.rows_affected())
+        Ok(r)
     }
 
     async fn offer_for(
@@ -207,28 +139,9 @@ macro_rules! with_book_methods {
         let due = due_date.format("%Y-%m-%d").to_string();
         // Insert-if-absent, then read: the step's other channel, a retry or
         // another instance all get the terms made first.
-        sqlx::query(&sql("INSERT INTO offers (loan_id, due_date, step, kind, amount, percent, min_payment, currency, made_at, expires_at, state, created_at, updated_at)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) ON CONFLICT (loan_id, due_date, step) DO NOTHING"))
-            .bind(loan)
-            .bind(&due)
-            .bind(step)
-            .bind(terms.kind.as_str())
-            .bind(terms.amount.map(|a| a.to_string()))
-            .bind(terms.percent.map(|p| p.to_string()))
-            .bind(terms.min_payment.to_string())
-            .bind(&terms.currency)
-            .bind(now_ms)
-            .bind(to_millis(terms.expires_at))
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query(&sql(&format!("{} {} WHERE o.loan_id = ? AND o.due_date = ? AND o.step = ?", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM)))
-            .bind(loan)
-            .bind(&due)
-            .bind(step)
-            .fetch_one(&self.pool)
-            .await?;
+        self.reader().await?.execute("INSERT INTO offers (loan_id, due_date, step, kind, amount, percent, min_payment, currency, made_at, expires_at, state, created_at, updated_at)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?) ON CONFLICT (loan_id, due_date, step) DO NOTHING", &[Arg::from(loan), Arg::from(&due), Arg::from(step), Arg::from(terms.kind.as_str()), Arg::from(terms.amount.map(|a| a.to_string())), Arg::from(terms.percent.map(|p| p.to_string())), Arg::from(terms.min_payment.to_string()), Arg::from(&terms.currency), Arg::from(now_ms), Arg::from(to_millis(terms.expires_at)), Arg::from(now_ms), Arg::from(now_ms)]).await?;
+        let row = self.reader().await?.fetch_one(&format!("{} {} WHERE o.loan_id = ? AND o.due_date = ? AND o.step = ?", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM), &[Arg::from(loan), Arg::from(&due), Arg::from(step)]).await?;
         super::common_book::offer_row(&row)
     }
 
@@ -240,16 +153,13 @@ macro_rules! with_book_methods {
         // a message carrying each was sent, then every payment inside any of
         // their windows.
         let which = "(o.state = 'open' OR (o.state IN ('expired', 'void') AND o.expires_at >= ?))";
-        let rows = sqlx::query(&sql(&format!(
+        let rows = self.reader().await?.fetch(&format!(
             "{}, EXISTS (SELECT 1 FROM message_loans ml JOIN messages m ON m.id = ml.message_id
                   WHERE ml.loan_id = o.loan_id AND ml.due_date = o.due_date AND ml.step = o.step AND m.state IN ('sent', 'delivered'))
               {} WHERE {which} ORDER BY o.id",
             super::common_book::OFFER_COLUMNS,
             super::common_book::OFFER_FROM
-        )))
-        .bind(to_millis(since))
-        .fetch_all(&self.pool)
-        .await?;
+        ), &[Arg::from(to_millis(since))]).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut by_loan: std::collections::HashMap<i64, Vec<usize>> = Default::default();
         for row in &rows {
@@ -264,13 +174,10 @@ macro_rules! with_book_methods {
         if out.is_empty() {
             return Ok(out);
         }
-        let payments = sqlx::query(&sql(&format!(
+        let payments = self.reader().await?.fetch(&format!(
             "SELECT DISTINCT p.loan_id, p.external_id, p.amount, p.paid_at FROM payments p JOIN offers o ON o.loan_id = p.loan_id
               WHERE {which} AND p.paid_at >= o.made_at AND p.paid_at <= o.expires_at"
-        )))
-        .bind(to_millis(since))
-        .fetch_all(&self.pool)
-        .await?;
+        ), &[Arg::from(to_millis(since))]).await?;
         for r in &payments {
             let loan: i64 = r.get(0);
             let paid = (
@@ -297,46 +204,22 @@ macro_rules! with_book_methods {
         use crate::domain::{OfferKind, OfferState};
         let now_ms = to_millis(now);
         let mut tx = begin_write(&self.pool).await?;
-        let changed = sqlx::query(&sql("UPDATE offers SET state = ?, settled_at = ?, payment_ids = ?,
+        let changed = (&mut *tx).execute("UPDATE offers SET state = ?, settled_at = ?, payment_ids = ?,
                    event_state = CASE WHEN ? = 'taken' THEN 'pending' ELSE event_state END,
                    event_next_at = CASE WHEN ? = 'taken' THEN ? ELSE event_next_at END, updated_at = ?
-             WHERE id = ? AND state <> 'taken' AND state <> ?"))
-            .bind(state.as_str())
-            .bind(to_millis(at))
-            .bind((!payment_ids.is_empty()).then(|| payment_ids.join(" ")))
-            .bind(state.as_str())
-            .bind(state.as_str())
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(id)
-            .bind(state.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+             WHERE id = ? AND state <> 'taken' AND state <> ?", &[Arg::from(state.as_str()), Arg::from(to_millis(at)), Arg::from((!payment_ids.is_empty()).then(|| payment_ids.join(" "))), Arg::from(state.as_str()), Arg::from(state.as_str()), Arg::from(now_ms), Arg::from(now_ms), Arg::from(id), Arg::from(state.as_str())]).await?
             > 0;
         if changed && state == OfferState::Taken {
-            let row = sqlx::query(&sql("SELECT loan_id, kind FROM offers WHERE id = ?"))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let row = (&mut *tx).fetch_one("SELECT loan_id, kind FROM offers WHERE id = ?", &[Arg::from(id)]).await?;
             let loan: i64 = row.get(0);
             // A waiver or discount paid in time settles the loan; a plan's
             // first instalment puts it on hold for the lender to set up.
             match OfferKind::parse(&row.get::<String, _>(1)).map_err(|e| StoreError::Corrupt(e.0))? {
                 OfferKind::FeeWaiver | OfferKind::Discount => {
-                    sqlx::query(&sql("UPDATE loans SET status = 'paid', updated_at = ? WHERE id = ? AND status = 'active'"))
-                        .bind(now_ms)
-                        .bind(loan)
-                        .execute(&mut *tx)
-                        .await?;
+                    (&mut *tx).execute("UPDATE loans SET status = 'paid', updated_at = ? WHERE id = ? AND status = 'active'", &[Arg::from(now_ms), Arg::from(loan)]).await?;
                 }
                 OfferKind::PaymentPlan => {
-                    sqlx::query(&sql("INSERT INTO holds (loan_id, kind, note, created_at) VALUES (?, 'hardship', ?, ?)"))
-                        .bind(loan)
-                        .bind(format!("payment plan offer {id} taken"))
-                        .bind(now_ms)
-                        .execute(&mut *tx)
-                        .await?;
+                    (&mut *tx).execute("INSERT INTO holds (loan_id, kind, note, created_at) VALUES (?, 'hardship', ?, ?)", &[Arg::from(loan), Arg::from(format!("payment plan offer {id} taken")), Arg::from(now_ms)]).await?;
                 }
             }
         }
@@ -345,10 +228,7 @@ macro_rules! with_book_methods {
     }
 
     async fn due_offer_events(&self, now: DateTime<Utc>) -> Result<Vec<super::OfferRow>, StoreError> {
-        let rows = sqlx::query(&sql(&format!("{} {} WHERE o.event_state = 'pending' AND o.event_next_at <= ? ORDER BY o.event_next_at, o.id LIMIT 100", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM)))
-            .bind(to_millis(now))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.reader().await?.fetch(&format!("{} {} WHERE o.event_state = 'pending' AND o.event_next_at <= ? ORDER BY o.event_next_at, o.id LIMIT 100", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM), &[Arg::from(to_millis(now))]).await?;
         rows.iter().map(super::common_book::offer_row).collect()
     }
 
@@ -363,23 +243,12 @@ macro_rules! with_book_methods {
             Err((error, Some(retry_at))) => ("pending", Some(error), Some(to_millis(retry_at))),
             Err((error, None)) => ("failed", Some(error), None),
         };
-        sqlx::query(&sql("UPDATE offers SET event_state = ?, event_attempts = event_attempts + 1, event_error = ?, event_next_at = COALESCE(?, event_next_at), updated_at = ? WHERE id = ?"))
-            .bind(state)
-            .bind(error)
-            .bind(retry_at)
-            .bind(to_millis(now))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.reader().await?.execute("UPDATE offers SET event_state = ?, event_attempts = event_attempts + 1, event_error = ?, event_next_at = COALESCE(?, event_next_at), updated_at = ? WHERE id = ?", &[Arg::from(state), Arg::from(error), Arg::from(retry_at), Arg::from(to_millis(now)), Arg::from(id)]).await?;
         Ok(())
     }
 
     async fn offers(&self, borrower: Option<&str>) -> Result<Vec<super::OfferRow>, StoreError> {
-        let rows = sqlx::query(&sql(&format!("{} {} WHERE ? IS NULL OR b.external_id = ? ORDER BY o.id", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM)))
-            .bind(borrower)
-            .bind(borrower)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.reader().await?.fetch(&format!("{} {} WHERE ? IS NULL OR b.external_id = ? ORDER BY o.id", super::common_book::OFFER_COLUMNS, super::common_book::OFFER_FROM), &[Arg::from(borrower), Arg::from(borrower)]).await?;
         rows.iter().map(super::common_book::offer_row).collect()
     }
 

@@ -54,10 +54,7 @@ macro_rules! with_outcome_methods {
             sent.push((message_id, provider, provider_ref, template_version, subject, body, reason));
             continue;
         }
-        sqlx::query(&sql("UPDATE messages SET lease_until = NULL WHERE id = ?"))
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await?;
+        (&mut *tx).execute("UPDATE messages SET lease_until = NULL WHERE id = ?", &[Arg::from(message_id)]).await?;
         match finish {
             Finish::Sent { .. } => {}
             Finish::Retry {
@@ -66,12 +63,7 @@ macro_rules! with_outcome_methods {
                 reason,
             } => {
                 unlog(&mut *tx, message_id).await?;
-                sqlx::query(&sql("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?"))
-                    .bind(to_millis(*at))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
+                (&mut *tx).execute("UPDATE messages SET not_before = ?, provider = ? WHERE id = ?", &[Arg::from(to_millis(*at)), Arg::from(provider), Arg::from(message_id)]).await?;
                 transition(
                     &mut *tx,
                     now_ms,
@@ -85,11 +77,7 @@ macro_rules! with_outcome_methods {
             }
             Finish::Failed { provider, reason } => {
                 unlog(&mut *tx, message_id).await?;
-                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
+                (&mut *tx).execute("UPDATE messages SET provider = ? WHERE id = ?", &[Arg::from(provider), Arg::from(message_id)]).await?;
                 transition(
                     &mut *tx,
                     now_ms,
@@ -104,11 +92,7 @@ macro_rules! with_outcome_methods {
                 let bounced = matches!(finish, Finish::Bounced { .. });
                 unlog(&mut *tx, message_id).await?;
                 // The audit names the provider that reported the refusal.
-                sqlx::query(&sql("UPDATE messages SET provider = ? WHERE id = ?"))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
+                (&mut *tx).execute("UPDATE messages SET provider = ? WHERE id = ?", &[Arg::from(provider), Arg::from(message_id)]).await?;
                 // A bounce marks the address invalid on every contact point
                 // that has it (it bounces whoever it belongs to); an opt-out
                 // at the provider opts this contact point out.
@@ -129,13 +113,7 @@ macro_rules! with_outcome_methods {
                     )
                 };
                 if let Some(cp) = cp {
-                    sqlx::query(&sql(text))
-                        .bind(now_ms)
-                        .bind(source)
-                        .bind(now_ms)
-                        .bind(cp)
-                        .execute(&mut *tx)
-                        .await?;
+                    (&mut *tx).execute(text, &[Arg::from(now_ms), Arg::from(source), Arg::from(now_ms), Arg::from(cp)]).await?;
                 }
                 transition(&mut *tx, now_ms, message_id, from, state, &why).await?;
             }
@@ -154,17 +132,8 @@ macro_rules! with_outcome_methods {
             Finish::Ambiguous { provider, reason } => {
                 // Still `sending`, unclaimed and past its lease: the next
                 // reconciliation (any instance) asks the provider.
-                sqlx::query(&sql("UPDATE messages SET provider = ?, claimed_by = NULL WHERE id = ?"))
-                    .bind(provider)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(&sql("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, 'sending', 'sending', ?)"))
-                    .bind(message_id)
-                    .bind(now_ms)
-                    .bind(format!("{provider}: {reason}; asking {provider} what became of it"))
-                    .execute(&mut *tx)
-                    .await?;
+                (&mut *tx).execute("UPDATE messages SET provider = ?, claimed_by = NULL WHERE id = ?", &[Arg::from(provider), Arg::from(message_id)]).await?;
+                (&mut *tx).execute("INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES (?, ?, 'sending', 'sending', ?)", &[Arg::from(message_id), Arg::from(now_ms), Arg::from(format!("{provider}: {reason}; asking {provider} what became of it"))]).await?;
             }
             Finish::Unknown { reason } => {
                 transition(
@@ -179,11 +148,7 @@ macro_rules! with_outcome_methods {
             }
             Finish::Replay { reason } => {
                 unlog(&mut *tx, message_id).await?;
-                sqlx::query(&sql("UPDATE messages SET not_before = ? WHERE id = ?"))
-                    .bind(now_ms)
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
+                (&mut *tx).execute("UPDATE messages SET not_before = ? WHERE id = ?", &[Arg::from(now_ms), Arg::from(message_id)]).await?;
                 transition(
                     &mut *tx,
                     now_ms,
@@ -206,19 +171,20 @@ macro_rules! with_outcome_methods {
                    FROM v WHERE messages.id = v.id",
                 vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
             );
-            let text = sql(&text);
-            let mut q = sqlx::query(&text);
+            let mut args: Vec<Arg> = Vec::with_capacity(7 * chunk.len() + 1);
             for (id, provider, provider_ref, version, subject, body, reason) in chunk {
-                q = q
-                    .bind(*id)
-                    .bind(provider.as_str())
-                    .bind(provider_ref.as_str())
-                    .bind(version.as_str())
-                    .bind(subject.as_deref())
-                    .bind(body.as_str())
-                    .bind(reason.as_str());
+                args.extend([
+                    Arg::Int(*id),
+                    Arg::Text(provider),
+                    Arg::Text(provider_ref),
+                    Arg::Text(version),
+                    Arg::OptText(subject.as_deref()),
+                    Arg::Text(body),
+                    Arg::Text(reason),
+                ]);
             }
-            q.bind(now_ms).execute(&mut *tx).await?;
+            args.push(Arg::Int(now_ms));
+            (&mut *tx).execute(&text, &args).await?;
         }
         // Then the next batch, after the outcomes (a failed send un-logs
         // its contact, which the claims' caps must see). The outcomes'
@@ -255,24 +221,13 @@ macro_rules! with_outcome_methods {
             // message; a message with no reference yet (a send cut off
             // before it was stored) is reconciled only while in doubt.
             Some(id) => {
-                sqlx::query_as(&sql("SELECT id, state FROM messages
+                (&mut *tx).fetch_optional("SELECT id, state FROM messages
                       WHERE id = ? AND ((provider = ? AND provider_ref = ?)
                         OR (provider_ref IS NULL AND (provider IS NULL OR provider = ?)
-                            AND state IN ('sending', 'unknown'))) /*FOR UPDATE*/"))
-                    .bind(id)
-                    .bind(provider)
-                    .bind(provider_ref)
-                    .bind(provider)
-                    .fetch_optional(&mut *tx)
-                    .await?
+                            AND state IN ('sending', 'unknown'))) /*FOR UPDATE*/", &[Arg::from(id), Arg::from(provider), Arg::from(provider_ref), Arg::from(provider)]).await?.map(|r| (r.get(0), r.get(1)))
             }
             None => {
-                sqlx::query_as(&sql("SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ? /*FOR UPDATE*/"),
-                )
-                .bind(provider)
-                .bind(provider_ref)
-                .fetch_optional(&mut *tx)
-                .await?
+                (&mut *tx).fetch_optional("SELECT id, state FROM messages WHERE provider = ? AND provider_ref = ? /*FOR UPDATE*/", &[Arg::from(provider), Arg::from(provider_ref)]).await?.map(|r| (r.get(0), r.get(1)))
             }
         };
         let to = if delivered {
@@ -296,12 +251,7 @@ macro_rules! with_outcome_methods {
         }
         transition(&mut *tx, now_ms, id, Some(from), to, detail).await?;
         // A send reconciled by its receipt learns who took it.
-        sqlx::query(&sql("UPDATE messages SET provider = COALESCE(provider, ?), provider_ref = COALESCE(provider_ref, ?) WHERE id = ?"))
-            .bind(provider)
-            .bind(provider_ref)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        (&mut *tx).execute("UPDATE messages SET provider = COALESCE(provider, ?), provider_ref = COALESCE(provider_ref, ?) WHERE id = ?", &[Arg::from(provider), Arg::from(provider_ref), Arg::from(id)]).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -314,10 +264,7 @@ macro_rules! with_outcome_methods {
     ) -> Result<Option<MessageState>, StoreError> {
         let now_ms = to_millis(now);
         let mut tx = begin_write(&self.pool).await?;
-        let st: Option<String> = sqlx::query_scalar(&sql("SELECT state FROM messages WHERE id = ? /*FOR UPDATE*/"))
-            .bind(message_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let st: Option<String> = (&mut *tx).fetch_optional("SELECT state FROM messages WHERE id = ? /*FOR UPDATE*/", &[Arg::from(message_id)]).await?.map(|r| r.get(0));
         let Some(st) = st else {
             tx.rollback().await?;
             return Ok(None);
@@ -328,11 +275,7 @@ macro_rules! with_outcome_methods {
             return Ok(Some(from));
         }
         let to = if release {
-            sqlx::query(&sql("UPDATE messages SET not_before = ?, expires_at = NULL WHERE id = ?"))
-                .bind(now_ms)
-                .bind(message_id)
-                .execute(&mut *tx)
-                .await?;
+            (&mut *tx).execute("UPDATE messages SET not_before = ?, expires_at = NULL WHERE id = ?", &[Arg::from(now_ms), Arg::from(message_id)]).await?;
             // The earlier attempt's contact no longer counts: it is resent.
             unlog(&mut *tx, message_id).await?;
             work_committed(&mut tx).await?;
@@ -377,37 +320,18 @@ macro_rules! with_outcome_methods {
         use super::BounceOutcome;
         let now_ms = to_millis(now);
         let mut tx = begin_write(&self.pool).await?;
-        let seen: Option<i64> = sqlx::query_scalar(&sql("SELECT id FROM bounces WHERE digest = ?"))
-            .bind(b.digest)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let seen: Option<i64> = (&mut *tx).fetch_optional("SELECT id FROM bounces WHERE digest = ?", &[Arg::from(b.digest)]).await?.map(|r| r.get(0));
         if seen.is_some() {
             tx.rollback().await?;
             return Ok(BounceOutcome::Seen);
         }
-        let target: Option<(String, String, String)> = sqlx::query_as(&sql("SELECT cp.channel, cp.address, m.state FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id WHERE m.id = ? /*FOR UPDATE*/"))
-            .bind(b.message_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let target: Option<(String, String, String)> = (&mut *tx).fetch_optional("SELECT cp.channel, cp.address, m.state FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id WHERE m.id = ? /*FOR UPDATE*/", &[Arg::from(b.message_id)]).await?.map(|r| (r.get(0), r.get(1), r.get(2)));
         let Some((channel, address, state)) = target else {
             tx.rollback().await?;
             return Ok(BounceOutcome::NoMessage);
         };
         // Another instance reading the same mailbox may have got here first.
-        let inserted = sqlx::query(&sql("INSERT INTO bounces (digest, mailbox, message_id, channel, address, class, status, format, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING"))
-            .bind(b.digest)
-            .bind(b.mailbox)
-            .bind(b.message_id)
-            .bind(&channel)
-            .bind(&address)
-            .bind(b.class)
-            .bind(b.status)
-            .bind(b.format)
-            .bind(b.reason)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let inserted = (&mut *tx).execute("INSERT INTO bounces (digest, mailbox, message_id, channel, address, class, status, format, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING", &[Arg::from(b.digest), Arg::from(b.mailbox), Arg::from(b.message_id), Arg::from(&channel), Arg::from(&address), Arg::from(b.class), Arg::from(b.status), Arg::from(b.format), Arg::from(b.reason), Arg::from(now_ms)]).await?;
         if inserted == 0 {
             tx.rollback().await?;
             return Ok(BounceOutcome::Seen);
@@ -426,12 +350,7 @@ macro_rules! with_outcome_methods {
             }
             "soft" => {
                 let since = to_millis(now - b.soft_window);
-                soft_count = sqlx::query_scalar(&sql("SELECT COUNT(*) FROM bounces WHERE channel = ? AND address = ? AND class = 'soft' AND lifted_at IS NULL AND at >= ?"))
-                    .bind(&channel)
-                    .bind(&address)
-                    .bind(since)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                soft_count = (&mut *tx).fetch_one("SELECT COUNT(*) FROM bounces WHERE channel = ? AND address = ? AND class = 'soft' AND lifted_at IS NULL AND at >= ?", &[Arg::from(&channel), Arg::from(&address), Arg::from(since)]).await?.get(0);
                 (b.soft_limit > 0 && soft_count >= i64::from(b.soft_limit)).then(|| {
                     let why = format!(
                         "{soft_count} soft bounces within {}, the last ({} {}): {}",
@@ -451,15 +370,7 @@ macro_rules! with_outcome_methods {
         };
         let mut suppressed = None;
         if let Some((text, why, label)) = action {
-            let n = sqlx::query(&sql(text))
-                .bind(now_ms)
-                .bind(&why)
-                .bind(now_ms)
-                .bind(&channel)
-                .bind(&address)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = (&mut *tx).execute(text, &[Arg::from(now_ms), Arg::from(&why), Arg::from(now_ms), Arg::from(&channel), Arg::from(&address)]).await?;
             if n > 0 {
                 suppressed = Some(label);
             }
@@ -474,12 +385,9 @@ macro_rules! with_outcome_methods {
 
     async fn bounces(&self, borrower: &str) -> Result<Vec<super::BounceRow>, StoreError> {
         type Row = (Option<i64>, String, String, String, String, String, String, String, i64, Option<i64>);
-        let rows: Vec<Row> = sqlx::query_as(&sql("SELECT x.message_id, x.mailbox, x.channel, x.address, x.class, x.status, x.format, x.reason, x.at, x.lifted_at
+        let rows: Vec<Row> = self.reader().await?.fetch("SELECT x.message_id, x.mailbox, x.channel, x.address, x.class, x.status, x.format, x.reason, x.at, x.lifted_at
               FROM bounces x JOIN messages m ON m.id = x.message_id JOIN borrowers b ON b.id = m.borrower_id
-             WHERE b.external_id = ? ORDER BY x.at, x.id"))
-            .bind(borrower)
-            .fetch_all(&self.pool)
-            .await?;
+             WHERE b.external_id = ? ORDER BY x.at, x.id", &[Arg::from(borrower)]).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8), r.get(9))).collect();
         rows.into_iter()
             .map(|(message_id, mailbox, channel, address, class, status, format, reason, at, lifted)| {
                 Ok(super::BounceRow {

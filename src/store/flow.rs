@@ -12,7 +12,7 @@ use super::backend::{insert_rows, Arg, Conn, DbRow};
 use super::codec::{channel, date, state};
 use super::{
     from_millis, to_millis, ClaimLease, ClaimView, ContactView, HoldView, LoanRow, MessageState,
-    PlanBorrower, StoreError, Verdict,
+    NewMessage, PlanBorrower, StoreError, Verdict,
 };
 use crate::compliance::caps::Contact;
 use crate::domain::{Currency, HoldKind, LoanStatus, Money};
@@ -181,6 +181,36 @@ pub(super) async fn load_borrowers<C: Conn>(
         }
     }
     Ok(out)
+}
+
+/// (loan, due date, step, channel) keys already planned, as stored text.
+pub(super) type PlannedKeys = HashSet<(i64, String, String, String)>;
+
+/// The messages of a page to insert: planned at most once, ever, so a
+/// message is skipped if any of its keys is in `taken` (stored already, or
+/// taken by a message earlier in the page).
+pub(super) fn unplanned(messages: &[NewMessage], mut taken: PlannedKeys) -> Vec<&NewMessage> {
+    let mut fresh = Vec::new();
+    for m in messages {
+        let keys: Vec<_> = m
+            .loans
+            .iter()
+            .map(|(l, d, st)| {
+                (
+                    *l,
+                    d.format("%Y-%m-%d").to_string(),
+                    st.clone(),
+                    m.channel.as_str().to_owned(),
+                )
+            })
+            .collect();
+        if keys.iter().any(|k| taken.contains(k)) {
+            continue;
+        }
+        taken.extend(keys);
+        fresh.push(m);
+    }
+    fresh
 }
 
 /// Rows of `text` (one `IN ({})` on a borrower key) for the borrowers

@@ -20,9 +20,10 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
+use super::backend::{Arg, Conn};
 use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
 use super::codec::channel as parse_channel;
-use super::flow::{claim_rows, load_borrowers, BatchRows};
+use super::flow::{claim_rows, load_borrowers, unplanned, BatchRows, PlannedKeys};
 use super::{
     from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem, ImportTx, LoanView,
     MessageQuery, MessageState, MessageView, NewMessage, PlanBorrower, Store, StoreCounts,
@@ -65,6 +66,11 @@ impl PgStore {
             wake,
             listener: std::sync::Mutex::new(None),
         })
+    }
+
+    /// A connection from the pool, for statements run one at a time.
+    pub(super) async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// The pool (the copy tool reads and writes tables directly).
@@ -165,7 +171,7 @@ super::common::impl_store!(PgStore {
             .collect();
         // Planned at most once, ever: skip a message if any of its keys
         // exists (or comes earlier in this page).
-        let mut taken: HashSet<(i64, String, String, String)> = HashSet::new();
+        let mut taken: PlannedKeys = HashSet::new();
         for row in sqlx::query(
             "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id = ANY($1)",
         )
@@ -175,19 +181,7 @@ super::common::impl_store!(PgStore {
         {
             taken.insert((row.get(0), row.get(1), row.get(2), row.get(3)));
         }
-        let mut fresh: Vec<&NewMessage> = Vec::new();
-        for m in messages {
-            let keys: Vec<_> = m
-                .loans
-                .iter()
-                .map(|(l, d, st)| (*l, day(d), st.clone(), m.channel.as_str().to_owned()))
-                .collect();
-            if keys.iter().any(|k| taken.contains(k)) {
-                continue;
-            }
-            taken.extend(keys);
-            fresh.push(m);
-        }
+        let fresh = unplanned(messages, taken);
         if !looks.is_empty() {
             sqlx::query(
                 "UPDATE borrowers SET next_look = u.t

@@ -12,14 +12,16 @@ use super::StoreError;
 
 fn bind<'q>(
     mut q: Query<'q, Postgres, PgArguments>,
-    args: &[Arg<'q>],
+    args: &'q [Arg<'q>],
 ) -> Query<'q, Postgres, PgArguments> {
     for a in args {
-        q = match *a {
-            Arg::Int(v) => q.bind(v),
-            Arg::OptInt(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-            Arg::OptText(v) => q.bind(v),
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::OptInt(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(*v),
+            Arg::OptText(v) => q.bind(*v),
+            Arg::Owned(v) => q.bind(v.as_deref()),
+            Arg::Bytes(v) => q.bind(*v),
         };
     }
     q

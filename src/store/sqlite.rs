@@ -17,9 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::backend::{insert_rows, Arg, Conn};
 use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
 use super::codec::channel as parse_channel;
-use super::flow::{claim_rows, load_borrowers, BatchRows};
+use super::flow::{claim_rows, load_borrowers, unplanned, BatchRows, PlannedKeys};
 use super::{
     from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem, ImportTx, LoanView,
     MessageQuery, MessageState, MessageView, NewMessage, PlanBorrower, Store, StoreCounts,
@@ -67,6 +68,11 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// A connection from the pool, for statements run one at a time.
+    pub(super) async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// The pool (the copy tool reads and writes tables directly).
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -108,7 +114,7 @@ super::common::impl_store!(SqliteStore {
         loan_pks.dedup();
         // Planned at most once, ever: skip a message if any of its keys
         // exists (or comes earlier in this page).
-        let mut taken: HashSet<(i64, String, String, String)> = HashSet::new();
+        let mut taken: PlannedKeys = HashSet::new();
         for row in select_in_i64(
             &mut tx,
             "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id IN ({})",
@@ -118,100 +124,65 @@ super::common::impl_store!(SqliteStore {
         {
             taken.insert((row.get(0), row.get(1), row.get(2), row.get(3)));
         }
-        let mut fresh: Vec<&NewMessage> = Vec::new();
-        for m in messages {
-            let keys: Vec<_> = m
-                .loans
-                .iter()
-                .map(|(l, d, st)| (*l, day(d), st.clone(), m.channel.as_str().to_owned()))
-                .collect();
-            if keys.iter().any(|k| taken.contains(k)) {
-                continue;
+        let fresh = unplanned(messages, taken);
+        let args: Vec<Arg> = fresh
+            .iter()
+            .flat_map(|m| {
+                [
+                    (&m.dedupe_key).into(),
+                    m.borrower_pk.into(),
+                    m.contact_point.into(),
+                    m.channel.as_str().into(),
+                    (&m.step).into(),
+                    (&m.template).into(),
+                    m.state.as_str().into(),
+                    m.reason.as_str().into(),
+                    to_millis(m.not_before).into(),
+                    m.expires_at.map(to_millis).into(),
+                    now_ms.into(),
+                    now_ms.into(),
+                ]
+            })
+            .collect();
+        let head = "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state, reason,
+                                          not_before, expires_at, created_at, updated_at)";
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        let tail = "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key";
+        let mut ids: HashMap<String, i64> = insert_rows(&mut *tx, head, row, tail, &args)
+            .await?
+            .iter()
+            .map(|r| (r.get(1), r.get(0)))
+            .collect();
+        // A key inserted once goes to the first message that has it.
+        let inserted: Vec<(&NewMessage, i64)> = fresh
+            .iter()
+            .filter_map(|m| ids.remove(&m.dedupe_key).map(|id| (*m, id)))
+            .collect();
+        let mut links: Vec<Arg> = Vec::new();
+        let mut handoffs: Vec<Arg> = Vec::new();
+        let days: Vec<Vec<String>> = inserted
+            .iter()
+            .map(|(m, _)| m.loans.iter().chain(&m.handoffs).map(|(_, d, _)| day(d)).collect())
+            .collect();
+        for ((m, id), days) in inserted.iter().zip(&days) {
+            let (loan_days, handoff_days) = days.split_at(m.loans.len());
+            for ((loan, _, step), due) in m.loans.iter().zip(loan_days) {
+                links.extend([Arg::Int(*id), Arg::Int(*loan), Arg::Text(due), Arg::Text(step), Arg::Text(m.channel.as_str())]);
             }
-            taken.extend(keys);
-            fresh.push(m);
-        }
-        let mut inserted: Vec<(&NewMessage, i64)> = Vec::with_capacity(fresh.len());
-        for chunk in fresh.chunks(100) {
-            let text = format!(
-                "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state, reason,
-                                       not_before, expires_at, created_at, updated_at)
-                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
-                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(&text);
-            for m in chunk {
-                q = q
-                    .bind(&m.dedupe_key)
-                    .bind(m.borrower_pk)
-                    .bind(m.contact_point)
-                    .bind(m.channel.as_str())
-                    .bind(&m.step)
-                    .bind(&m.template)
-                    .bind(m.state.as_str())
-                    .bind(m.reason.as_str())
-                    .bind(to_millis(m.not_before))
-                    .bind(m.expires_at.map(to_millis))
-                    .bind(now_ms)
-                    .bind(now_ms);
-            }
-            let mut ids: HashMap<String, i64> = q
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get(1), r.get(0)))
-                .collect();
-            // A key inserted once goes to the first message that has it.
-            inserted.extend(
-                chunk
-                    .iter()
-                    .filter_map(|m| ids.remove(&m.dedupe_key).map(|id| (*m, id))),
-            );
-        }
-        let mut links: Vec<(i64, i64, String, &str, &str)> = Vec::new();
-        let mut handoffs: Vec<(i64, String, &str)> = Vec::new();
-        for (m, id) in &inserted {
-            for (loan, due, step) in &m.loans {
-                links.push((*id, *loan, day(due), step, m.channel.as_str()));
-            }
-            for (loan, due, step) in &m.handoffs {
-                handoffs.push((*loan, day(due), step));
+            for ((loan, _, step), due) in m.handoffs.iter().zip(handoff_days) {
+                handoffs.extend([Arg::Int(*loan), Arg::Text(due), Arg::Text(step), Arg::Int(now_ms), Arg::Int(now_ms), Arg::Int(now_ms)]);
             }
         }
-        for chunk in links.chunks(200) {
-            let text = format!(
-                "INSERT INTO message_loans (message_id, loan_id, due_date, step, channel) VALUES {}",
-                vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(&text);
-            for (id, loan, due, step, channel) in chunk {
-                q = q.bind(*id).bind(*loan).bind(due.as_str()).bind(*step).bind(*channel);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in inserted.chunks(200) {
-            let text = format!(
-                "INSERT INTO message_events (message_id, at, from_state, to_state, reason) VALUES {}",
-                vec!["(?, ?, NULL, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(&text);
-            for (m, id) in chunk {
-                q = q.bind(*id).bind(now_ms).bind(m.state.as_str()).bind(m.reason.as_str());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in handoffs.chunks(200) {
-            let text = format!(
-                "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)
-                 VALUES {} ON CONFLICT DO NOTHING",
-                vec!["(?, ?, ?, 'pending', ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(&text);
-            for (loan, due, step) in chunk {
-                q = q.bind(*loan).bind(due.as_str()).bind(*step).bind(now_ms).bind(now_ms).bind(now_ms);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let head = "INSERT INTO message_loans (message_id, loan_id, due_date, step, channel)";
+        insert_rows(&mut *tx, head, "(?, ?, ?, ?, ?)", "", &links).await?;
+        let events: Vec<Arg> = inserted
+            .iter()
+            .flat_map(|(m, id)| [(*id).into(), now_ms.into(), m.state.as_str().into(), m.reason.as_str().into()])
+            .collect();
+        let head = "INSERT INTO message_events (message_id, at, from_state, to_state, reason)";
+        insert_rows(&mut *tx, head, "(?, ?, NULL, ?, ?)", "", &events).await?;
+        let head = "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)";
+        insert_rows(&mut *tx, head, "(?, ?, ?, 'pending', ?, ?, ?)", "ON CONFLICT DO NOTHING", &handoffs).await?;
         write_looks(&mut tx, looks).await?;
         let recorded = inserted.len() as u64;
         if recorded == 0 && looks.is_empty() {
@@ -307,12 +278,6 @@ async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, 
 /// New due work needs no announcement: one process polls its own store.
 async fn work_committed(_: &mut SqliteConnection) -> Result<(), StoreError> {
     Ok(())
-}
-
-/// SQLite takes the `?` placeholders as written (and the shared SQL's
-/// `/*FOR UPDATE*/` stays a comment: the write lock is already held).
-pub(super) fn sql(text: &str) -> std::borrow::Cow<'_, str> {
-    std::borrow::Cow::Borrowed(text)
 }
 
 /// Sets borrowers' next looks (`record_plan`), 400 to a statement.

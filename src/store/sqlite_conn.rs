@@ -13,14 +13,16 @@ pub(super) const IN_CHUNK: usize = 500;
 
 fn bind<'q>(
     mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
-    args: &[Arg<'q>],
+    args: &'q [Arg<'q>],
 ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     for a in args {
-        q = match *a {
-            Arg::Int(v) => q.bind(v),
-            Arg::OptInt(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-            Arg::OptText(v) => q.bind(v),
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::OptInt(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(*v),
+            Arg::OptText(v) => q.bind(*v),
+            Arg::Owned(v) => q.bind(v.as_deref()),
+            Arg::Bytes(v) => q.bind(*v),
         };
     }
     q
