@@ -9,11 +9,20 @@
 
 use std::future::Future;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Pool, Transaction};
+
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Postgres, Sqlite};
 
-use super::StoreError;
+use super::flow::BatchRows;
+use super::{
+    BulkChange, ClaimRequest, ClaimView, Db, Fence, ImportTx, NewMessage, StoreError, Verdict,
+    Wakeups,
+};
 
 /// A value bound to a statement.
 #[derive(Debug, Clone)]
@@ -102,8 +111,8 @@ impl<'a> From<&'a str> for Col<'a> {
 
 /// A Rust type a column decodes to in both backends.
 pub(super) trait Value: Sized {
-    fn from_sqlite(row: &SqliteRow, col: Col<'_>) -> Self;
-    fn from_postgres(row: &PgRow, col: Col<'_>) -> Self;
+    fn from_sqlite(row: &SqliteRow, col: Col<'_>) -> Result<Self, sqlx::Error>;
+    fn from_postgres(row: &PgRow, col: Col<'_>) -> Result<Self, sqlx::Error>;
 }
 
 impl<T> Value for T
@@ -111,17 +120,17 @@ where
     T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
     T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
-    fn from_sqlite(row: &SqliteRow, col: Col<'_>) -> Self {
+    fn from_sqlite(row: &SqliteRow, col: Col<'_>) -> Result<Self, sqlx::Error> {
         match col {
-            Col::At(i) => sqlx::Row::get(row, i),
-            Col::Named(n) => sqlx::Row::get(row, n),
+            Col::At(i) => sqlx::Row::try_get(row, i),
+            Col::Named(n) => sqlx::Row::try_get(row, n),
         }
     }
 
-    fn from_postgres(row: &PgRow, col: Col<'_>) -> Self {
+    fn from_postgres(row: &PgRow, col: Col<'_>) -> Result<Self, sqlx::Error> {
         match col {
-            Col::At(i) => sqlx::Row::get(row, i),
-            Col::Named(n) => sqlx::Row::get(row, n),
+            Col::At(i) => sqlx::Row::try_get(row, i),
+            Col::Named(n) => sqlx::Row::try_get(row, n),
         }
     }
 }
@@ -129,18 +138,38 @@ where
 /// A row read through `Conn`. Like `sqlx::Row::get`, a column that is
 /// missing or of another type is a programming error and panics.
 pub(super) trait DbRow: Send + Sync {
-    fn get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> T;
+    /// The number of columns.
+    fn len(&self) -> usize;
+
+    /// The column as `T`, or the driver's error.
+    fn try_get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> Result<T, StoreError>;
+
+    fn get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> T {
+        let col = col.into();
+        match self.try_get(col) {
+            Ok(v) => v,
+            Err(e) => panic!("column {col:?}: {e}"),
+        }
+    }
 }
 
 impl DbRow for SqliteRow {
-    fn get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> T {
-        T::from_sqlite(self, col.into())
+    fn len(&self) -> usize {
+        sqlx::Row::len(self)
+    }
+
+    fn try_get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> Result<T, StoreError> {
+        Ok(T::from_sqlite(self, col.into())?)
     }
 }
 
 impl DbRow for PgRow {
-    fn get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> T {
-        T::from_postgres(self, col.into())
+    fn len(&self) -> usize {
+        sqlx::Row::len(self)
+    }
+
+    fn try_get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> Result<T, StoreError> {
+        Ok(T::from_postgres(self, col.into())?)
     }
 }
 
@@ -228,4 +257,91 @@ pub(super) async fn insert_rows<C: Conn>(
         );
     }
     Ok(out)
+}
+
+/// A backend: its pool, the steps whose SQL differs in substance, and the
+/// `Store` methods it implements itself. Every `Backend` is a `Store`
+/// (`shared.rs`); the shared methods are generic over it.
+#[async_trait]
+pub(super) trait Backend: Send + Sync + 'static {
+    type Db: Database<Connection: Conn>;
+
+    fn pool(&self) -> &Pool<Self::Db>;
+
+    /// A connection from the pool, for statements run one at a time.
+    async fn reader(&self) -> Result<PoolConnection<Self::Db>, StoreError> {
+        Ok(self.pool().acquire().await?)
+    }
+
+    /// A transaction for changes (SQLite takes its write lock up front).
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, StoreError>;
+
+    /// Called before a commit that made work due (PostgreSQL wakes the
+    /// other instances' dispatchers).
+    async fn work_committed(
+        &self,
+        conn: &mut <Self::Db as Database>::Connection,
+    ) -> Result<(), StoreError>;
+
+    /// Claims due messages inside the caller's transaction.
+    async fn claim_due(
+        &self,
+        conn: &mut <Self::Db as Database>::Connection,
+        now_ms: i64,
+        c: &ClaimRequest<'_>,
+        writes: &mut BatchRows,
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError>;
+
+    /// `Store::db`.
+    fn db(&self) -> Db;
+
+    /// `Store::begin_import`.
+    async fn begin_import(&self, now: DateTime<Utc>) -> Result<Box<dyn ImportTx>, StoreError>;
+
+    /// `Store::refresh_statistics`.
+    async fn refresh_statistics(&self, _change: BulkChange) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// `Store::record_plan`.
+    async fn record_plan(
+        &self,
+        now: DateTime<Utc>,
+        messages: &[NewMessage],
+        looks: &[(i64, Option<DateTime<Utc>>)],
+        fence: Option<&Fence>,
+    ) -> Result<u64, StoreError>;
+
+    /// `Store::acquire_lease`.
+    async fn acquire_lease(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Fence>, StoreError>;
+
+    /// `Store::backend`.
+    fn backend(&self) -> &'static str;
+
+    /// `Store::wakeups`.
+    fn wakeups(&self) -> Option<Wakeups> {
+        None
+    }
+
+    /// `Store::request_plan`.
+    async fn request_plan(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// `Store::shared_rate`.
+    fn shared_rate(&self) -> Option<std::sync::Arc<dyn crate::shared_rate::SharedRate>> {
+        None
+    }
+
+    /// `Store::snapshot_to`.
+    async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError>;
+
+    /// `Store::close`.
+    async fn close(&self);
 }

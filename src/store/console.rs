@@ -5,8 +5,8 @@
 //! text, so a row decodes the same way from either backend.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
+use super::backend::{Arg as Bound, Conn, DbRow};
 use super::StoreError;
 
 /// A backend's pool, for statements written once for both dialects.
@@ -70,74 +70,63 @@ impl Cell {
     }
 }
 
-macro_rules! bind_all {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for a in $args {
-            q = match a {
-                Arg::Int(i) => q.bind(i),
-                Arg::Text(s) => q.bind(s),
-                Arg::OptText(s) => q.bind(s),
-            };
+impl Arg {
+    /// As the backends bind it.
+    fn bound(&self) -> Bound<'_> {
+        match self {
+            Arg::Int(i) => Bound::Int(*i),
+            Arg::Text(s) => Bound::Text(s),
+            Arg::OptText(s) => Bound::OptText(s.as_deref()),
         }
-        q
-    }};
+    }
 }
 
-macro_rules! decode_row {
-    ($row:expr) => {{
-        let row = $row;
-        (0..row.len())
-            .map(|i| {
-                if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                    v.map_or(Cell::Null, Cell::Int)
-                } else {
-                    row.try_get::<Option<String>, _>(i)
-                        .ok()
-                        .flatten()
-                        .map_or(Cell::Null, Cell::Text)
-                }
-            })
-            .collect::<Vec<Cell>>()
-    }};
+/// A row's cells: each column an integer, else text, else null.
+fn cells(row: &impl DbRow) -> Vec<Cell> {
+    (0..row.len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<i64>>(i) {
+                v.map_or(Cell::Null, Cell::Int)
+            } else {
+                row.try_get::<Option<String>>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(Cell::Null, Cell::Text)
+            }
+        })
+        .collect()
 }
 
 impl Db {
     /// Runs one statement; the number of rows it changed.
     pub async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
-        Ok(match self {
-            Db::Sqlite(p) => bind_all!(sqlx::query(sql), args)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            Db::Postgres(p) => {
-                let sql = super::postgres::sql(sql);
-                bind_all!(sqlx::query(&sql), args)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-        })
+        let args: Vec<Bound> = args.iter().map(Arg::bound).collect();
+        match self {
+            Db::Sqlite(p) => p.acquire().await?.execute(sql, &args).await,
+            Db::Postgres(p) => p.acquire().await?.execute(sql, &args).await,
+        }
     }
 
     /// Every row a query returns, each as its cells in column order.
     pub async fn rows(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<Vec<Cell>>, StoreError> {
+        let args: Vec<Bound> = args.iter().map(Arg::bound).collect();
         Ok(match self {
-            Db::Sqlite(p) => bind_all!(sqlx::query(sql), args)
-                .fetch_all(p)
+            Db::Sqlite(p) => p
+                .acquire()
+                .await?
+                .fetch(sql, &args)
                 .await?
                 .iter()
-                .map(|r| decode_row!(r))
+                .map(cells)
                 .collect(),
-            Db::Postgres(p) => {
-                let sql = super::postgres::sql(sql);
-                bind_all!(sqlx::query(&sql), args)
-                    .fetch_all(p)
-                    .await?
-                    .iter()
-                    .map(|r| decode_row!(r))
-                    .collect()
-            }
+            Db::Postgres(p) => p
+                .acquire()
+                .await?
+                .fetch(sql, &args)
+                .await?
+                .iter()
+                .map(cells)
+                .collect(),
         })
     }
 }

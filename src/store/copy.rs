@@ -9,6 +9,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Postgres, Row, Sqlite, Transaction};
 
+use super::backend::Backend;
 use super::{PgStore, SqliteStore, StoreError};
 use crate::store::StoreConfig;
 
@@ -220,8 +221,8 @@ impl Side {
     async fn close(&self) {
         use super::Store;
         match self {
-            Side::Sqlite(s) => s.close().await,
-            Side::Pg(s) => s.close().await,
+            Side::Sqlite(s) => Store::close(s).await,
+            Side::Pg(s) => Store::close(s).await,
         }
     }
 }

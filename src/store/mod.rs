@@ -20,6 +20,7 @@ mod import_payments;
 mod import_types;
 mod postgres;
 mod postgres_conn;
+mod shared;
 mod sqlite;
 mod sqlite_conn;
 mod types;

@@ -16,20 +16,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::backend::{Arg, Conn};
-use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
-use super::codec::channel as parse_channel;
-use super::flow::{claim_rows, load_borrowers, unplanned, BatchRows, PlannedKeys};
+use super::backend::Backend;
+use super::changes::check_fence;
+use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
 use super::{
-    from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem, ImportTx, LoanView,
-    MessageQuery, MessageState, MessageView, NewMessage, PlanBorrower, Store, StoreCounts,
-    StoreError, Verdict, ACQUIRE_LEASE_SQL,
+    to_millis, ClaimView, Fence, ImportTx, NewMessage, Store, StoreError, Verdict,
+    ACQUIRE_LEASE_SQL,
 };
-use crate::domain::{Currency, LoanId, Money};
 use crate::store::StoreConfig;
 
 /// The channel dispatchers listen on.
@@ -66,16 +62,6 @@ impl PgStore {
             wake,
             listener: std::sync::Mutex::new(None),
         })
-    }
-
-    /// A connection from the pool, for statements run one at a time.
-    pub(super) async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
-        Ok(self.pool.acquire().await?)
-    }
-
-    /// The pool (the copy tool reads and writes tables directly).
-    pub(super) fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 
@@ -122,7 +108,32 @@ async fn notify_work(conn: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-super::common::impl_store!(PgStore {
+#[async_trait]
+impl Backend for PgStore {
+    type Db = Postgres;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        begin_write(&self.pool).await
+    }
+
+    async fn work_committed(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        work_committed(conn).await
+    }
+
+    async fn claim_due(
+        &self,
+        conn: &mut PgConnection,
+        now_ms: i64,
+        c: &super::ClaimRequest<'_>,
+        writes: &mut BatchRows,
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+        claim_due(conn, now_ms, c, writes).await
+    }
+
     fn db(&self) -> super::Db {
         super::Db::Postgres(self.pool.clone())
     }
@@ -132,7 +143,9 @@ super::common::impl_store!(PgStore {
             super::BulkChange::Book => "borrowers, loans, contact_points, holds, payments",
             super::BulkChange::Plan => "messages, message_loans",
         };
-        sqlx::query(&format!("ANALYZE {tables}")).execute(&self.pool).await?;
+        sqlx::query(&format!("ANALYZE {tables}"))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -188,7 +201,12 @@ super::common::impl_store!(PgStore {
                    FROM UNNEST($1::BIGINT[], $2::BIGINT[]) AS u(id, t) WHERE borrowers.id = u.id",
             )
             .bind(looks.iter().map(|l| l.0).collect::<Vec<i64>>())
-            .bind(looks.iter().map(|l| l.1.map(to_millis)).collect::<Vec<Option<i64>>>())
+            .bind(
+                looks
+                    .iter()
+                    .map(|l| l.1.map(to_millis))
+                    .collect::<Vec<Option<i64>>>(),
+            )
             .execute(&mut *tx)
             .await?;
         }
@@ -289,7 +307,6 @@ super::common::impl_store!(PgStore {
         Ok(recorded)
     }
 
-
     async fn acquire_lease(
         &self,
         role: &str,
@@ -339,8 +356,6 @@ super::common::impl_store!(PgStore {
         }))
     }
 
-
-
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         // A consistent copy into a new embedded store (simulate's scratch).
         let to = super::SqliteStore::open(&StoreConfig {
@@ -350,7 +365,7 @@ super::common::impl_store!(PgStore {
         })
         .await?;
         super::copy::copy_between(self, &to).await?;
-        to.close().await;
+        Store::close(&to).await;
         Ok(())
     }
 
@@ -365,16 +380,6 @@ super::common::impl_store!(PgStore {
         }
         self.pool.close().await;
     }
-});
-
-use super::codec::{date, decimal, status};
-
-pub(super) async fn select_in_i64(
-    conn: &mut PgConnection,
-    text: &str,
-    keys: &[i64],
-) -> Result<Vec<PgRow>, StoreError> {
-    super::backend::Conn::select_in_i64(conn, text, keys).await
 }
 
 /// Claims up to `c.limit` due messages inside the caller's transaction:
@@ -418,8 +423,6 @@ async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, St
 async fn work_committed(conn: &mut PgConnection) -> Result<(), StoreError> {
     notify_work(conn).await
 }
-
-pub(super) use super::postgres_conn::sql;
 
 /// The cluster-wide rate limiter: GCRA on one row per provider, in the
 /// database's clock so instances with skewed clocks still agree. Each send

@@ -9,24 +9,20 @@
 
 use std::collections::{HashMap, HashSet};
 
+use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::backend::{insert_rows, Arg, Conn};
-use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
-use super::codec::channel as parse_channel;
-use super::flow::{claim_rows, load_borrowers, unplanned, BatchRows, PlannedKeys};
+use super::backend::{insert_rows, Arg, Backend};
+use super::changes::check_fence;
+use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
 use super::{
-    from_millis, to_millis, AuditRow, ClaimView, Fence, Finish, FinishItem, ImportTx, LoanView,
-    MessageQuery, MessageState, MessageView, NewMessage, PlanBorrower, Store, StoreCounts,
-    StoreError, Verdict, ACQUIRE_LEASE_SQL,
+    to_millis, ClaimView, Fence, ImportTx, NewMessage, StoreError, Verdict, ACQUIRE_LEASE_SQL,
 };
-use crate::domain::{Currency, LoanId, Money};
 use crate::store::StoreConfig;
 
 pub struct SqliteStore {
@@ -67,19 +63,34 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
-
-    /// A connection from the pool, for statements run one at a time.
-    pub(super) async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
-        Ok(self.pool.acquire().await?)
-    }
-
-    /// The pool (the copy tool reads and writes tables directly).
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
-super::common::impl_store!(SqliteStore {
+#[async_trait]
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        begin_write(&self.pool).await
+    }
+
+    async fn work_committed(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        work_committed(conn).await
+    }
+
+    async fn claim_due(
+        &self,
+        conn: &mut SqliteConnection,
+        now_ms: i64,
+        c: &super::ClaimRequest<'_>,
+        writes: &mut BatchRows,
+    ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
+        claim_due(conn, now_ms, c, writes).await
+    }
+
     fn db(&self) -> super::Db {
         super::Db::Sqlite(self.pool.clone())
     }
@@ -162,27 +173,60 @@ super::common::impl_store!(SqliteStore {
         let mut handoffs: Vec<Arg> = Vec::new();
         let days: Vec<Vec<String>> = inserted
             .iter()
-            .map(|(m, _)| m.loans.iter().chain(&m.handoffs).map(|(_, d, _)| day(d)).collect())
+            .map(|(m, _)| {
+                m.loans
+                    .iter()
+                    .chain(&m.handoffs)
+                    .map(|(_, d, _)| day(d))
+                    .collect()
+            })
             .collect();
         for ((m, id), days) in inserted.iter().zip(&days) {
             let (loan_days, handoff_days) = days.split_at(m.loans.len());
             for ((loan, _, step), due) in m.loans.iter().zip(loan_days) {
-                links.extend([Arg::Int(*id), Arg::Int(*loan), Arg::Text(due), Arg::Text(step), Arg::Text(m.channel.as_str())]);
+                links.extend([
+                    Arg::Int(*id),
+                    Arg::Int(*loan),
+                    Arg::Text(due),
+                    Arg::Text(step),
+                    Arg::Text(m.channel.as_str()),
+                ]);
             }
             for ((loan, _, step), due) in m.handoffs.iter().zip(handoff_days) {
-                handoffs.extend([Arg::Int(*loan), Arg::Text(due), Arg::Text(step), Arg::Int(now_ms), Arg::Int(now_ms), Arg::Int(now_ms)]);
+                handoffs.extend([
+                    Arg::Int(*loan),
+                    Arg::Text(due),
+                    Arg::Text(step),
+                    Arg::Int(now_ms),
+                    Arg::Int(now_ms),
+                    Arg::Int(now_ms),
+                ]);
             }
         }
         let head = "INSERT INTO message_loans (message_id, loan_id, due_date, step, channel)";
         insert_rows(&mut *tx, head, "(?, ?, ?, ?, ?)", "", &links).await?;
         let events: Vec<Arg> = inserted
             .iter()
-            .flat_map(|(m, id)| [(*id).into(), now_ms.into(), m.state.as_str().into(), m.reason.as_str().into()])
+            .flat_map(|(m, id)| {
+                [
+                    (*id).into(),
+                    now_ms.into(),
+                    m.state.as_str().into(),
+                    m.reason.as_str().into(),
+                ]
+            })
             .collect();
         let head = "INSERT INTO message_events (message_id, at, from_state, to_state, reason)";
         insert_rows(&mut *tx, head, "(?, ?, NULL, ?, ?)", "", &events).await?;
         let head = "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)";
-        insert_rows(&mut *tx, head, "(?, ?, ?, 'pending', ?, ?, ?)", "ON CONFLICT DO NOTHING", &handoffs).await?;
+        insert_rows(
+            &mut *tx,
+            head,
+            "(?, ?, ?, 'pending', ?, ?, ?)",
+            "ON CONFLICT DO NOTHING",
+            &handoffs,
+        )
+        .await?;
         write_looks(&mut tx, looks).await?;
         let recorded = inserted.len() as u64;
         if recorded == 0 && looks.is_empty() {
@@ -192,7 +236,6 @@ super::common::impl_store!(SqliteStore {
         tx.commit().await?;
         Ok(recorded)
     }
-
 
     async fn acquire_lease(
         &self,
@@ -220,8 +263,6 @@ super::common::impl_store!(SqliteStore {
         "sqlite"
     }
 
-
-
     async fn snapshot_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         sqlx::query("VACUUM INTO ?")
             .bind(path.display().to_string())
@@ -233,9 +274,7 @@ super::common::impl_store!(SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
-});
-
-use super::codec::{date, decimal, status};
+}
 
 /// Claims up to `c.limit` due messages inside the caller's write
 /// transaction (SQLite's write lock is held from its start, so the
