@@ -33,7 +33,8 @@ pub async fn slow_gateway(delay: Duration) -> MockServer {
 }
 
 /// A daemon config sending `n` SMS due today through `gateway`, any hour,
-/// no caps, claim leases of one second.
+/// no caps, claim and planner leases of one second (a daemon killed while
+/// it held the planner role must not keep the next one from planning).
 pub fn config(dir: &std::path::Path, gateway: &str, n: usize) -> std::path::PathBuf {
     let today = chrono::Utc::now().date_naive();
     let mut book = format!("{LOAN_HEADER}\n");
@@ -54,7 +55,7 @@ pub fn config(dir: &std::path::Path, gateway: &str, n: usize) -> std::path::Path
              [[providers]]\nname = \"gateway\"\nkind = \"webhook\"\nurl = \"{gateway}\"\nsecret = \"webhook-secret-0123456789\"\ntimeout = \"30s\"\n\n\
              [routing]\nsms = [\"gateway\"]\nemail = [\"gateway\"]\n\n\
              [api]\nlisten = \"\"\n\n\
-             [daemon]\nclaim_lease = \"1s\"\nstop_deadline = \"1s\"\n\n\
+             [daemon]\nclaim_lease = \"1s\"\nplanner_lease = \"1s\"\nstop_deadline = \"1s\"\n\n\
              [[sources]]\nkind = \"file\"\npath = \"{}\"\npoll_interval = \"1s\"\n",
             book_path.display()
         ),
