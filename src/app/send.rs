@@ -1,17 +1,33 @@
 //! The cycle's sending phase: claims in batches, sends concurrently up to
-//! the dispatcher's width, records outcomes in groups.
+//! the dispatcher's width, records outcomes in groups. One transaction at a
+//! time records the sends that ended and claims ahead, while the sends run.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{App, CycleReport};
+use crate::dispatch::{Claimed, Done, Outcome};
+use crate::store::{ClaimView, StoreError, Verdict};
 
-/// How long the sending loop waits, after one send ends, for the others in
-/// flight before recording them and claiming again.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-use crate::dispatch::Outcome;
-use crate::store::Verdict;
+/// The sending loop's transaction in progress: the sends it records, how
+/// many it asked to claim, when, and what it claimed.
+type Tx = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Vec<Done>,
+                    usize,
+                    DateTime<Utc>,
+                    Result<Vec<(ClaimView, Verdict)>, StoreError>,
+                ),
+            > + Send,
+    >,
+>;
 
 impl App {
     /// Sends what is due until nothing is (or a stop is asked for), keeping
@@ -31,14 +47,26 @@ impl App {
         // A failure (a send's or the upkeep's) stops new claims and is
         // returned once the rest have been recorded.
         let width = self.engine.dispatcher.width;
+        // Claimed ahead: the slots' worth again, so the sends that end while
+        // a transaction runs are followed at once by the next, and claiming
+        // overlaps sending instead of alternating with it.
+        let depth = 2 * width;
         // One copy per cycle, shared by its send tasks.
         let dispatcher = Arc::new(self.engine.dispatcher.clone());
         let mut inflight = tokio::task::JoinSet::new();
+        let mut queue: VecDeque<(DateTime<Utc>, Claimed)> = VecDeque::new();
+        // The transaction recording what ended and claiming what is free,
+        // one at a time, running while the sends do.
+        let mut tx: Option<Tx> = None;
         let (mut idle, mut failure) = (false, None);
         // Sends that ended, recorded with the next claims.
         let mut ended = Vec::new();
         loop {
-            if failure.is_none()
+            let claiming = |idle: bool, failure: &Option<anyhow::Error>| {
+                !idle && failure.is_none() && !shutdown.is_cancelled()
+            };
+            if tx.is_none()
+                && failure.is_none()
                 && !shutdown.is_cancelled()
                 && self.last_upkeep.elapsed() >= upkeep_every
             {
@@ -53,78 +81,77 @@ impl App {
                     failure = Some(e);
                 }
             }
-            // Record what ended and claim the free slots, one transaction.
-            let want = match !idle && failure.is_none() && !shutdown.is_cancelled() {
-                true => width.saturating_sub(inflight.len()),
-                false => 0,
-            };
-            if want > 0 || !ended.is_empty() {
-                let now = self.clock.now();
-                let recorded = std::mem::take(&mut ended);
-                match dispatcher.record_and_claim(now, &recorded, want).await {
-                    Ok(claims) => {
-                        for d in &recorded {
-                            match d.outcome {
-                                Outcome::Idle => {}
-                                Outcome::Sent { .. } => report.sent += 1,
-                                Outcome::Decided(_) | Outcome::Retrying { .. } => {
-                                    report.decided += 1
+            // A stop or a failure sends nothing more: what was claimed ahead
+            // goes back, recorded with the sends that end.
+            if failure.is_some() || shutdown.is_cancelled() {
+                ended.extend(queue.drain(..).map(|(_, c)| dispatcher.release(c)));
+            }
+            // Free slots take the messages claimed ahead, in claim order.
+            while inflight.len() < width {
+                let Some((now, claimed)) = queue.pop_front() else {
+                    break;
+                };
+                let d = dispatcher.clone();
+                inflight.spawn(async move { d.send_held(now, claimed).await });
+            }
+            // Record what ended and claim up to the depth, one transaction.
+            if tx.is_none() {
+                let want = match claiming(idle, &failure) {
+                    true => depth.saturating_sub(inflight.len() + queue.len()),
+                    false => 0,
+                };
+                if want > 0 || !ended.is_empty() {
+                    let (d, now) = (dispatcher.clone(), self.clock.now());
+                    let recorded = std::mem::take(&mut ended);
+                    tx = Some(Box::pin(async move {
+                        let claims = d.record_and_claim(now, &recorded, want).await;
+                        (recorded, want, now, claims)
+                    }));
+                }
+            }
+            if tx.is_none() && inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                (recorded, want, now, claims) = async { tx.as_mut().expect("guarded").await }, if tx.is_some() => {
+                    tx = None;
+                    match claims {
+                        Ok(claims) => {
+                            for d in &recorded {
+                                match d.outcome {
+                                    Outcome::Idle | Outcome::Released { .. } => {}
+                                    Outcome::Sent { .. } => report.sent += 1,
+                                    Outcome::Decided(_) | Outcome::Retrying { .. } => {
+                                        report.decided += 1
+                                    }
+                                    Outcome::Failed { .. } => report.failed += 1,
                                 }
-                                Outcome::Failed { .. } => report.failed += 1,
+                            }
+                            if want > 0 {
+                                idle = claims.len() < want;
+                            }
+                            for (view, verdict) in claims {
+                                let Verdict::Send {
+                                    attempt_id, loans, ..
+                                } = verdict
+                                else {
+                                    report.decided += 1;
+                                    continue;
+                                };
+                                queue.push_back((now, dispatcher.hold(view, attempt_id, loans)));
                             }
                         }
-                        if want > 0 {
-                            idle = claims.len() < want;
-                        }
-                        for (view, verdict) in claims {
-                            let Verdict::Send {
-                                attempt_id, loans, ..
-                            } = verdict
-                            else {
-                                report.decided += 1;
-                                continue;
-                            };
-                            let d = dispatcher.clone();
-                            inflight.spawn(async move {
-                                d.send_claimed(now, view, attempt_id, loans).await
-                            });
-                        }
-                        // Claim again while slots are free (a batch of
-                        // deferrals sends nothing).
-                        if !idle && want > 0 && inflight.len() < width {
-                            continue;
+                        Err(e) => {
+                            failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
                         }
                     }
-                    Err(e) => {
-                        failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
-                    }
                 }
-            }
-            let Some(first) = inflight.join_next().await else {
-                break;
-            };
-            let mut joined: Vec<_> = std::iter::once(first)
-                .chain(std::iter::from_fn(|| inflight.try_join_next()))
-                .collect();
-            // Sends that end close together are recorded together: with
-            // some still in flight, wait a moment for them, so one
-            // transaction records and refills many slots instead of the
-            // slots splitting into small batches that each pay a
-            // transaction. A slow provider's sends rarely end within it.
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while !inflight.is_empty() {
-                match tokio::time::timeout_at(deadline, inflight.join_next()).await {
-                    Ok(Some(j)) => joined.push(j),
-                    _ => break,
-                }
-            }
-            for joined in joined {
-                match joined {
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => match joined {
                     Ok(d) => ended.push(d),
                     Err(e) => {
                         failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
                     }
-                }
+                },
             }
         }
         match failure {

@@ -20,6 +20,15 @@ pub struct Done {
     _in_hand: InHand,
 }
 
+/// A message claimed with a `Send` verdict and held in this process's hand
+/// (`Dispatcher::hold`), waiting for its send.
+pub struct Claimed {
+    view: ClaimView,
+    attempt_id: String,
+    loans: Vec<i64>,
+    in_hand: InHand,
+}
+
 impl Dispatcher {
     /// Claims up to `limit` due messages in one store transaction; each
     /// comes with its verdict (eligibility, then the gate), already applied.
@@ -106,6 +115,19 @@ impl Dispatcher {
         Ok(claimed)
     }
 
+    /// Takes a message claimed with a `Send` verdict into this process's
+    /// hand: from now until its outcome is recorded, reconciliation leaves
+    /// it alone even if its lease runs out (it may wait behind the sends in
+    /// flight before its own starts).
+    pub fn hold(&self, view: ClaimView, attempt_id: String, loans: Vec<i64>) -> Claimed {
+        Claimed {
+            in_hand: InHand::new(&self.in_hand, view.message_id),
+            view,
+            attempt_id,
+            loans,
+        }
+    }
+
     /// Renders and sends one message claimed with a `Send` verdict; the
     /// outcome is for `record_all`.
     pub async fn send_claimed(
@@ -115,8 +137,39 @@ impl Dispatcher {
         attempt_id: String,
         loans: Vec<i64>,
     ) -> Done {
+        self.send_held(now, self.hold(view, attempt_id, loans))
+            .await
+    }
+
+    /// Gives a held message back unsent (the sending loop stopped before
+    /// its turn): recorded like a send that ended, as planned again.
+    pub fn release(&self, claimed: Claimed) -> Done {
+        let id = claimed.view.message_id;
+        Done {
+            item: FinishItem {
+                message_id: id,
+                attempt_id: claimed.attempt_id,
+                finish: Finish::Release {
+                    reason: Reason::parse(
+                        "claimed ahead; the sending loop stopped before its send began; planned again",
+                    ),
+                },
+            },
+            outcome: Outcome::Released { message_id: id },
+            _in_hand: claimed.in_hand,
+        }
+    }
+
+    /// Renders and sends a held message (`hold`); the outcome is for
+    /// `record_all`.
+    pub async fn send_held(&self, now: DateTime<Utc>, claimed: Claimed) -> Done {
+        let Claimed {
+            view,
+            attempt_id,
+            loans,
+            in_hand,
+        } = claimed;
         let id = view.message_id;
-        let in_hand = InHand::new(&self.in_hand, id);
         let (finish, outcome) = match self.send(now, &view, &attempt_id, &loans).await {
             Ok(done) => done,
             Err(reason) => {

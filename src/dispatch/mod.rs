@@ -11,7 +11,7 @@ mod offer;
 mod pauses;
 mod reconcile;
 
-pub use batch::Done;
+pub use batch::{Claimed, Done};
 pub use context::context_for;
 pub use pauses::Pauses;
 
@@ -55,6 +55,11 @@ pub enum Outcome {
     Failed {
         message_id: i64,
         reason: Reason,
+    },
+    /// Claimed ahead and released unsent when the sending loop stopped:
+    /// planned again.
+    Released {
+        message_id: i64,
     },
 }
 

@@ -197,13 +197,16 @@ pub(super) async fn finish_and_claim<B: Backend>(
                 )
                 .await?;
             }
-            Finish::Replay { reason } => {
+            Finish::Replay { reason } | Finish::Release { reason } => {
                 unlog(&mut *tx, message_id).await?;
-                tx.execute(
-                    "UPDATE messages SET not_before = ? WHERE id = ?",
-                    &[Arg::from(now_ms), Arg::from(message_id)],
-                )
-                .await?;
+                let text = match finish {
+                    Finish::Release { .. } => {
+                        "UPDATE messages SET not_before = ?, attempts = attempts - 1 WHERE id = ?"
+                    }
+                    _ => "UPDATE messages SET not_before = ? WHERE id = ?",
+                };
+                tx.execute(text, &[Arg::from(now_ms), Arg::from(message_id)])
+                    .await?;
                 transition(
                     &mut *tx,
                     now_ms,

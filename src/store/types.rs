@@ -277,6 +277,12 @@ pub enum Finish {
     Replay {
         reason: Reason,
     },
+    /// Claimed ahead and never handed to a provider (the sending loop
+    /// stopped first): back to `planned` as if never claimed, the contact
+    /// un-logged and the attempt not counted.
+    Release {
+        reason: Reason,
+    },
 }
 
 /// A message for listings and the audit.

@@ -436,8 +436,9 @@ async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = webhook_config(dir.path(), &slow.uri(), 4, "20s");
     // The daemon keeps the routed providers' concurrency, summed, in
-    // flight: 2 for the gateway + 1 for the email outbox = 3 claimed at
-    // once, two of them at the gateway, one waiting for its slot.
+    // flight: 2 for the gateway + 1 for the email outbox = 3 sends at once,
+    // two of them at the gateway, one waiting for its slot; it claims as
+    // many again ahead, so the fourth message waits claimed, unsent.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(
@@ -472,6 +473,20 @@ async fn sigterm_while_a_send_is_in_flight_finishes_it_and_loses_nothing() {
         cfg.to_str().unwrap(),
     ]));
     assert_eq!(sent.lines().count(), 4, "{sent}");
+    // The one claimed ahead of a free slot was never handed to the gateway:
+    // it went back to planned, with why, its attempt not counted.
+    let (_, planned, _) = crate::support::run(duebell(&[
+        "messages",
+        "--state",
+        "planned",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(planned.lines().count(), 2, "{planned}");
+    assert!(
+        planned.contains("the sending loop stopped before its send began"),
+        "{planned}"
+    );
     // A restart sends the rest, each exactly once.
     let (code, _, stderr) = crate::support::run(duebell(&[
         "run",

@@ -381,17 +381,23 @@ async fn a_send_the_file_outbox_never_wrote_is_planned_again_not_held_unknown() 
     assert_eq!(copies, 1, "{lines}");
 }
 
+/// A harness at 20:00 UTC on 2026-12-10 whose only cap is one contact a
+/// day.
+async fn one_contact_a_day() -> Harness {
+    Harness::with("2026-12-10T20:00:00Z", |c| {
+        c.caps.rules.retain(|r| r.name == "all_per_day");
+        c.caps.rules[0].max = 1;
+    })
+    .await
+}
+
 /// One claim transaction takes many messages; a later message of a borrower
 /// is decided with the contact an earlier one in the same batch just made,
 /// so a cap of one contact a day holds inside a batch as it does across
 /// batches and instances.
 #[tokio::test]
 async fn a_batched_claim_counts_the_contacts_made_earlier_in_the_same_batch() {
-    let h = Harness::with("2026-12-10T20:00:00Z", |c| {
-        c.caps.rules.retain(|r| r.name == "all_per_day");
-        c.caps.rules[0].max = 1;
-    })
-    .await;
+    let h = one_contact_a_day().await;
     h.import(
         "book.csv",
         &book(&[
@@ -436,4 +442,58 @@ async fn a_batched_claim_counts_the_contacts_made_earlier_in_the_same_batch() {
         .unwrap()
         .is_empty());
     assert_eq!(h.store.sent_since(now - Days::days(1)).await.unwrap(), 3);
+}
+
+/// A message claimed ahead and released unsent (the sending loop stopped
+/// before its turn) is planned again as if never claimed: its contact is
+/// un-logged, so the cap of one a day still lets it go, and its next claim
+/// is the same first attempt.
+#[tokio::test]
+async fn a_claim_released_unsent_is_planned_again_with_its_contact_and_attempt_undone() {
+    let h = one_contact_a_day().await;
+    h.import(
+        "book.csv",
+        &book(&["L1,B1,Ann Lee,+12125550101,,en,UTC,2026-12-10,10.00,USD,active"]),
+    )
+    .await;
+    h.tick().await;
+    let now = h.now() + Days::minutes(10);
+    let d = &h.engine.dispatcher;
+    let mut claims = d.claim(now, 10).await.unwrap();
+    assert_eq!(claims.len(), 1, "{claims:#?}");
+    let (view, verdict) = claims.pop().unwrap();
+    let Verdict::Send {
+        attempt_id, loans, ..
+    } = verdict
+    else {
+        panic!("{verdict:?}");
+    };
+    assert_eq!(attempt_id, "a1");
+    let released = d.release(d.hold(view, attempt_id, loans));
+    d.record_all(now, std::slice::from_ref(&released))
+        .await
+        .unwrap();
+    let listed = h
+        .store
+        .messages(&duebell::store::MessageQuery {
+            state: Some(MessageState::Planned),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert!(
+        listed[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("stopped before its send began")),
+        "{listed:#?}"
+    );
+    // Claimed again: not capped by the contact it never made, same attempt.
+    let again = d.claim(now, 10).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert!(
+        matches!(&again[0].1, Verdict::Send { attempt_id, .. } if attempt_id == "a1"),
+        "{again:#?}"
+    );
 }
