@@ -18,7 +18,9 @@ use crate::domain::Channel;
 use crate::eligibility;
 use crate::policy::{PolicyConfig, Step};
 use crate::reason::Reason;
-use crate::store::{LoanRow, MessageState, NewMessage, PlanBorrower, Store, StoreError};
+use crate::store::{
+    BulkChange, LoanRow, MessageState, NewMessage, PlanBorrower, Store, StoreError,
+};
 
 /// Borrowers per page.
 pub const PAGE: u32 = 500;
@@ -491,6 +493,11 @@ pub async fn tick(
     };
     let since = now - caps::lookback(planner.gate.all_caps());
     let (mut after, mut cursor) = (0, (i64::MIN, 0));
+    // A pass writing far more than the store held (the first after a large
+    // import) would read later pages by plans made for nearly empty tables
+    // (PostgreSQL keeps a generic plan: a full scan once the table grew):
+    // the statistics are refreshed, and reads re-planned, as writes double.
+    let mut refresh_at = crate::store::BULK_ROWS;
     loop {
         let page = match pass {
             Pass::Full => store.planning_batch(after, PAGE, since).await?,
@@ -511,6 +518,12 @@ pub async fn tick(
         let (messages, looks) = decide_page(planner, now, &page);
         report.borrowers += page.len() as u64;
         report.recorded += store.record_plan(now, &messages, &looks, fence).await?;
+        if report.recorded >= refresh_at {
+            refresh_at = 2 * report.recorded;
+            if let Err(e) = store.refresh_statistics(BulkChange::Plan).await {
+                tracing::warn!(error = %e, "could not refresh the store's statistics while planning");
+            }
+        }
     }
     report.next_change = store.next_look_at().await?;
     Ok(report)
