@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -14,20 +15,28 @@ use super::{App, CycleReport};
 use crate::dispatch::{Claimed, Done, Outcome};
 use crate::store::{ClaimView, StoreError, Verdict};
 
-/// The sending loop's transaction in progress: the sends it records, how
-/// many it asked to claim, when, and what it claimed.
-type Tx = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    Vec<Done>,
-                    usize,
-                    DateTime<Utc>,
-                    Result<Vec<(ClaimView, Verdict)>, StoreError>,
-                ),
-            > + Send,
-    >,
->;
+/// What one of the sending loop's transactions did: the sends it recorded,
+/// how many it asked to claim, when, and what it claimed.
+type TxOut = (
+    Vec<Done>,
+    usize,
+    DateTime<Utc>,
+    Result<Vec<(ClaimView, Verdict)>, StoreError>,
+);
+
+/// One of the sending loop's transactions in progress.
+type Tx = Pin<Box<dyn Future<Output = TxOut> + Send>>;
+
+/// Polls every transaction in `txs`; the first that has ended is taken out.
+fn first_ready(txs: &mut Vec<Tx>, cx: &mut Context<'_>) -> Poll<TxOut> {
+    for i in 0..txs.len() {
+        if let Poll::Ready(out) = txs[i].as_mut().poll(cx) {
+            drop(txs.swap_remove(i));
+            return Poll::Ready(out);
+        }
+    }
+    Poll::Pending
+}
 
 impl App {
     /// Sends what is due until nothing is (or a stop is asked for), keeping
@@ -40,36 +49,43 @@ impl App {
         // Renewing (or taking over) the planner lease and reconciling a dead
         // instance's sends must not wait for the dispatcher to go idle.
         let upkeep_every = self.config.daemon.planner_lease.get() / 3;
-        // Up to `width` sends in flight. The sends that ended meanwhile are
-        // recorded and the free slots filled by claiming that many due
-        // messages in one transaction (each durably `sending` before its
-        // call). A stop claims nothing new and lets those in flight finish.
-        // A failure (a send's or the upkeep's) stops new claims and is
-        // returned once the rest have been recorded.
+        // Up to `width` sends in flight, and as many again per transaction
+        // claimed ahead, waiting for a slot. Each transaction records the
+        // sends that ended and claims up to that depth (each message
+        // durably `sending` before its call), while the sends run. A stop
+        // claims nothing new, lets those in flight finish and gives back
+        // what waits unsent (planned again). A failure (a send's or the
+        // upkeep's) does the same and is returned once the rest have been
+        // recorded.
         let width = self.engine.dispatcher.width;
-        // Claimed ahead: the slots' worth again, so the sends that end while
-        // a transaction runs are followed at once by the next, and claiming
-        // overlaps sending instead of alternating with it.
-        let depth = 2 * width;
+        // Transactions at once: one on SQLite (one writer); on PostgreSQL
+        // several, kept apart by row locks as separate instances are.
+        let lanes = self.store.write_lanes();
+        // Claimed ahead: the slots' worth again for each transaction, so the
+        // sends that end while one runs are followed at once by the next,
+        // and claiming overlaps sending instead of alternating with it.
+        let depth = (lanes + 1) * width;
         // One copy per cycle, shared by its send tasks.
         let dispatcher = Arc::new(self.engine.dispatcher.clone());
         let mut inflight = tokio::task::JoinSet::new();
         let mut queue: VecDeque<(DateTime<Utc>, Claimed)> = VecDeque::new();
-        // The transaction recording what ended and claiming what is free,
-        // one at a time, running while the sends do.
-        let mut tx: Option<Tx> = None;
+        // The transactions recording what ended and claiming what is free,
+        // running while the sends do, and how many they are claiming.
+        // Polled here, not spawned: a transaction and the loop share a
+        // thread, which costs a store round trip less than a hand-off.
+        let mut txs: Vec<Tx> = Vec::new();
+        let mut asked = 0;
         let (mut idle, mut failure) = (false, None);
         // Sends that ended, recorded with the next claims.
         let mut ended = Vec::new();
         loop {
-            let claiming = |idle: bool, failure: &Option<anyhow::Error>| {
-                !idle && failure.is_none() && !shutdown.is_cancelled()
-            };
-            if tx.is_none()
-                && failure.is_none()
+            // Upkeep waits for the transactions in progress (they are
+            // polled only by this loop) and holds back new ones meanwhile.
+            let upkeep_due = failure.is_none()
                 && !shutdown.is_cancelled()
-                && self.last_upkeep.elapsed() >= upkeep_every
-            {
+                && self.last_upkeep.elapsed() >= upkeep_every;
+            let upkeep_waits = upkeep_due && !txs.is_empty();
+            if upkeep_due && txs.is_empty() {
                 // An error here must not drop the sends in flight.
                 let upkeep: anyhow::Result<()> = async {
                     self.hold_planner().await;
@@ -83,9 +99,11 @@ impl App {
             }
             // A stop or a failure sends nothing more: what was claimed ahead
             // goes back, recorded with the sends that end.
-            if failure.is_some() || shutdown.is_cancelled() {
+            let stopping = failure.is_some() || shutdown.is_cancelled();
+            if stopping {
                 ended.extend(queue.drain(..).map(|(_, c)| dispatcher.release(c)));
             }
+            let claiming = !idle && !stopping;
             // Free slots take the messages claimed ahead, in claim order.
             while inflight.len() < width {
                 let Some((now, claimed)) = queue.pop_front() else {
@@ -94,27 +112,37 @@ impl App {
                 let d = dispatcher.clone();
                 inflight.spawn(async move { d.send_held(now, claimed).await });
             }
-            // Record what ended and claim up to the depth, one transaction.
-            if tx.is_none() {
-                let want = match claiming(idle, &failure) {
-                    true => depth.saturating_sub(inflight.len() + queue.len()),
+            // Record what ended and claim up to the depth.
+            while txs.len() < lanes && !upkeep_waits {
+                let want = match claiming {
+                    true => depth.saturating_sub(inflight.len() + queue.len() + asked),
                     false => 0,
                 };
-                if want > 0 || !ended.is_empty() {
-                    let (d, now) = (dispatcher.clone(), self.clock.now());
-                    let recorded = std::mem::take(&mut ended);
-                    tx = Some(Box::pin(async move {
-                        let claims = d.record_and_claim(now, &recorded, want).await;
-                        (recorded, want, now, claims)
-                    }));
+                // Another lane opens only for a batch worth its
+                // transaction; small ones wait for the lane that is busy.
+                let least = match txs.is_empty() {
+                    true => 1,
+                    false => (width / 2).max(1),
+                };
+                if want.max(ended.len()) < least {
+                    break;
                 }
+                let (d, now) = (dispatcher.clone(), self.clock.now());
+                let recorded = std::mem::take(&mut ended);
+                asked += want;
+                txs.push(Box::pin(async move {
+                    let claims = d.record_and_claim(now, &recorded, want).await;
+                    (recorded, want, now, claims)
+                }));
             }
-            if tx.is_none() && inflight.is_empty() {
+            // Done only when every claim has been sent or given back and
+            // every outcome recorded (or its transaction has failed).
+            if txs.is_empty() && inflight.is_empty() && ended.is_empty() && queue.is_empty() {
                 break;
             }
             tokio::select! {
-                (recorded, want, now, claims) = async { tx.as_mut().expect("guarded").await }, if tx.is_some() => {
-                    tx = None;
+                (recorded, want, now, claims) = std::future::poll_fn(|cx| first_ready(&mut txs, cx)), if !txs.is_empty() => {
+                    asked -= want;
                     match claims {
                         Ok(claims) => {
                             for d in &recorded {
@@ -127,8 +155,8 @@ impl App {
                                     Outcome::Failed { .. } => report.failed += 1,
                                 }
                             }
-                            if want > 0 {
-                                idle = claims.len() < want;
+                            if want > 0 && claims.len() < want {
+                                idle = true;
                             }
                             for (view, verdict) in claims {
                                 let Verdict::Send {

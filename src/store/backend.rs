@@ -324,6 +324,11 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// `Store::backend`.
     fn backend(&self) -> &'static str;
 
+    /// `Store::write_lanes`.
+    fn write_lanes(&self) -> usize {
+        1
+    }
+
     /// `Store::wakeups`.
     fn wakeups(&self) -> Option<Wakeups> {
         None

@@ -331,6 +331,9 @@ pub trait Store: Send + Sync + 'static {
     async fn schema_version(&self) -> Result<i64, StoreError>;
     /// Which backend this is (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+    /// Write transactions one process runs at once to good effect (1: a
+    /// single writer; PostgreSQL: half its pool, kept apart by row locks).
+    fn write_lanes(&self) -> usize;
     /// Notified when another instance commits new work, or asks the
     /// planner to plan (PostgreSQL `LISTEN`); `None` when the backend cannot
     /// tell (poll instead).

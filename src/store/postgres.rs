@@ -333,6 +333,10 @@ impl Backend for PgStore {
         "postgres"
     }
 
+    fn write_lanes(&self) -> usize {
+        (self.pool.options().get_max_connections() as usize / 2).max(1)
+    }
+
     fn wakeups(&self) -> Option<super::Wakeups> {
         // Only a daemon listens (tools never ask): start on first use.
         let mut task = self.listener.lock().unwrap_or_else(|e| e.into_inner());

@@ -55,6 +55,10 @@ impl<B: Backend> Store for B {
         Backend::backend(self)
     }
 
+    fn write_lanes(&self) -> usize {
+        Backend::write_lanes(self)
+    }
+
     fn wakeups(&self) -> Option<Wakeups> {
         Backend::wakeups(self)
     }
