@@ -64,30 +64,8 @@ pub(super) async fn add_hold<B: Backend>(
     until: Option<NaiveDate>,
 ) -> Result<Option<i64>, StoreError> {
     let (b, l): (Option<i64>, Option<i64>) = match (borrower, loan) {
-        (_, Some(loan)) => (
-            None,
-            store
-                .reader()
-                .await?
-                .fetch_optional(
-                    "SELECT id FROM loans WHERE external_id = ?",
-                    &[Arg::from(loan)],
-                )
-                .await?
-                .map(|r| r.get(0)),
-        ),
-        (Some(b), None) => (
-            store
-                .reader()
-                .await?
-                .fetch_optional(
-                    "SELECT id FROM borrowers WHERE external_id = ?",
-                    &[Arg::from(b)],
-                )
-                .await?
-                .map(|r| r.get(0)),
-            None,
-        ),
+        (_, Some(loan)) => (None, id_by_external(store, "loans", loan).await?),
+        (Some(b), None) => (id_by_external(store, "borrowers", b).await?, None),
         (None, None) => (None, None),
     };
     if b.is_none() && l.is_none() {
@@ -383,4 +361,20 @@ pub(super) fn offer_row(r: &impl DbRow) -> Result<super::OfferRow, super::StoreE
         event_state: r.try_get(16)?,
         event_attempts: r.try_get(17)?,
     })
+}
+
+/// The key of the row of `table` (`loans` or `borrowers`) with this
+/// external id, if any.
+async fn id_by_external<B: Backend>(
+    store: &B,
+    table: &'static str,
+    external_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let text = format!("SELECT id FROM {table} WHERE external_id = ?");
+    Ok(store
+        .reader()
+        .await?
+        .fetch_optional(&text, &[Arg::from(external_id)])
+        .await?
+        .map(|r| r.get(0)))
 }

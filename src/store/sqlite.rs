@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -126,8 +126,8 @@ impl Backend for SqliteStore {
         // Planned at most once, ever: skip a message if any of its keys
         // exists (or comes earlier in this page).
         let mut taken: PlannedKeys = HashSet::new();
-        for row in select_in_i64(
-            &mut tx,
+        for row in super::backend::Conn::select_in_i64(
+            &mut *tx,
             "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id IN ({})",
             &loan_pks,
         )
@@ -298,14 +298,6 @@ async fn claim_due(
         return Ok(Vec::new());
     }
     claim_rows(conn, &rows, now_ms, c.since, c.lease, c.decide, writes).await
-}
-
-pub(super) async fn select_in_i64(
-    conn: &mut SqliteConnection,
-    text: &str,
-    keys: &[i64],
-) -> Result<Vec<SqliteRow>, StoreError> {
-    super::backend::Conn::select_in_i64(conn, text, keys).await
 }
 
 /// A write transaction: SQLite's write lock taken up front, so a read
