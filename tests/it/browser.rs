@@ -161,7 +161,7 @@ async fn staff_edit_and_publish_a_template_change_quiet_hours_and_read_a_timelin
 
     // Quiet hours: a window opening at 11:00 would defer Bob's reminder,
     // due now (10:00 in Shanghai); imported beside the daemon, not yet planned.
-    d.import_beside("bob.csv", &[BOB]);
+    d.import_beside("bob.csv", &[BOB]).await;
     c.goto(&format!("{}/console/settings", d.base))
         .await
         .unwrap();

@@ -256,15 +256,19 @@ async fn logins_are_limited_per_account_and_sessions_end_when_idle_or_logged_out
 
     // A disabled account cannot log in, and its sessions end at once.
     let vic = d.login("vic").await;
-    let out = duebell(&[
+    // Off the runtime's thread: the daemon runs on it, and a transaction
+    // it has open must go on to its commit while the command waits.
+    let mut cmd = duebell(&[
         "--config",
         d.config.to_str().unwrap(),
         "users",
         "disable",
         "vic",
-    ])
-    .output()
-    .unwrap();
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -491,7 +495,7 @@ async fn quiet_hours_are_changed_in_the_config_file_with_an_impact_preview_and_a
     // what is due now.
     // (Imported beside the daemon, which does not plan it before its
     // next tick: the test clock stands still.)
-    d.import_beside("extra.csv", &[AMY]);
+    d.import_beside("extra.csv", &[AMY]).await;
     let later = serde_json::json!([{ "name": "default", "every_day": ["11:00-21:00"] }]);
     let (s, impact) = eve
         .send(

@@ -202,19 +202,22 @@ impl ConsoleDaemon {
 
     /// Imports `rows` with `duebell import` beside the running daemon,
     /// which does not plan them before its next tick (the test clock
-    /// stands still).
-    pub fn import_beside(&self, name: &str, rows: &[&str]) {
+    /// stands still). The command runs off the runtime's thread, where the
+    /// daemon runs: a transaction it has open goes on to its commit.
+    pub async fn import_beside(&self, name: &str, rows: &[&str]) {
         let file = self.dir.path().join(name);
         std::fs::write(&file, book(rows)).unwrap();
-        let out = duebell(&[
+        let mut cmd = duebell(&[
             "--config",
             self.config.to_str().unwrap(),
             "import",
             "--no-progress",
             file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+        ]);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(
             out.status.success(),
             "{}",
