@@ -19,9 +19,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Postgres, Sqlite};
 
 use super::flow::BatchRows;
+use super::sqlite_direct::DirectRow;
 use super::{
-    BulkChange, ClaimRequest, ClaimView, Db, Fence, ImportTx, NewMessage, StoreError, Verdict,
-    Wakeups,
+    BulkChange, ClaimRequest, ClaimView, Db, Fence, FinishItem, ImportTx, NewMessage, StoreError,
+    Verdict, Wakeups,
 };
 
 /// A value bound to a statement.
@@ -113,13 +114,20 @@ impl<'a> From<&'a str> for Col<'a> {
 pub(super) trait Value: Sized {
     fn from_sqlite(row: &SqliteRow, col: Col<'_>) -> Result<Self, sqlx::Error>;
     fn from_postgres(row: &PgRow, col: Col<'_>) -> Result<Self, sqlx::Error>;
+    /// From SQLite's write connection (`sqlite_direct.rs`).
+    fn from_direct(row: &DirectRow, col: Col<'_>) -> Result<Self, String>;
 }
 
 impl<T> Value for T
 where
     T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
     T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    T: rusqlite::types::FromSql,
 {
+    fn from_direct(row: &DirectRow, col: Col<'_>) -> Result<Self, String> {
+        T::column_result(row.cell(col)?).map_err(|e| format!("column {col:?}: {e}"))
+    }
+
     fn from_sqlite(row: &SqliteRow, col: Col<'_>) -> Result<Self, sqlx::Error> {
         match col {
             Col::At(i) => sqlx::Row::try_get(row, i),
@@ -263,7 +271,7 @@ pub(super) async fn insert_rows<C: Conn>(
 /// `Store` methods it implements itself. Every `Backend` is a `Store`
 /// (`shared.rs`); the shared methods are generic over it.
 #[async_trait]
-pub(super) trait Backend: Send + Sync + 'static {
+pub(super) trait Backend: Send + Sync + Sized + 'static {
     type Db: Database<Connection: Conn>;
 
     fn pool(&self) -> &Pool<Self::Db>;
@@ -273,24 +281,40 @@ pub(super) trait Backend: Send + Sync + 'static {
         Ok(self.pool().acquire().await?)
     }
 
+    /// The connection a planning pass reads its pages on.
+    type Reads: Conn;
+
+    /// `Self::Reads`, ready.
+    async fn plan_reads(&self) -> Result<Self::Reads, StoreError>;
+
     /// A transaction for changes (SQLite takes its write lock up front).
     async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, StoreError>;
 
     /// Called before a commit that made work due (PostgreSQL wakes the
     /// other instances' dispatchers).
-    async fn work_committed(
-        &self,
-        conn: &mut <Self::Db as Database>::Connection,
-    ) -> Result<(), StoreError>;
+    async fn work_committed<C: Conn>(&self, _conn: &mut C) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Claims due messages inside the caller's transaction.
-    async fn claim_due(
+    async fn claim_due<C: Conn>(
         &self,
-        conn: &mut <Self::Db as Database>::Connection,
+        conn: &mut C,
         now_ms: i64,
         c: &ClaimRequest<'_>,
         writes: &mut BatchRows,
     ) -> Result<Vec<(ClaimView, Verdict)>, StoreError>;
+
+    /// `Store::finish_and_claim`: in a transaction of `begin_write`, unless
+    /// the backend has a faster way.
+    async fn finish_and_claim(
+        &self,
+        now: DateTime<Utc>,
+        items: &[FinishItem],
+        claim: Option<ClaimRequest<'_>>,
+    ) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError> {
+        super::common_outcomes::finish_and_claim(self, now, items, claim).await
+    }
 
     /// `Store::db`.
     fn db(&self) -> Db;

@@ -105,9 +105,9 @@ pub(super) async fn planning_batch<B: Backend>(
     limit: u32,
     since: DateTime<Utc>,
 ) -> Result<Vec<PlanBorrower>, StoreError> {
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.plan_reads().await?;
     let pks: Vec<i64> = conn.fetch("SELECT DISTINCT borrower_id FROM loans WHERE status = 'active' AND borrower_id > ? ORDER BY borrower_id LIMIT ?", &[Arg::from(after), Arg::from(i64::from(limit))]).await?.iter().map(|r| r.get(0)).collect();
-    load_borrowers(&mut *conn, &pks, since, true).await
+    load_borrowers(&mut conn, &pks, since, true).await
 }
 
 pub(super) async fn planning_due<B: Backend>(
@@ -117,7 +117,7 @@ pub(super) async fn planning_due<B: Backend>(
     limit: u32,
     since: DateTime<Utc>,
 ) -> Result<(Vec<PlanBorrower>, Option<(i64, i64)>), StoreError> {
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.plan_reads().await?;
     let keys: Vec<(i64, i64)> = conn
         .fetch(
             "SELECT next_look, id FROM borrowers
@@ -136,7 +136,7 @@ pub(super) async fn planning_due<B: Backend>(
     let mut pks: Vec<i64> = keys.iter().map(|k| k.1).collect();
     pks.sort_unstable();
     Ok((
-        load_borrowers(&mut *conn, &pks, since, true).await?,
+        load_borrowers(&mut conn, &pks, since, true).await?,
         keys.last().copied(),
     ))
 }
@@ -158,7 +158,7 @@ pub(super) async fn plan_borrower<B: Backend>(
     external_id: &str,
     since: DateTime<Utc>,
 ) -> Result<Option<PlanBorrower>, StoreError> {
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.plan_reads().await?;
     let pk: Option<i64> = conn
         .fetch_optional(
             "SELECT id FROM borrowers WHERE external_id = ?",
@@ -167,7 +167,7 @@ pub(super) async fn plan_borrower<B: Backend>(
         .await?
         .map(|r| r.get(0));
     match pk {
-        Some(pk) => Ok(load_borrowers(&mut *conn, &[pk], since, true).await?.pop()),
+        Some(pk) => Ok(load_borrowers(&mut conn, &[pk], since, true).await?.pop()),
         None => Ok(None),
     }
 }

@@ -17,12 +17,33 @@ pub(super) async fn finish_and_claim<B: Backend>(
     items: &[FinishItem],
     claim: Option<super::ClaimRequest<'_>>,
 ) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError> {
+    let mut tx = store.begin_write().await?;
+    let done = finish_and_claim_in(store, &mut *tx, now, items, claim).await?;
+    if items.is_empty() && done.1.is_empty() {
+        // Release the write lock now, not whenever the pooled
+        // connection is next used.
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
+/// `finish_and_claim`'s statements, in the caller's write transaction
+/// (which commits it, or rolls it back when nothing was recorded or
+/// claimed).
+pub(super) async fn finish_and_claim_in<B: Backend, C: Conn>(
+    store: &B,
+    tx: &mut C,
+    now: DateTime<Utc>,
+    items: &[FinishItem],
+    claim: Option<super::ClaimRequest<'_>>,
+) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError> {
     let now_ms = to_millis(now);
     let mut applied = vec![false; items.len()];
     // One transaction for the group, rows locked in id order.
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].message_id);
-    let mut tx = store.begin_write().await?;
     let ids: Vec<i64> = order.iter().map(|&i| items[i].message_id).collect();
     let mut current: HashMap<i64, (String, Option<String>, Option<i64>)> = HashMap::new();
     if !ids.is_empty() {
@@ -253,13 +274,6 @@ pub(super) async fn finish_and_claim<B: Backend>(
         None => Vec::new(),
     };
     writes.write(&mut *tx).await?;
-    if items.is_empty() && claimed.is_empty() {
-        // Release the write lock now, not whenever the pooled
-        // connection is next used.
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
-    }
     Ok((applied, claimed))
 }
 

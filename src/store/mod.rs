@@ -23,6 +23,7 @@ mod postgres_conn;
 mod shared;
 mod sqlite;
 mod sqlite_conn;
+mod sqlite_direct;
 mod types;
 
 use async_trait::async_trait;

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::backend::Backend;
+use super::backend::{Backend, Conn};
 use super::changes::check_fence;
 use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
 use super::{
@@ -116,17 +116,25 @@ impl Backend for PgStore {
         &self.pool
     }
 
+    type Reads = sqlx::pool::PoolConnection<Postgres>;
+
+    async fn plan_reads(&self) -> Result<Self::Reads, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         begin_write(&self.pool).await
     }
 
-    async fn work_committed(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
-        work_committed(conn).await
+    async fn work_committed<C: Conn>(&self, conn: &mut C) -> Result<(), StoreError> {
+        conn.execute("SELECT pg_notify(?, '')", &[WORK_CHANNEL.into()])
+            .await?;
+        Ok(())
     }
 
-    async fn claim_due(
+    async fn claim_due<C: Conn>(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut C,
         now_ms: i64,
         c: &super::ClaimRequest<'_>,
         writes: &mut BatchRows,
@@ -393,25 +401,25 @@ impl Backend for PgStore {
 /// their contact-log rows) are one atomic step per borrower across every
 /// instance. NO KEY UPDATE leaves the planner's inserts (which only
 /// key-share the borrower) unblocked.
-async fn claim_due(
-    conn: &mut PgConnection,
+async fn claim_due<C: Conn>(
+    conn: &mut C,
     now_ms: i64,
     c: &super::ClaimRequest<'_>,
     writes: &mut BatchRows,
 ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
     // One round trip: the messages, then (the scalar sub-query runs once,
     // after `m` is read in full) their borrowers locked in id order.
-    let rows = sqlx::query(
-        "WITH m AS (SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= $1
-                     ORDER BY not_before, id LIMIT $2 FOR UPDATE SKIP LOCKED),
-              b AS (SELECT id FROM borrowers WHERE id IN (SELECT borrower_id FROM m)
-                     ORDER BY id FOR NO KEY UPDATE)
-         SELECT m.* FROM m WHERE (SELECT count(*) FROM b) >= 0 ORDER BY m.not_before, m.id",
-    )
-    .bind(now_ms)
-    .bind(i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
+    let limit = i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX);
+    let rows = conn
+        .fetch(
+            "WITH m AS (SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ?
+                         ORDER BY not_before, id LIMIT ? FOR UPDATE SKIP LOCKED),
+                  b AS (SELECT id FROM borrowers WHERE id IN (SELECT borrower_id FROM m)
+                         ORDER BY id FOR NO KEY UPDATE)
+             SELECT m.* FROM m WHERE (SELECT count(*) FROM b) >= 0 ORDER BY m.not_before, m.id",
+            &[now_ms.into(), limit.into()],
+        )
+        .await?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -421,11 +429,6 @@ async fn claim_due(
 /// A write transaction (rows are locked as they are read, `FOR UPDATE`).
 async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
     Ok(pool.begin().await?)
-}
-
-/// Wakes the other instances' dispatchers when the transaction commits.
-async fn work_committed(conn: &mut PgConnection) -> Result<(), StoreError> {
-    notify_work(conn).await
 }
 
 /// The cluster-wide rate limiter: GCRA on one row per provider, in the

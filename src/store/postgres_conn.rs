@@ -76,3 +76,24 @@ impl Conn for PgConnection {
         Ok(sqlx::query(&text).bind(keys).fetch_all(self).await?)
     }
 }
+
+/// A pooled connection, as its connection.
+impl Conn for sqlx::pool::PoolConnection<Postgres> {
+    type Row = PgRow;
+
+    async fn fetch(&mut self, text: &str, args: &[Arg<'_>]) -> Result<Vec<PgRow>, StoreError> {
+        (**self).fetch(text, args).await
+    }
+
+    async fn execute(&mut self, text: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        (**self).execute(text, args).await
+    }
+
+    async fn select_in_i64(&mut self, text: &str, keys: &[i64]) -> Result<Vec<PgRow>, StoreError> {
+        (**self).select_in_i64(text, keys).await
+    }
+
+    async fn select_in_str(&mut self, text: &str, keys: &[&str]) -> Result<Vec<PgRow>, StoreError> {
+        (**self).select_in_str(text, keys).await
+    }
+}

@@ -345,7 +345,7 @@ impl<B: Backend> Store for B {
         items: &[FinishItem],
         claim: Option<super::ClaimRequest<'_>>,
     ) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError> {
-        super::common_outcomes::finish_and_claim(self, now, items, claim).await
+        Backend::finish_and_claim(self, now, items, claim).await
     }
 
     async fn receipt(

@@ -12,21 +12,25 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use super::backend::{insert_rows, Arg, Backend};
+use super::backend::{insert_rows, Arg, Backend, Conn, DbRow};
 use super::changes::check_fence;
+use super::common_outcomes::finish_and_claim_in;
 use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
+use super::sqlite_direct::{Direct, Writer};
 use super::{
-    to_millis, ClaimView, Fence, ImportTx, NewMessage, StoreError, Verdict, ACQUIRE_LEASE_SQL,
+    to_millis, ClaimView, Fence, FinishItem, ImportTx, NewMessage, StoreError, Verdict,
+    ACQUIRE_LEASE_SQL,
 };
 use crate::store::StoreConfig;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The connection of the hot write paths (`sqlite_direct.rs`).
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -61,7 +65,8 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let writer = Writer::open(&path, config)?;
+        Ok(SqliteStore { pool, writer })
     }
 }
 
@@ -73,22 +78,38 @@ impl Backend for SqliteStore {
         &self.pool
     }
 
+    type Reads = Direct;
+
+    async fn plan_reads(&self) -> Result<Direct, StoreError> {
+        Ok(self.writer.reads().await)
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         begin_write(&self.pool).await
     }
 
-    async fn work_committed(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        work_committed(conn).await
-    }
-
-    async fn claim_due(
+    async fn claim_due<C: Conn>(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut C,
         now_ms: i64,
         c: &super::ClaimRequest<'_>,
         writes: &mut BatchRows,
     ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
         claim_due(conn, now_ms, c, writes).await
+    }
+
+    async fn finish_and_claim(
+        &self,
+        now: DateTime<Utc>,
+        items: &[FinishItem],
+        claim: Option<super::ClaimRequest<'_>>,
+    ) -> Result<(Vec<bool>, Vec<(ClaimView, Verdict)>), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let done = finish_and_claim_in(self, &mut tx, now, items, claim).await?;
+        if !items.is_empty() || !done.1.is_empty() {
+            tx.commit().await?;
+        }
+        Ok(done)
     }
 
     fn db(&self) -> super::Db {
@@ -111,11 +132,10 @@ impl Backend for SqliteStore {
             return Ok(0);
         }
         let now_ms = to_millis(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        check_fence(&mut *tx, fence).await?;
-        // A page of decisions in a handful of multi-row statements, not a
-        // few statements per message (each costs a hand-off to sqlx's
-        // SQLite thread).
+        let mut tx = self.writer.begin().await?;
+        check_fence(&mut tx, fence).await?;
+        // A page of decisions in a handful of multi-row statements on the
+        // write connection, not a few statements per message.
         let day = |d: &NaiveDate| d.format("%Y-%m-%d").to_string();
         let mut loan_pks: Vec<i64> = messages
             .iter()
@@ -126,12 +146,12 @@ impl Backend for SqliteStore {
         // Planned at most once, ever: skip a message if any of its keys
         // exists (or comes earlier in this page).
         let mut taken: PlannedKeys = HashSet::new();
-        for row in super::backend::Conn::select_in_i64(
-            &mut *tx,
-            "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id IN ({})",
-            &loan_pks,
-        )
-        .await?
+        for row in tx
+            .select_in_i64(
+                "SELECT loan_id, due_date, step, channel FROM message_loans WHERE loan_id IN ({})",
+                &loan_pks,
+            )
+            .await?
         {
             taken.insert((row.get(0), row.get(1), row.get(2), row.get(3)));
         }
@@ -159,7 +179,7 @@ impl Backend for SqliteStore {
                                           not_before, expires_at, created_at, updated_at)";
         let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let tail = "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key";
-        let mut ids: HashMap<String, i64> = insert_rows(&mut *tx, head, row, tail, &args)
+        let mut ids: HashMap<String, i64> = insert_rows(&mut tx, head, row, tail, &args)
             .await?
             .iter()
             .map(|r| (r.get(1), r.get(0)))
@@ -204,7 +224,7 @@ impl Backend for SqliteStore {
             }
         }
         let head = "INSERT INTO message_loans (message_id, loan_id, due_date, step, channel)";
-        insert_rows(&mut *tx, head, "(?, ?, ?, ?, ?)", "", &links).await?;
+        insert_rows(&mut tx, head, "(?, ?, ?, ?, ?)", "", &links).await?;
         let events: Vec<Arg> = inserted
             .iter()
             .flat_map(|(m, id)| {
@@ -217,10 +237,10 @@ impl Backend for SqliteStore {
             })
             .collect();
         let head = "INSERT INTO message_events (message_id, at, from_state, to_state, reason)";
-        insert_rows(&mut *tx, head, "(?, ?, NULL, ?, ?)", "", &events).await?;
+        insert_rows(&mut tx, head, "(?, ?, NULL, ?, ?)", "", &events).await?;
         let head = "INSERT INTO handoffs (loan_id, due_date, step, state, next_attempt_at, created_at, updated_at)";
         insert_rows(
-            &mut *tx,
+            &mut tx,
             head,
             "(?, ?, ?, 'pending', ?, ?, ?)",
             "ON CONFLICT DO NOTHING",
@@ -230,7 +250,6 @@ impl Backend for SqliteStore {
         write_looks(&mut tx, looks).await?;
         let recorded = inserted.len() as u64;
         if recorded == 0 && looks.is_empty() {
-            tx.rollback().await?;
             return Ok(0);
         }
         tx.commit().await?;
@@ -281,19 +300,19 @@ impl Backend for SqliteStore {
 /// eligibility and cap checks and the `sending` marks are one atomic step:
 /// no other worker, in this process or another on the same file, can claim
 /// a message of the same borrowers in between).
-async fn claim_due(
-    conn: &mut SqliteConnection,
+async fn claim_due<C: Conn>(
+    conn: &mut C,
     now_ms: i64,
     c: &super::ClaimRequest<'_>,
     writes: &mut BatchRows,
 ) -> Result<Vec<(ClaimView, Verdict)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT ?",
-    )
-    .bind(now_ms)
-    .bind(i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
+    let limit = i64::try_from(c.limit.max(1)).unwrap_or(i64::MAX);
+    let rows = conn
+        .fetch(
+            "SELECT * FROM messages WHERE state IN ('planned', 'deferred') AND not_before <= ? ORDER BY not_before, id LIMIT ?",
+            &[now_ms.into(), limit.into()],
+        )
+        .await?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -306,14 +325,9 @@ async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, 
     Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
-/// New due work needs no announcement: one process polls its own store.
-async fn work_committed(_: &mut SqliteConnection) -> Result<(), StoreError> {
-    Ok(())
-}
-
 /// Sets borrowers' next looks (`record_plan`), 400 to a statement.
-async fn write_looks(
-    conn: &mut SqliteConnection,
+async fn write_looks<C: Conn>(
+    conn: &mut C,
     looks: &[(i64, Option<DateTime<Utc>>)],
 ) -> Result<(), StoreError> {
     for chunk in looks.chunks(400) {
@@ -321,11 +335,11 @@ async fn write_looks(
             "UPDATE borrowers SET next_look = v.column2 FROM (VALUES {}) AS v WHERE borrowers.id = v.column1",
             vec!["(?, ?)"; chunk.len()].join(", ")
         );
-        let mut q = sqlx::query(&text);
-        for (pk, at) in chunk {
-            q = q.bind(*pk).bind(at.map(to_millis));
-        }
-        q.execute(&mut *conn).await?;
+        let args: Vec<Arg> = chunk
+            .iter()
+            .flat_map(|(pk, at)| [Arg::Int(*pk), Arg::OptInt(at.map(to_millis))])
+            .collect();
+        conn.execute(&text, &args).await?;
     }
     Ok(())
 }

@@ -391,6 +391,18 @@ async fn one_contact_a_day() -> Harness {
     .await
 }
 
+/// Ann's loan imported and her reminder planned; ten minutes later, when
+/// it is due.
+async fn one_planned(h: &Harness) -> chrono::DateTime<chrono::Utc> {
+    h.import(
+        "book.csv",
+        &book(&["L1,B1,Ann Lee,+12125550101,,en,UTC,2026-12-10,10.00,USD,active"]),
+    )
+    .await;
+    h.tick().await;
+    h.now() + Days::minutes(10)
+}
+
 /// One claim transaction takes many messages; a later message of a borrower
 /// is decided with the contact an earlier one in the same batch just made,
 /// so a cap of one contact a day holds inside a batch as it does across
@@ -451,13 +463,7 @@ async fn a_batched_claim_counts_the_contacts_made_earlier_in_the_same_batch() {
 #[tokio::test]
 async fn a_claim_released_unsent_is_planned_again_with_its_contact_and_attempt_undone() {
     let h = one_contact_a_day().await;
-    h.import(
-        "book.csv",
-        &book(&["L1,B1,Ann Lee,+12125550101,,en,UTC,2026-12-10,10.00,USD,active"]),
-    )
-    .await;
-    h.tick().await;
-    let now = h.now() + Days::minutes(10);
+    let now = one_planned(&h).await;
     let d = &h.engine.dispatcher;
     let mut claims = d.claim(now, 10).await.unwrap();
     assert_eq!(claims.len(), 1, "{claims:#?}");
@@ -496,4 +502,67 @@ async fn a_claim_released_unsent_is_planned_again_with_its_contact_and_attempt_u
         matches!(&again[0].1, Verdict::Send { attempt_id, .. } if attempt_id == "a1"),
         "{again:#?}"
     );
+}
+
+/// SQLite: the sending loop's transactions run on a write connection of
+/// their own, off sqlx's thread. While another connection (a CLI import)
+/// holds the write lock, a claim waits for it without holding up the
+/// runtime it runs on, then claims; past the busy timeout it fails as
+/// contention (the caller's cue to try again) and leaves no transaction
+/// open behind it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_claim_waits_for_another_writer_without_blocking_the_runtime() {
+    use sqlx::Connection;
+    if crate::BACKEND != crate::support::Backend::Sqlite {
+        return;
+    }
+    let h = Harness::with("2026-12-10T20:00:00Z", |c| {
+        c.store.busy_timeout = duebell::config::ConfigDuration(Duration::from_millis(600));
+    })
+    .await;
+    let now = one_planned(&h).await;
+    let url = crate::support::store_url(h.dir.path());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    // Past the busy timeout: contention, nothing claimed.
+    let err = h.engine.dispatcher.claim(now, 10).await.unwrap_err();
+    assert!(err.is_contention(), "{err}");
+    // Released while the claim waits: a timer on the same one-thread
+    // runtime keeps ticking meanwhile, and the claim then goes through.
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticking = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let claim = h.engine.dispatcher.claim(now, 10);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+        during
+    };
+    let (claimed, during) = tokio::join!(claim, release);
+    ticking.abort();
+    assert!(
+        during >= 10,
+        "the runtime stood still: {during} ticks in 300 ms"
+    );
+    let claimed = claimed.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:#?}");
+    assert!(matches!(claimed[0].1, Verdict::Send { .. }), "{claimed:#?}");
+    // The failed try left no transaction behind: others write freely.
+    drop(lock);
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE; COMMIT")
+        .execute(&mut other)
+        .await
+        .unwrap();
 }

@@ -1,0 +1,316 @@
+//! The SQLite backend's write connection for the hot paths (the sending
+//! loop's record-and-claim transactions, the planner's page reads and
+//! writes): a connection of its own on the same file, driven by rusqlite
+//! on the calling task's thread.
+//!
+//! sqlx runs each SQLite connection on a thread of its own, and every
+//! statement (every row, even) is a hand-off to that thread and back: a
+//! claim transaction of thirteen statements cost about thirty thread
+//! wake-ups, most of the sending loop's CPU (BENCHMARKS.md, point 13).
+//! Here a transaction's statements run where its code runs, and only the
+//! commit (the fsync at `synchronous = FULL`, and the WAL checkpoint that
+//! may follow) goes to the blocking pool. The write lock is taken up front
+//! (`BEGIN IMMEDIATE`) without blocking the runtime: while another
+//! connection holds it the task sleeps and tries again, up to the store's
+//! busy timeout, then fails as contention, as sqlx's connections do.
+
+use std::borrow::Cow;
+use std::future::{ready, Future};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::Value as Cell;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::backend::{Arg, Col, Conn, DbRow, Value};
+use super::sqlite_conn::IN_CHUNK;
+use super::{StoreConfig, StoreError};
+
+/// Prepared statements kept per connection: the hot paths' texts, with a
+/// multi-row insert's text for each row count a page ends on.
+const STATEMENTS: usize = 256;
+
+/// The longest pause between two tries for the write lock.
+const BUSY_STEP: Duration = Duration::from_millis(20);
+
+/// The write connection; one transaction at a time.
+pub(super) struct Writer {
+    conn: Arc<Mutex<Connection>>,
+    busy_timeout: Duration,
+}
+
+impl Writer {
+    /// Opens the file the pool has opened (and migrated) already.
+    pub(super) fn open(path: &Path, config: &StoreConfig) -> Result<Writer, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        let synchronous = match config.synchronous {
+            crate::store::Synchronous::Full => "FULL",
+            crate::store::Synchronous::Normal => "NORMAL",
+            crate::store::Synchronous::Off => "OFF",
+        };
+        // As the pool's connections (`SqliteStore::open`); the busy wait is
+        // this module's own, so SQLite's is off.
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0;"
+        ))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
+        Ok(Writer {
+            conn: Arc::new(Mutex::new(conn)),
+            busy_timeout: config.busy_timeout.get(),
+        })
+    }
+
+    /// The connection outside a transaction, for a planning pass's reads
+    /// (each statement its own snapshot, as on a pooled connection).
+    pub(super) async fn reads(&self) -> Direct {
+        Direct {
+            conn: Some(self.conn.clone().lock_owned().await),
+        }
+    }
+
+    /// A write transaction with the write lock held.
+    pub(super) async fn begin(&self) -> Result<Direct, StoreError> {
+        let conn = self.conn.clone().lock_owned().await;
+        // A transaction a dropped future left open is rolled back by
+        // `Direct::drop`; this is only a second line.
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(Direct { conn: Some(conn) }),
+                Err(e) if is_busy(&e) && started.elapsed() < self.busy_timeout => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(BUSY_STEP);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// The write connection, held: in a transaction (`Writer::begin`, rolled
+/// back when dropped uncommitted) or not (`Writer::reads`).
+pub(super) struct Direct {
+    conn: Option<OwnedMutexGuard<Connection>>,
+}
+
+impl Direct {
+    fn conn(&self) -> &Connection {
+        self.conn.as_deref().expect("held until dropped")
+    }
+
+    /// Commits on the blocking pool (the fsync and any checkpoint).
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        let conn = self.conn.take().expect("a transaction in progress");
+        let done = tokio::task::spawn_blocking(move || {
+            let done = conn.execute_batch("COMMIT");
+            if done.is_err() && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            done
+        });
+        match done.await {
+            Ok(done) => Ok(done?),
+            Err(e) => Err(StoreError::Unsupported(format!(
+                "the commit did not finish: {e}"
+            ))),
+        }
+    }
+
+    /// Every row of `text` with `args` bound, and the rows it changed.
+    fn run(&self, text: &str, args: &[Arg<'_>]) -> Result<(Vec<DirectRow>, u64), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(text)?;
+        for (i, a) in args.iter().enumerate() {
+            let at = i + 1;
+            match a {
+                Arg::Int(v) => stmt.raw_bind_parameter(at, v)?,
+                Arg::OptInt(v) => stmt.raw_bind_parameter(at, v)?,
+                Arg::Text(v) => stmt.raw_bind_parameter(at, v)?,
+                Arg::OptText(v) => stmt.raw_bind_parameter(at, v)?,
+                Arg::Owned(v) => stmt.raw_bind_parameter(at, v)?,
+                Arg::Bytes(v) => stmt.raw_bind_parameter(at, v)?,
+            }
+        }
+        let names: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
+        let width = names.len();
+        let mut out = Vec::new();
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            let cells = (0..width)
+                .map(|i| row.get::<_, Cell>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(DirectRow {
+                names: names.clone(),
+                cells,
+            });
+        }
+        Ok((out, conn.changes()))
+    }
+
+    fn select_in(&self, text: &str, keys: &[Arg<'_>]) -> Result<Vec<DirectRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(IN_CHUNK) {
+            let text = text.replace("{}", &vec!["?"; chunk.len()].join(","));
+            out.extend(self.run(&text, chunk)?.0);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+}
+
+/// Statements run as they are called: each future is ready when made.
+impl Conn for Direct {
+    type Row = DirectRow;
+
+    fn fetch(
+        &mut self,
+        text: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<Vec<DirectRow>, StoreError>> + Send {
+        ready(self.run(text, args).map(|(rows, _)| rows))
+    }
+
+    fn execute(
+        &mut self,
+        text: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(self.run(text, args).map(|(_, changed)| changed))
+    }
+
+    fn select_in_i64(
+        &mut self,
+        text: &str,
+        keys: &[i64],
+    ) -> impl Future<Output = Result<Vec<DirectRow>, StoreError>> + Send {
+        let keys: Vec<Arg> = keys.iter().map(|k| Arg::Int(*k)).collect();
+        ready(self.select_in(text, &keys))
+    }
+
+    fn select_in_str(
+        &mut self,
+        text: &str,
+        keys: &[&str],
+    ) -> impl Future<Output = Result<Vec<DirectRow>, StoreError>> + Send {
+        let keys: Vec<Arg> = keys.iter().map(|k| Arg::Text(k)).collect();
+        ready(self.select_in(text, &keys))
+    }
+}
+
+/// A row read on the write connection: its cells, owned.
+pub(super) struct DirectRow {
+    names: Arc<[String]>,
+    cells: Vec<Cell>,
+}
+
+impl DirectRow {
+    /// The cell of `col`, as rusqlite reads it.
+    pub(super) fn cell(&self, col: Col<'_>) -> Result<rusqlite::types::ValueRef<'_>, String> {
+        let at = match col {
+            Col::At(i) => i,
+            Col::Named(n) => self
+                .names
+                .iter()
+                .position(|c| c == n)
+                .ok_or_else(|| format!("no column {n}"))?,
+        };
+        self.cells
+            .get(at)
+            .map(rusqlite::types::ValueRef::from)
+            .ok_or_else(|| format!("no column {at}"))
+    }
+}
+
+impl DbRow for DirectRow {
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    fn try_get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> Result<T, StoreError> {
+        T::from_direct(self, col.into()).map_err(StoreError::Corrupt)
+    }
+}
+
+/// A rusqlite error as the driver error the rest of the store reads
+/// (`StoreError::is_contention` by SQLite's code, constraint kinds).
+#[derive(Debug)]
+struct DirectError {
+    code: Option<i32>,
+    message: String,
+}
+
+impl std::fmt::Display for DirectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DirectError {}
+
+impl sqlx::error::DatabaseError for DirectError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.code.map(|c| Cow::Owned(c.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use sqlx::error::ErrorKind;
+        match self.code {
+            Some(1555 | 2067) => ErrorKind::UniqueViolation,
+            Some(787) => ErrorKind::ForeignKeyViolation,
+            Some(1299) => ErrorKind::NotNullViolation,
+            Some(275) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+            _ => None,
+        };
+        StoreError::Db(sqlx::Error::Database(Box::new(DirectError {
+            code,
+            message: e.to_string(),
+        })))
+    }
+}
