@@ -145,7 +145,7 @@ pub(super) async fn next_look_at<B: Backend>(
     store: &B,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let at: Option<i64> = store
-        .reader()
+        .plan_reads()
         .await?
         .fetch_one("SELECT MIN(next_look) FROM borrowers", &[])
         .await?
@@ -176,7 +176,7 @@ pub(super) async fn next_pending_at<B: Backend>(
     store: &B,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let at: Option<i64> = store
-        .reader()
+        .plan_reads()
         .await?
         .fetch_one(
             "SELECT MIN(not_before) FROM messages WHERE state IN ('planned', 'deferred')",

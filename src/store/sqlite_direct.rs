@@ -9,7 +9,8 @@
 //! wake-ups, most of the sending loop's CPU (BENCHMARKS.md, point 13).
 //! Here a transaction's statements run where its code runs, and only the
 //! commit (the fsync at `synchronous = FULL`, and the WAL checkpoint that
-//! may follow) goes to the blocking pool. The write lock is taken up front
+//! may follow) goes to the blocking pool; at `OFF` nothing waits for the
+//! disk and it runs in place too. The write lock is taken up front
 //! (`BEGIN IMMEDIATE`) without blocking the runtime: while another
 //! connection holds it the task sleeps and tries again, up to the store's
 //! busy timeout, then fails as contention, as sqlx's connections do.
@@ -41,6 +42,9 @@ const BUSY_STEP: Duration = Duration::from_millis(20);
 pub(super) struct Writer {
     conn: Arc<Mutex<Connection>>,
     busy_timeout: Duration,
+    /// Whether a commit waits for the disk (`synchronous = FULL`, or
+    /// NORMAL's checkpoints); with `OFF` it never does and runs in place.
+    commit_waits: bool,
 }
 
 impl Writer {
@@ -63,6 +67,7 @@ impl Writer {
         Ok(Writer {
             conn: Arc::new(Mutex::new(conn)),
             busy_timeout: config.busy_timeout.get(),
+            commit_waits: config.synchronous != crate::store::Synchronous::Off,
         })
     }
 
@@ -71,6 +76,7 @@ impl Writer {
     pub(super) async fn reads(&self) -> Direct {
         Direct {
             conn: Some(self.conn.clone().lock_owned().await),
+            commit_waits: self.commit_waits,
         }
     }
 
@@ -86,7 +92,12 @@ impl Writer {
         let mut pause = Duration::from_millis(1);
         loop {
             match conn.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => return Ok(Direct { conn: Some(conn) }),
+                Ok(()) => {
+                    return Ok(Direct {
+                        conn: Some(conn),
+                        commit_waits: self.commit_waits,
+                    })
+                }
                 Err(e) if is_busy(&e) && started.elapsed() < self.busy_timeout => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(BUSY_STEP);
@@ -106,6 +117,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// back when dropped uncommitted) or not (`Writer::reads`).
 pub(super) struct Direct {
     conn: Option<OwnedMutexGuard<Connection>>,
+    commit_waits: bool,
 }
 
 impl Direct {
@@ -113,16 +125,21 @@ impl Direct {
         self.conn.as_deref().expect("held until dropped")
     }
 
-    /// Commits on the blocking pool (the fsync and any checkpoint).
+    /// Commits: on the blocking pool when the commit waits for the disk
+    /// (the fsync and any checkpoint), else in place.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
         let conn = self.conn.take().expect("a transaction in progress");
-        let done = tokio::task::spawn_blocking(move || {
+        let commit = move || {
             let done = conn.execute_batch("COMMIT");
             if done.is_err() && !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
             done
-        });
+        };
+        if !self.commit_waits {
+            return Ok(commit()?);
+        }
+        let done = tokio::task::spawn_blocking(commit);
         match done.await {
             Ok(done) => Ok(done?),
             Err(e) => Err(StoreError::Unsupported(format!(
