@@ -33,6 +33,18 @@ pub enum Synchronous {
     Off,
 }
 
+impl Synchronous {
+    /// SQLite's value for `PRAGMA synchronous`, for every connection the
+    /// store opens on the file.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
+        }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::backend::{Backend, Conn};
@@ -100,10 +100,8 @@ async fn listen(pool: PgPool, wake: super::Wakeups) {
 
 /// Queues a wake-up for every listening dispatcher, sent when `conn`'s
 /// transaction commits (and dropped if it rolls back).
-async fn notify_work(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(WORK_CHANNEL)
-        .execute(conn)
+async fn notify_work<C: Conn>(conn: &mut C) -> Result<(), StoreError> {
+    conn.execute("SELECT pg_notify(?, '')", &[WORK_CHANNEL.into()])
         .await?;
     Ok(())
 }
@@ -127,9 +125,7 @@ impl Backend for PgStore {
     }
 
     async fn work_committed<C: Conn>(&self, conn: &mut C) -> Result<(), StoreError> {
-        conn.execute("SELECT pg_notify(?, '')", &[WORK_CHANNEL.into()])
-            .await?;
-        Ok(())
+        notify_work(conn).await
     }
 
     async fn claim_due<C: Conn>(
@@ -309,7 +305,7 @@ impl Backend for PgStore {
         }
         let recorded = inserted.len() as u64;
         if recorded > 0 {
-            notify_work(&mut tx).await?;
+            notify_work(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(recorded)

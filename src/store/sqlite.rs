@@ -11,9 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
 use super::backend::{insert_rows, Arg, Backend, Conn, DbRow};
@@ -48,11 +46,7 @@ impl SqliteStore {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match config.synchronous {
-                crate::store::Synchronous::Full => SqliteSynchronous::Full,
-                crate::store::Synchronous::Normal => SqliteSynchronous::Normal,
-                crate::store::Synchronous::Off => SqliteSynchronous::Off,
-            })
+            .pragma("synchronous", config.synchronous.pragma())
             .busy_timeout(config.busy_timeout.get())
             .foreign_keys(true)
             // 8 MiB of page cache per connection (SQLite's default is 2):

@@ -52,11 +52,7 @@ impl Writer {
     pub(super) fn open(path: &Path, config: &StoreConfig) -> Result<Writer, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
-        let synchronous = match config.synchronous {
-            crate::store::Synchronous::Full => "FULL",
-            crate::store::Synchronous::Normal => "NORMAL",
-            crate::store::Synchronous::Off => "OFF",
-        };
+        let synchronous = config.synchronous.pragma();
         // As the pool's connections (`SqliteStore::open`); the busy wait is
         // this module's own, so SQLite's is off.
         conn.execute_batch(&format!(
