@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,58 @@ fn first_ready(txs: &mut Vec<Tx>, cx: &mut Context<'_>) -> Poll<TxOut> {
     Poll::Pending
 }
 
+/// How far the sending loop claims ahead of its sends: what the sends
+/// complete in `AHEAD` at the pace measured while they run, and at least
+/// `least` (the slots' worth per transaction). A message claimed ahead thus
+/// waits about `AHEAD` (plus a transaction) before its send whatever the
+/// provider's pace, and a fast provider's outcomes and claims go in batches
+/// instead of one transaction per message.
+struct Pace {
+    least: usize,
+    /// The window being measured: since when, and the sends ended in it.
+    since: Instant,
+    ended: usize,
+    /// Sends ended per second, smoothed over the windows.
+    per_sec: f64,
+}
+
+impl Pace {
+    const AHEAD: f64 = 0.1;
+    const WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+    /// A claim batch's most (its rows go in a few statements of 200).
+    const MOST: usize = 1000;
+
+    fn new(least: usize) -> Pace {
+        Pace {
+            least,
+            since: Instant::now(),
+            ended: 0,
+            per_sec: 0.0,
+        }
+    }
+
+    /// A send has ended.
+    fn ended(&mut self) {
+        self.ended += 1;
+        let took = self.since.elapsed();
+        if took >= Self::WINDOW {
+            let now = self.ended as f64 / took.as_secs_f64();
+            // A slowing provider is followed within a few windows.
+            self.per_sec = match self.per_sec > 0.0 {
+                true => (self.per_sec + now) / 2.0,
+                false => now,
+            };
+            self.since = Instant::now();
+            self.ended = 0;
+        }
+    }
+
+    fn depth(&self) -> usize {
+        let paced = (self.per_sec * Self::AHEAD) as usize;
+        paced.min(Self::MOST).max(self.least)
+    }
+}
+
 impl App {
     /// Sends what is due until nothing is (or a stop is asked for), keeping
     /// the planner lease and reconciliation going meanwhile.
@@ -61,10 +114,12 @@ impl App {
         // Transactions at once: one on SQLite (one writer); on PostgreSQL
         // several, kept apart by row locks as separate instances are.
         let lanes = self.store.write_lanes();
-        // Claimed ahead: the slots' worth again for each transaction, so the
-        // sends that end while one runs are followed at once by the next,
-        // and claiming overlaps sending instead of alternating with it.
-        let depth = (lanes + 1) * width;
+        // Claimed ahead: at least the slots' worth again for each
+        // transaction, so the sends that end while one runs are followed at
+        // once by the next, and claiming overlaps sending instead of
+        // alternating with it; more when the sends are fast (`Pace`), so
+        // each transaction records and claims a batch, not one message.
+        let mut pace = Pace::new((lanes + 1) * width);
         // One copy per cycle, shared by its send tasks.
         let dispatcher = Arc::new(self.engine.dispatcher.clone());
         let mut inflight = tokio::task::JoinSet::new();
@@ -113,16 +168,18 @@ impl App {
                 inflight.spawn(async move { d.send_held(now, claimed).await });
             }
             // Record what ended and claim up to the depth.
+            let depth = pace.depth();
             while txs.len() < lanes && !upkeep_waits {
                 let want = match claiming {
                     true => depth.saturating_sub(inflight.len() + queue.len() + asked),
                     false => 0,
                 };
                 // Another lane opens only for a batch worth its
-                // transaction; small ones wait for the lane that is busy.
+                // transaction (half a lane's share of the depth); small ones
+                // wait for the lane that is busy.
                 let least = match txs.is_empty() {
                     true => 1,
-                    false => (width / 2).max(1),
+                    false => (depth / (2 * (lanes + 1))).max(1),
                 };
                 if want.max(ended.len()) < least {
                     break;
@@ -175,7 +232,10 @@ impl App {
                     }
                 }
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => match joined {
-                    Ok(d) => ended.push(d),
+                    Ok(d) => {
+                        pace.ended();
+                        ended.push(d);
+                    }
                     Err(e) => {
                         failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
                     }
@@ -186,5 +246,48 @@ impl App {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+
+    #[test]
+    fn the_depth_follows_the_pace_between_its_bounds() {
+        let mut pace = Pace::new(3);
+        // Nothing measured yet: the slots' worth.
+        assert_eq!(pace.depth(), 3);
+        // 5,000 sends a second: what they complete in 100 ms.
+        pace.per_sec = 5_000.0;
+        assert_eq!(pace.depth(), 500);
+        // Slow sends never claim fewer than the slots' worth ...
+        pace.per_sec = 4.0;
+        assert_eq!(pace.depth(), 3);
+        // ... and fast ones never more than a batch's most.
+        pace.per_sec = 1e9;
+        assert_eq!(pace.depth(), Pace::MOST);
+        // More slots than the most: the slots' worth still.
+        assert_eq!(
+            Pace {
+                per_sec: 1e9,
+                ..Pace::new(1_500)
+            }
+            .depth(),
+            1_500
+        );
+    }
+
+    #[test]
+    fn a_slowing_provider_is_followed_within_a_few_windows() {
+        let mut pace = Pace::new(1);
+        pace.per_sec = 10_000.0;
+        // Windows of one send each, each ending after WINDOW: a pace of at
+        // most 20 a second.
+        for _ in 0..10 {
+            pace.since -= Pace::WINDOW;
+            pace.ended();
+        }
+        assert!(pace.depth() < 5, "depth {}", pace.depth());
     }
 }

@@ -1,0 +1,227 @@
+//! Planning passes: a tick over the book (whole, or only what is due) in
+//! pages, one borrower re-planned after an API change, and the preview of
+//! `duebell plan`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, Utc};
+
+use super::{PlanLine, Planner, PAGE};
+use crate::compliance::caps;
+use crate::store::{BulkChange, NewMessage, PlanBorrower, Store, StoreError};
+
+/// What a tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    pub borrowers: u64,
+    pub recorded: u64,
+    pub cancelled: u64,
+    /// The earliest instant a decision can change without new input: the
+    /// earliest next look in the book (the ladder moves by local days).
+    /// Imports and events trigger a re-plan of their own.
+    pub next_change: Option<DateTime<Utc>>,
+}
+
+/// Which borrowers a planning pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Every borrower with an active loan: at start, after an import,
+    /// a policy or config change, a requested pass, a new planner.
+    Full,
+    /// Only borrowers whose next look has come (a steady cron tick): the
+    /// cost follows what is due, not what is stored.
+    Due,
+}
+
+/// One planning pass, in pages: the whole book or only what is due (see
+/// `Pass`). With a `fence` (the planner lease of a daemon sharing the
+/// store), every page is written only while the lease is still this
+/// planner's. Each borrower read gets its next look written with its
+/// page's decisions, when it changed.
+pub async fn tick(
+    store: &dyn Store,
+    planner: &Planner<'_>,
+    now: DateTime<Utc>,
+    fence: Option<&crate::store::Fence>,
+    pass: Pass,
+) -> Result<TickReport, StoreError> {
+    let mut report = TickReport {
+        cancelled: store.cancel_ineligible(now, fence).await?,
+        ..Default::default()
+    };
+    let since = now - caps::lookback(planner.gate.all_caps());
+    let (mut after, mut cursor) = (0, (i64::MIN, 0));
+    // A pass writing far more than the store held (the first after a large
+    // import) would read later pages by plans made for nearly empty tables
+    // (PostgreSQL keeps a generic plan: a full scan once the table grew):
+    // the statistics are refreshed, and reads re-planned, as writes double.
+    let mut refresh_at = crate::store::BULK_ROWS;
+    // Pages are disjoint sets of borrowers, so each page's decisions are
+    // written while the next pages are read and decided, up to the store's
+    // write lanes at once. On PostgreSQL each write is a transaction on a
+    // connection (and server process) of its own, so the server's inserts
+    // overlap each other and the planner's reading and deciding; on SQLite
+    // there is one lane, and reads and writes take its connection in turn.
+    let lanes = store.write_lanes().max(1);
+    let mut writes: Vec<PageWrite<'_>> = Vec::new();
+    let mut account = |recorded: u64, report: &mut TickReport| {
+        report.recorded += recorded;
+        let refresh = report.recorded >= refresh_at;
+        if refresh {
+            refresh_at = 2 * report.recorded;
+        }
+        refresh
+    };
+    let mut reading = true;
+    while reading || !writes.is_empty() {
+        if !reading || writes.len() >= lanes {
+            let recorded = std::future::poll_fn(|cx| first_done(&mut writes, cx)).await?;
+            if account(recorded, &mut report) {
+                refresh_statistics(store).await;
+            }
+            continue;
+        }
+        let mut next = std::pin::pin!(async {
+            loop {
+                let page = match pass {
+                    Pass::Full => store.planning_batch(after, PAGE, since).await?,
+                    Pass::Due => {
+                        let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
+                        let Some(last) = last else {
+                            return Ok(None);
+                        };
+                        cursor = last;
+                        page
+                    }
+                };
+                let Some(last) = page.last() else {
+                    match pass {
+                        Pass::Full => return Ok(None),
+                        Pass::Due => continue,
+                    }
+                };
+                after = last.pk;
+                return Ok::<_, StoreError>(Some((page.len(), decide_page(planner, now, &page))));
+            }
+        });
+        // The next page, while the writes in progress go on.
+        let next = loop {
+            tokio::select! {
+                next = &mut next => break next?,
+                recorded = std::future::poll_fn(|cx| first_done(&mut writes, cx)), if !writes.is_empty() => {
+                    if account(recorded?, &mut report) {
+                        refresh_statistics(store).await;
+                    }
+                }
+            }
+        };
+        match next {
+            None => reading = false,
+            Some((borrowers, (messages, looks))) => {
+                report.borrowers += borrowers as u64;
+                writes.push(Box::pin(async move {
+                    store.record_plan(now, &messages, &looks, fence).await
+                }));
+            }
+        }
+    }
+    report.next_change = store.next_look_at().await?;
+    Ok(report)
+}
+
+/// A page's decisions being written: how many messages it recorded.
+type PageWrite<'a> = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>>;
+
+/// Polls every write in `writes`; the first that has ended is taken out.
+fn first_done(
+    writes: &mut Vec<PageWrite<'_>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<u64, StoreError>> {
+    for i in 0..writes.len() {
+        if let Poll::Ready(out) = writes[i].as_mut().poll(cx) {
+            drop(writes.swap_remove(i));
+            return Poll::Ready(out);
+        }
+    }
+    Poll::Pending
+}
+
+/// Refreshes the statistics the store's reads are planned by, after a
+/// pass has written as much again as the store held (a failure is logged:
+/// the pass goes on with the old plans).
+async fn refresh_statistics(store: &dyn Store) {
+    if let Err(e) = store.refresh_statistics(BulkChange::Plan).await {
+        tracing::warn!(error = %e, "could not refresh the store's statistics while planning");
+    }
+}
+
+/// A page's decisions, and the next looks that changed.
+type PageDecisions = (Vec<NewMessage>, Vec<(i64, Option<DateTime<Utc>>)>);
+
+fn decide_page(planner: &Planner<'_>, now: DateTime<Utc>, page: &[PlanBorrower]) -> PageDecisions {
+    let mut messages = Vec::new();
+    let mut looks = Vec::new();
+    for b in page {
+        messages.extend(planner.decide(now, b).0);
+        let look = planner.next_look(now, b);
+        if look != b.next_look {
+            looks.push((b.pk, look));
+        }
+    }
+    (messages, looks)
+}
+
+/// Re-plans one borrower (external id) right after a change through the
+/// API touched only them: what can no longer go is cancelled, what is now
+/// due is recorded, and nothing else in the book is read. Recorded without
+/// the planner lease: "planned at most once" is the store's unique key, so
+/// a planner deciding the same step at the same moment inserts nothing
+/// twice (on PostgreSQL one of the two writers fails and the planner's
+/// next tick has it).
+pub async fn replan_borrower(
+    store: &dyn Store,
+    planner: &Planner<'_>,
+    now: DateTime<Utc>,
+    borrower: &str,
+) -> Result<TickReport, StoreError> {
+    let mut report = TickReport {
+        cancelled: store.cancel_ineligible_of(now, borrower).await?,
+        ..Default::default()
+    };
+    let since = now - caps::lookback(planner.gate.all_caps());
+    if let Some(b) = store.plan_borrower(borrower, since).await? {
+        let (messages, looks) = decide_page(planner, now, std::slice::from_ref(&b));
+        report.borrowers = 1;
+        report.recorded = store.record_plan(now, &messages, &looks, None).await?;
+    }
+    Ok(report)
+}
+
+/// Every decision at `now` without recording anything (`duebell plan`).
+pub async fn preview(
+    store: &dyn Store,
+    planner: &Planner<'_>,
+    now: DateTime<Utc>,
+    borrower: Option<&str>,
+) -> Result<Vec<PlanLine>, StoreError> {
+    let since = now - caps::lookback(planner.gate.all_caps());
+    let mut lines = Vec::new();
+    if let Some(id) = borrower {
+        if let Some(b) = store.plan_borrower(id, since).await? {
+            lines.extend(planner.decide(now, &b).1);
+        }
+        return Ok(lines);
+    }
+    let mut after = 0;
+    loop {
+        let page = store.planning_batch(after, PAGE, since).await?;
+        let Some(last) = page.last() else { break };
+        after = last.pk;
+        for b in &page {
+            lines.extend(planner.decide(now, b).1);
+        }
+    }
+    Ok(lines)
+}
