@@ -206,6 +206,18 @@ pub(super) trait Conn: Send {
         &mut self,
         text: &str,
         keys: &[i64],
+    ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send {
+        self.select_in_i64_then(text, keys, &[])
+    }
+
+    /// `select_in_i64` for a text whose other `?`s all follow the list:
+    /// `after` binds them, so the text stays the same from call to call
+    /// (one prepared statement, not one a value).
+    fn select_in_i64_then(
+        &mut self,
+        text: &str,
+        keys: &[i64],
+        after: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
 
     /// `select_in_i64` for text keys.

@@ -143,21 +143,20 @@ pub(super) async fn load_borrowers<C: Conn>(
                 channel(&row.get::<String>(4))?,
             ));
         }
-        // `since` is our own integer, written into the text so the key
-        // list stays the only bound parameter.
-        let recent = format!(
-            "SELECT c.borrower_id, c.at, c.channel, c.contact_point_id, ml.loan_id, c.id FROM contact_log c
+        // `since` is bound after the keys, so the text (and the prepared
+        // statement) is the same at every claim and page.
+        let recent = "SELECT c.borrower_id, c.at, c.channel, c.contact_point_id, ml.loan_id, c.id FROM contact_log c
               LEFT JOIN message_loans ml ON ml.message_id = c.message_id
-              WHERE c.at >= {} AND c.borrower_id IN ({{}}) ORDER BY c.id",
-            to_millis(since)
-        );
+              WHERE c.borrower_id IN ({}) AND c.at >= ? ORDER BY c.id";
         // One contact per contact-log row (one per message sent), with the
         // loans it carried: two messages at the same instant on the same
         // contact point are two contacts.
         type Row = (i64, i64, String, Option<i64>);
         let mut contacts: HashMap<i64, (Row, Vec<i64>)> = HashMap::new();
         let mut order = Vec::new();
-        for row in by_borrowers(conn, &recent, chunk, ranged).await? {
+        for row in
+            by_borrowers_then(conn, recent, chunk, ranged, &[to_millis(since).into()]).await?
+        {
             let id: i64 = row.get(5);
             let (_, loans) = contacts.entry(id).or_insert_with(|| {
                 order.push(id);
@@ -222,12 +221,27 @@ async fn by_borrowers<C: Conn>(
     keys: &[i64],
     ranged: bool,
 ) -> Result<Vec<C::Row>, StoreError> {
+    by_borrowers_then(conn, text, keys, ranged, &[]).await
+}
+
+/// `by_borrowers` for a text whose other `?`s follow the key list.
+async fn by_borrowers_then<C: Conn>(
+    conn: &mut C,
+    text: &str,
+    keys: &[i64],
+    ranged: bool,
+    after: &[Arg<'_>],
+) -> Result<Vec<C::Row>, StoreError> {
     match (ranged, keys.first(), keys.last()) {
         (true, Some(lo), Some(hi)) => {
             let text = text.replace("IN ({})", "BETWEEN ? AND ?");
-            conn.fetch(&text, &[(*lo).into(), (*hi).into()]).await
+            let args: Vec<Arg> = [(*lo).into(), (*hi).into()]
+                .into_iter()
+                .chain(after.iter().cloned())
+                .collect();
+            conn.fetch(&text, &args).await
         }
-        _ => conn.select_in_i64(text, keys).await,
+        _ => conn.select_in_i64_then(text, keys, after).await,
     }
 }
 

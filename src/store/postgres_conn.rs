@@ -66,9 +66,16 @@ impl Conn for PgConnection {
             .rows_affected())
     }
 
-    async fn select_in_i64(&mut self, text: &str, keys: &[i64]) -> Result<Vec<PgRow>, StoreError> {
+    async fn select_in_i64_then(
+        &mut self,
+        text: &str,
+        keys: &[i64],
+        after: &[Arg<'_>],
+    ) -> Result<Vec<PgRow>, StoreError> {
         let text = sql(&text.replace("IN ({})", "= ANY(?)")).into_owned();
-        Ok(sqlx::query(&text).bind(keys).fetch_all(self).await?)
+        Ok(bind(sqlx::query(&text).bind(keys), after)
+            .fetch_all(self)
+            .await?)
     }
 
     async fn select_in_str(&mut self, text: &str, keys: &[&str]) -> Result<Vec<PgRow>, StoreError> {
@@ -89,8 +96,13 @@ impl Conn for sqlx::pool::PoolConnection<Postgres> {
         (**self).execute(text, args).await
     }
 
-    async fn select_in_i64(&mut self, text: &str, keys: &[i64]) -> Result<Vec<PgRow>, StoreError> {
-        (**self).select_in_i64(text, keys).await
+    async fn select_in_i64_then(
+        &mut self,
+        text: &str,
+        keys: &[i64],
+        after: &[Arg<'_>],
+    ) -> Result<Vec<PgRow>, StoreError> {
+        (**self).select_in_i64_then(text, keys, after).await
     }
 
     async fn select_in_str(&mut self, text: &str, keys: &[&str]) -> Result<Vec<PgRow>, StoreError> {

@@ -42,13 +42,14 @@ impl Conn for SqliteConnection {
             .rows_affected())
     }
 
-    async fn select_in_i64(
+    async fn select_in_i64_then(
         &mut self,
         text: &str,
         keys: &[i64],
+        after: &[Arg<'_>],
     ) -> Result<Vec<SqliteRow>, StoreError> {
         let keys: Vec<Arg> = keys.iter().map(|k| Arg::Int(*k)).collect();
-        select_in(self, text, &keys).await
+        select_in(self, text, &keys, after).await
     }
 
     async fn select_in_str(
@@ -57,21 +58,23 @@ impl Conn for SqliteConnection {
         keys: &[&str],
     ) -> Result<Vec<SqliteRow>, StoreError> {
         let keys: Vec<Arg> = keys.iter().map(|k| Arg::Text(k)).collect();
-        select_in(self, text, &keys).await
+        select_in(self, text, &keys, &[]).await
     }
 }
 
 /// The rows of `text` (one `{}` where the placeholder list goes) for every
-/// key, `IN_CHUNK` keys to a statement.
+/// key, `IN_CHUNK` keys to a statement, each with `after` bound after them.
 async fn select_in(
     conn: &mut SqliteConnection,
     text: &str,
     keys: &[Arg<'_>],
+    after: &[Arg<'_>],
 ) -> Result<Vec<SqliteRow>, StoreError> {
     let mut out = Vec::new();
     for chunk in keys.chunks(IN_CHUNK) {
         let q = text.replace("{}", &vec!["?"; chunk.len()].join(","));
-        out.extend(bind(sqlx::query(&q), chunk).fetch_all(&mut *conn).await?);
+        let args: Vec<Arg> = chunk.iter().chain(after).cloned().collect();
+        out.extend(bind(sqlx::query(&q), &args).fetch_all(&mut *conn).await?);
     }
     Ok(out)
 }

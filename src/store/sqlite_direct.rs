@@ -175,11 +175,17 @@ impl Direct {
         Ok((out, conn.changes()))
     }
 
-    fn select_in(&self, text: &str, keys: &[Arg<'_>]) -> Result<Vec<DirectRow>, StoreError> {
+    fn select_in(
+        &self,
+        text: &str,
+        keys: &[Arg<'_>],
+        after: &[Arg<'_>],
+    ) -> Result<Vec<DirectRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in keys.chunks(IN_CHUNK) {
             let text = text.replace("{}", &vec!["?"; chunk.len()].join(","));
-            out.extend(self.run(&text, chunk)?.0);
+            let args: Vec<Arg> = chunk.iter().chain(after).cloned().collect();
+            out.extend(self.run(&text, &args)?.0);
         }
         Ok(out)
     }
@@ -215,13 +221,14 @@ impl Conn for Direct {
         ready(self.run(text, args).map(|(_, changed)| changed))
     }
 
-    fn select_in_i64(
+    fn select_in_i64_then(
         &mut self,
         text: &str,
         keys: &[i64],
+        after: &[Arg<'_>],
     ) -> impl Future<Output = Result<Vec<DirectRow>, StoreError>> + Send {
         let keys: Vec<Arg> = keys.iter().map(|k| Arg::Int(*k)).collect();
-        ready(self.select_in(text, &keys))
+        ready(self.select_in(text, &keys, after))
     }
 
     fn select_in_str(
@@ -230,7 +237,7 @@ impl Conn for Direct {
         keys: &[&str],
     ) -> impl Future<Output = Result<Vec<DirectRow>, StoreError>> + Send {
         let keys: Vec<Arg> = keys.iter().map(|k| Arg::Text(k)).collect();
-        ready(self.select_in(text, &keys))
+        ready(self.select_in(text, &keys, &[]))
     }
 }
 
