@@ -58,49 +58,64 @@ fn io_error(e: std::io::Error) -> ProviderError {
 /// A complete RFC 5322 message with text and HTML parts and the RFC 8058
 /// unsubscribe headers.
 pub fn eml(m: &Outbound, from: &str) -> String {
-    let boundary = format!("duebell-{}-{}", m.message_id, m.attempt_id);
-    let subject = m.subject.clone().unwrap_or_default();
-    let encoded_subject = if subject.is_ascii() {
-        subject
-    } else {
-        format!("=?UTF-8?B?{}?=", base64(subject.as_bytes()))
-    };
-    let mut out = String::new();
-    out.push_str(&format!(
-        "Message-ID: <{}.{}@duebell>\r\n",
-        m.message_id, m.attempt_id
-    ));
-    out.push_str(&format!(
-        "From: {from}\r\nTo: {}\r\nSubject: {encoded_subject}\r\n",
+    use std::fmt::Write;
+    let (id, attempt) = (m.message_id, &m.attempt_id);
+    let boundary = format!("duebell-{id}-{attempt}");
+    let body_len = m.body.len() + m.html.as_ref().map_or(0, String::len);
+    // The headers, and each part's body in base64 (4/3 and line breaks).
+    let mut out = String::with_capacity(640 + body_len * 14 / 10);
+    // Writing to a `String` cannot fail.
+    let _ = write!(
+        out,
+        "Message-ID: <{id}.{attempt}@duebell>\r\nFrom: {from}\r\nTo: {}\r\nSubject: ",
         m.to
-    ));
+    );
+    let subject = m.subject.as_deref().unwrap_or_default();
+    if subject.is_ascii() {
+        out.push_str(subject);
+    } else {
+        out.push_str("=?UTF-8?B?");
+        base64_into(subject.as_bytes(), &mut out);
+        out.push_str("?=");
+    }
+    out.push_str("\r\n");
     if let Some(u) = &m.unsubscribe_url {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "List-Unsubscribe: <{u}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-        ));
+        );
     }
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
-    ));
-    out.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n", wrap(&base64(m.body.as_bytes()))));
-    if let Some(html) = &m.html {
-        out.push_str(&format!("--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n", wrap(&base64(html.as_bytes()))));
+    );
+    let parts = [("plain", Some(&m.body)), ("html", m.html.as_ref())];
+    for (kind, text) in parts {
+        let Some(text) = text else { continue };
+        let _ = write!(out, "--{boundary}\r\nContent-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        // Lines of 76 characters: 57 bytes each.
+        for (i, line) in text.as_bytes().chunks(57).enumerate() {
+            if i > 0 {
+                out.push_str("\r\n");
+            }
+            base64_into(line, &mut out);
+        }
+        out.push_str("\r\n");
     }
-    out.push_str(&format!("--{boundary}--\r\n"));
+    let _ = write!(out, "--{boundary}--\r\n");
     out
 }
 
-fn wrap(s: &str) -> String {
-    s.as_bytes()
-        .chunks(76)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("\r\n")
+#[cfg(test)]
+fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    base64_into(data, &mut out);
+    out
 }
 
-fn base64(data: &[u8]) -> String {
+/// Appends `data` to `out` in base64.
+fn base64_into(data: &[u8], out: &mut String) {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
             chunk[0],
@@ -121,7 +136,6 @@ fn base64(data: &[u8]) -> String {
             '='
         });
     }
-    out
 }
 
 #[async_trait]
@@ -215,5 +229,45 @@ mod tests {
         ] {
             assert_eq!(super::base64(i.as_bytes()), o);
         }
+    }
+
+    #[test]
+    fn an_email_is_multipart_base64_in_lines_of_76() {
+        let body = "Dear Kim, your payment of $10.00 is due today. ".repeat(3);
+        let m = crate::providers::Outbound {
+            message_id: 7,
+            attempt_id: "a1".into(),
+            channel: crate::domain::Channel::Email,
+            to: "kim@example.com".into(),
+            subject: Some("Paiement dû".into()),
+            body: body.clone(),
+            html: Some("<p>Hi</p>".into()),
+            segments: None,
+            template: "due_today".into(),
+            template_version: "v".into(),
+            step: "due".into(),
+            borrower_id: "B1".into(),
+            loan_ids: vec![],
+            loan_steps: vec![],
+            unsubscribe_url: Some("https://example.com/u/t".into()),
+            provider_params: Default::default(),
+            bounce_token: None,
+        };
+        let eml = super::eml(&m, "Example <r@example.com>");
+        let plain = super::base64(body.as_bytes());
+        let (first, rest) = plain.split_at(76);
+        let (second, third) = rest.split_at(76);
+        // What the earlier, line-by-line version wrote, byte for byte.
+        let want = format!(
+            "Message-ID: <7.a1@duebell>\r\nFrom: Example <r@example.com>\r\nTo: kim@example.com\r\n\
+             Subject: =?UTF-8?B?UGFpZW1lbnQgZMO7?=\r\n\
+             List-Unsubscribe: <https://example.com/u/t>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"duebell-7-a1\"\r\n\r\n\
+             --duebell-7-a1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             {first}\r\n{second}\r\n{third}\r\n\
+             --duebell-7-a1\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             PHA+SGk8L3A+\r\n--duebell-7-a1--\r\n"
+        );
+        assert_eq!(eml, want);
     }
 }
