@@ -17,6 +17,7 @@ pub mod eligibility;
 pub mod engine;
 pub mod error;
 pub mod handoff;
+pub mod inflight;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -3,10 +3,7 @@
 //! time records the sends that ended and claims ahead, while the sends run.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{App, CycleReport};
 use crate::dispatch::{Claimed, Done, Outcome};
+use crate::inflight::{first_ended, InFlight};
 use crate::store::{ClaimView, StoreError, Verdict};
 
 /// What one of the sending loop's transactions did: the sends it recorded,
@@ -26,17 +24,17 @@ type TxOut = (
 );
 
 /// One of the sending loop's transactions in progress.
-type Tx = Pin<Box<dyn Future<Output = TxOut> + Send>>;
+type Tx = InFlight<'static, TxOut>;
 
-/// Polls every transaction in `txs`; the first that has ended is taken out.
-fn first_ready(txs: &mut Vec<Tx>, cx: &mut Context<'_>) -> Poll<TxOut> {
-    for i in 0..txs.len() {
-        if let Poll::Ready(out) = txs[i].as_mut().poll(cx) {
-            drop(txs.swap_remove(i));
-            return Poll::Ready(out);
-        }
-    }
-    Poll::Pending
+/// Messages claimed ahead, in claim order, waiting for a sender.
+type Waiting = Arc<Mutex<VecDeque<(DateTime<Utc>, Claimed)>>>;
+
+/// The next message waiting, if any (a poisoned lock is still a queue).
+fn next_waiting(waiting: &Waiting) -> Option<(DateTime<Utc>, Claimed)> {
+    waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop_front()
 }
 
 /// How far the sending loop claims ahead of its sends: what the sends
@@ -89,6 +87,14 @@ impl Pace {
         let paced = (self.per_sec * Self::AHEAD) as usize;
         paced.min(Self::MOST).max(self.least)
     }
+
+    /// What a transaction waits for while other work is in hand: the sends
+    /// that end in a quarter of `AHEAD`, so a fast provider's outcomes and
+    /// claims go a batch to a transaction, while a slow provider's are each
+    /// recorded as they end (at least one; at most a quarter of `MOST`).
+    fn batch(&self) -> usize {
+        ((self.per_sec * Self::AHEAD / 4.0) as usize).clamp(1, Self::MOST / 4)
+    }
 }
 
 impl App {
@@ -122,8 +128,17 @@ impl App {
         let mut pace = Pace::new((lanes + 1) * width);
         // One copy per cycle, shared by its send tasks.
         let dispatcher = Arc::new(self.engine.dispatcher.clone());
-        let mut inflight = tokio::task::JoinSet::new();
-        let mut queue: VecDeque<(DateTime<Utc>, Claimed)> = VecDeque::new();
+        // Up to `width` senders, each sending the messages waiting, one at
+        // a time in claim order, until none is left, and handing back each
+        // outcome as it ends. They run on the runtime's threads while this
+        // loop runs its transactions: SQLite's run on the thread that polls
+        // them, and a slot freed meanwhile takes the next message at once
+        // instead of waiting for the transaction to end.
+        let mut senders = tokio::task::JoinSet::new();
+        let waiting: Waiting = Arc::default();
+        // Cancelled on a stop or a failure: a sender then starts no new send.
+        let stop = shutdown.child_token();
+        let (outcomes, mut ends) = tokio::sync::mpsc::unbounded_channel::<Done>();
         // The transactions recording what ended and claiming what is free,
         // running while the sends do, and how many they are claiming.
         // Polled by this loop, not spawned: on SQLite a spawned transaction
@@ -156,29 +171,51 @@ impl App {
             // goes back, recorded with the sends that end.
             let stopping = failure.is_some() || shutdown.is_cancelled();
             if stopping {
-                ended.extend(queue.drain(..).map(|(_, c)| dispatcher.release(c)));
+                stop.cancel();
+                while let Some((_, c)) = next_waiting(&waiting) {
+                    ended.push(dispatcher.release(c));
+                }
+            }
+            while let Ok(d) = ends.try_recv() {
+                pace.ended();
+                ended.push(d);
             }
             let claiming = !idle && !stopping;
-            // Free slots take the messages claimed ahead, in claim order.
-            while inflight.len() < width {
-                let Some((now, claimed)) = queue.pop_front() else {
-                    break;
-                };
-                let d = dispatcher.clone();
-                inflight.spawn(async move { d.send_held(now, claimed).await });
+            let queued = waiting.lock().unwrap_or_else(|e| e.into_inner()).len();
+            // Messages in hand: in a send (at most one a sender) or waiting.
+            let in_hand = senders.len() + queued;
+            // Free slots get a sender for the messages claimed ahead.
+            for _ in senders.len()..width.min(senders.len() + queued) {
+                let (d, waiting, outcomes, stop) = (
+                    dispatcher.clone(),
+                    waiting.clone(),
+                    outcomes.clone(),
+                    stop.clone(),
+                );
+                senders.spawn(async move {
+                    while !stop.is_cancelled() {
+                        let Some((now, claimed)) = next_waiting(&waiting) else {
+                            break;
+                        };
+                        // The loop outlives its senders: a send cannot fail.
+                        let _ = outcomes.send(d.send_held(now, claimed).await);
+                    }
+                });
             }
             // Record what ended and claim up to the depth.
             let depth = pace.depth();
             while txs.len() < lanes && !upkeep_waits {
                 let want = match claiming {
-                    true => depth.saturating_sub(inflight.len() + queue.len() + asked),
+                    true => depth.saturating_sub(in_hand + asked),
                     false => 0,
                 };
-                // Another lane opens only for a batch worth its
-                // transaction (half a lane's share of the depth); small ones
-                // wait for the lane that is busy.
+                // A transaction waits for a batch worth its cost (`batch`:
+                // the sends go on with what is claimed ahead), unless nothing
+                // else is in hand or the loop is stopping; another lane opens
+                // only for half a lane's share of the depth.
                 let least = match txs.is_empty() {
-                    true => 1,
+                    true if in_hand == 0 || stopping => 1,
+                    true => pace.batch(),
                     false => (depth / (2 * (lanes + 1))).max(1),
                 };
                 if want.max(ended.len()) < least {
@@ -194,11 +231,17 @@ impl App {
             }
             // Done only when every claim has been sent or given back and
             // every outcome recorded (or its transaction has failed).
-            if txs.is_empty() && inflight.is_empty() && ended.is_empty() && queue.is_empty() {
+            // (A sender hands back its last outcome before it ends.)
+            if txs.is_empty() && senders.is_empty() && ended.is_empty() && queued == 0 {
+                if let Ok(d) = ends.try_recv() {
+                    pace.ended();
+                    ended.push(d);
+                    continue;
+                }
                 break;
             }
             tokio::select! {
-                (recorded, want, now, claims) = std::future::poll_fn(|cx| first_ready(&mut txs, cx)), if !txs.is_empty() => {
+                (recorded, want, now, claims) = std::future::poll_fn(|cx| first_ended(&mut txs, cx)), if !txs.is_empty() => {
                     asked -= want;
                     match claims {
                         Ok(claims) => {
@@ -223,7 +266,8 @@ impl App {
                                     report.decided += 1;
                                     continue;
                                 };
-                                queue.push_back((now, dispatcher.hold(view, attempt_id, loans)));
+                                let held = dispatcher.hold(view, attempt_id, loans);
+                                waiting.lock().unwrap_or_else(|e| e.into_inner()).push_back((now, held));
                             }
                         }
                         Err(e) => {
@@ -231,15 +275,15 @@ impl App {
                         }
                     }
                 }
-                Some(joined) = inflight.join_next(), if !inflight.is_empty() => match joined {
-                    Ok(d) => {
-                        pace.ended();
-                        ended.push(d);
-                    }
-                    Err(e) => {
+                Some(d) = ends.recv() => {
+                    pace.ended();
+                    ended.push(d);
+                }
+                Some(joined) = senders.join_next(), if !senders.is_empty() => {
+                    if let Err(e) = joined {
                         failure.get_or_insert(anyhow::Error::from(e).context("while dispatching"));
                     }
-                },
+                }
             }
         }
         match failure {
@@ -258,15 +302,20 @@ mod tests {
         let mut pace = Pace::new(3);
         // Nothing measured yet: the slots' worth.
         assert_eq!(pace.depth(), 3);
-        // 5,000 sends a second: what they complete in 100 ms.
+        // 5,000 sends a second: what they complete in 100 ms, and a
+        // transaction waits for what they complete in 25 ms.
         pace.per_sec = 5_000.0;
         assert_eq!(pace.depth(), 500);
-        // Slow sends never claim fewer than the slots' worth ...
+        assert_eq!(pace.batch(), 125);
+        // Slow sends never claim fewer than the slots' worth, and each is
+        // recorded as it ends ...
         pace.per_sec = 4.0;
         assert_eq!(pace.depth(), 3);
+        assert_eq!(pace.batch(), 1);
         // ... and fast ones never more than a batch's most.
         pace.per_sec = 1e9;
         assert_eq!(pace.depth(), Pace::MOST);
+        assert_eq!(pace.batch(), Pace::MOST / 4);
         // More slots than the most: the slots' worth still.
         assert_eq!(
             Pace {

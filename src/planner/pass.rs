@@ -2,14 +2,11 @@
 //! pages, one borrower re-planned after an API change, and the preview of
 //! `duebell plan`.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use chrono::{DateTime, Utc};
 
 use super::{PlanLine, Planner, PAGE};
 use crate::compliance::caps;
+use crate::inflight::{first_ended, InFlight};
 use crate::store::{BulkChange, NewMessage, PlanBorrower, Store, StoreError};
 
 /// What a tick did.
@@ -53,11 +50,10 @@ pub async fn tick(
     };
     let since = now - caps::lookback(planner.gate.all_caps());
     let (mut after, mut cursor) = (0, (i64::MIN, 0));
-    // A pass writing far more than the store held (the first after a large
-    // import) would read later pages by plans made for nearly empty tables
-    // (PostgreSQL keeps a generic plan: a full scan once the table grew):
-    // the statistics are refreshed, and reads re-planned, as writes double.
-    let mut refresh_at = crate::store::BULK_ROWS;
+    let mut tally = Tally {
+        recorded: 0,
+        refresh_at: crate::store::BULK_ROWS,
+    };
     // Pages are disjoint sets of borrowers, so each page's decisions are
     // written while the next pages are read and decided, up to the store's
     // write lanes at once. On PostgreSQL each write is a transaction on a
@@ -66,21 +62,11 @@ pub async fn tick(
     // there is one lane, and reads and writes take its connection in turn.
     let lanes = store.write_lanes().max(1);
     let mut writes: Vec<PageWrite<'_>> = Vec::new();
-    let mut account = |recorded: u64, report: &mut TickReport| {
-        report.recorded += recorded;
-        let refresh = report.recorded >= refresh_at;
-        if refresh {
-            refresh_at = 2 * report.recorded;
-        }
-        refresh
-    };
     let mut reading = true;
     while reading || !writes.is_empty() {
         if !reading || writes.len() >= lanes {
-            let recorded = std::future::poll_fn(|cx| first_done(&mut writes, cx)).await?;
-            if account(recorded, &mut report) {
-                refresh_statistics(store).await;
-            }
+            let recorded = std::future::poll_fn(|cx| first_ended(&mut writes, cx)).await?;
+            tally.add(store, recorded).await;
             continue;
         }
         let mut next = std::pin::pin!(async {
@@ -110,10 +96,8 @@ pub async fn tick(
         let next = loop {
             tokio::select! {
                 next = &mut next => break next?,
-                recorded = std::future::poll_fn(|cx| first_done(&mut writes, cx)), if !writes.is_empty() => {
-                    if account(recorded?, &mut report) {
-                        refresh_statistics(store).await;
-                    }
+                recorded = std::future::poll_fn(|cx| first_ended(&mut writes, cx)), if !writes.is_empty() => {
+                    tally.add(store, recorded?).await;
                 }
             }
         };
@@ -127,33 +111,37 @@ pub async fn tick(
             }
         }
     }
+    report.recorded = tally.recorded;
     report.next_change = store.next_look_at().await?;
     Ok(report)
 }
 
 /// A page's decisions being written: how many messages it recorded.
-type PageWrite<'a> = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>>;
+type PageWrite<'a> = InFlight<'a, Result<u64, StoreError>>;
 
-/// Polls every write in `writes`; the first that has ended is taken out.
-fn first_done(
-    writes: &mut Vec<PageWrite<'_>>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<u64, StoreError>> {
-    for i in 0..writes.len() {
-        if let Poll::Ready(out) = writes[i].as_mut().poll(cx) {
-            drop(writes.swap_remove(i));
-            return Poll::Ready(out);
-        }
-    }
-    Poll::Pending
+/// What a pass's page writes recorded. A pass writing far more than the
+/// store held (the first after a large import) would read later pages by
+/// plans made for nearly empty tables (PostgreSQL keeps a generic plan: a
+/// full scan once the table grew), so the statistics the store's reads are
+/// planned by are refreshed, and reads re-planned, as the writes double.
+struct Tally {
+    recorded: u64,
+    refresh_at: u64,
 }
 
-/// Refreshes the statistics the store's reads are planned by, after a
-/// pass has written as much again as the store held (a failure is logged:
-/// the pass goes on with the old plans).
-async fn refresh_statistics(store: &dyn Store) {
-    if let Err(e) = store.refresh_statistics(BulkChange::Plan).await {
-        tracing::warn!(error = %e, "could not refresh the store's statistics while planning");
+impl Tally {
+    /// Counts a page write's messages; refreshes the statistics when the
+    /// pass has written as much again (a failure is logged: the pass goes
+    /// on with the old plans).
+    async fn add(&mut self, store: &dyn Store, recorded: u64) {
+        self.recorded += recorded;
+        if self.recorded < self.refresh_at {
+            return;
+        }
+        self.refresh_at = 2 * self.recorded;
+        if let Err(e) = store.refresh_statistics(BulkChange::Plan).await {
+            tracing::warn!(error = %e, "could not refresh the store's statistics while planning");
+        }
     }
 }
 

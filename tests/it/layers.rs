@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "logging",
             "notify",
             "shared_rate",
+            "inflight",
         ],
     ),
     ("domain", &["domain"]),
