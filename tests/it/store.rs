@@ -566,3 +566,44 @@ async fn a_claim_waits_for_another_writer_without_blocking_the_runtime() {
         .await
         .unwrap();
 }
+
+/// A send that did not happen (a retry, a failure, a bounce, a message
+/// given back) takes its contact back out of the contact log, by message.
+/// The log keeps every contact ever made, so that delete must find the row
+/// by an index: a scan of the whole log for each retry made a provider
+/// outage cost the size of the log per message.
+#[tokio::test]
+async fn a_contact_is_taken_back_by_an_index_on_its_message_not_a_scan_of_the_log() {
+    use sqlx::Connection;
+    let h = planned("2026-12-10T20:00:00Z").await;
+    let url = crate::support::store_url(h.dir.path());
+    let delete = "DELETE FROM contact_log WHERE message_id = 1";
+    let plan: String = match crate::BACKEND {
+        crate::support::Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {delete}"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+        }
+        crate::support::Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            // A tiny table is cheapest to scan; ask whether an index exists.
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {delete}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+        }
+    };
+    assert!(
+        plan.contains("contact_log_message") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
+}
