@@ -54,6 +54,8 @@ struct Pace {
 
 impl Pace {
     const AHEAD: f64 = 0.1;
+    /// The longest an outcome waits for its batch before it is recorded.
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(50);
     const WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
     /// A claim batch's most (its rows go in a few statements of 200).
     const MOST: usize = 1000;
@@ -146,8 +148,10 @@ impl App {
         let mut txs: Vec<Tx> = Vec::new();
         let mut asked = 0;
         let (mut idle, mut failure) = (false, None);
-        // Sends that ended, recorded with the next claims.
+        // Sends that ended, recorded with the next claims, and since when
+        // the oldest of them has waited.
         let mut ended = Vec::new();
+        let mut oldest: Option<Instant> = None;
         loop {
             // Upkeep waits for the transactions in progress (they are
             // polled only by this loop) and holds back new ones meanwhile.
@@ -180,6 +184,11 @@ impl App {
                 pace.ended();
                 ended.push(d);
             }
+            if !ended.is_empty() {
+                oldest.get_or_insert_with(Instant::now);
+            }
+            // An outcome waits for a batch at most `Pace::WAIT`.
+            let overdue = oldest.is_some_and(|t| t.elapsed() >= Pace::WAIT);
             let claiming = !idle && !stopping;
             let queued = waiting.lock().unwrap_or_else(|e| e.into_inner()).len();
             // Messages in hand: in a send (at most one a sender) or waiting.
@@ -211,10 +220,11 @@ impl App {
                 };
                 // A transaction waits for a batch worth its cost (`batch`:
                 // the sends go on with what is claimed ahead), unless nothing
-                // else is in hand or the loop is stopping; another lane opens
-                // only for half a lane's share of the depth.
+                // else is in hand, the loop is stopping or an outcome has
+                // waited `Pace::WAIT`; another lane opens only for half a
+                // lane's share of the depth.
                 let least = match txs.is_empty() {
-                    true if in_hand == 0 || stopping => 1,
+                    true if in_hand == 0 || stopping || overdue => 1,
                     true => pace.batch(),
                     false => (depth / (2 * (lanes + 1))).max(1),
                 };
@@ -223,6 +233,7 @@ impl App {
                 }
                 let (d, now) = (dispatcher.clone(), self.clock.now());
                 let recorded = std::mem::take(&mut ended);
+                oldest = None;
                 asked += want;
                 txs.push(Box::pin(async move {
                     let claims = d.record_and_claim(now, &recorded, want).await;
@@ -240,7 +251,11 @@ impl App {
                 }
                 break;
             }
+            // With no transaction running, the loop wakes when the oldest
+            // outcome waiting for a batch has waited `Pace::WAIT`.
+            let due = oldest.filter(|_| txs.is_empty()).map(|t| t + Pace::WAIT);
             tokio::select! {
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
                 (recorded, want, now, claims) = std::future::poll_fn(|cx| first_ended(&mut txs, cx)), if !txs.is_empty() => {
                     asked -= want;
                     match claims {
