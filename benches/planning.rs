@@ -246,12 +246,12 @@ fn main() {
                 ("steady, full pass", Pass::Full, at),
                 (
                     "steady, next looks (cron tick 5 min later)",
-                    Pass::Due,
+                    Pass::Due { since: at },
                     later(5),
                 ),
                 (
                     "next day, next looks (a day's new steps)",
-                    Pass::Due,
+                    Pass::Due { since: later(5) },
                     later(24 * 60),
                 ),
             ] {

@@ -315,6 +315,7 @@ pub async fn simulate(
     // whose next look has come, and each event re-plans the borrower it
     // touched, as the daemon's API does: the work follows the book.
     let mut full = true;
+    let mut last_pass = from;
     loop {
         let now = clock.now();
         let mut touched = Vec::new();
@@ -338,7 +339,7 @@ pub async fn simulate(
                     // An inbound STOP: what it opted out can no longer go
                     // (it decides nothing new for the planner).
                     None => {
-                        store.cancel_ineligible(now, None).await?;
+                        store.cancel_ineligible(now, None, None).await?;
                     }
                 }
             }
@@ -346,8 +347,9 @@ pub async fn simulate(
         if full || now >= next_tick {
             let pass = match std::mem::take(&mut full) {
                 true => crate::planner::Pass::Full,
-                false => crate::planner::Pass::Due,
+                false => crate::planner::Pass::Due { since: last_pass },
             };
+            last_pass = now;
             let tick = engine.plan_pass(now, pass, None).await?;
             // Ticks before the next local midnight would decide nothing new:
             // jump to the first cron tick at or after it.

@@ -48,6 +48,9 @@ pub struct App {
     watches: Vec<(FileWatch, Instant)>,
     cycles: watch::Sender<u64>,
     next_tick: Option<DateTime<Utc>>,
+    /// When the last planning pass began (a steady tick's sweep reads the
+    /// changes since).
+    last_pass: Option<DateTime<Utc>>,
     templates_version: Option<String>,
     templates_checked: Instant,
     http: reqwest::Client,
@@ -159,6 +162,7 @@ impl App {
             watches,
             cycles: watch::channel(0).0,
             next_tick: None,
+            last_pass: None,
             templates_version,
             templates_checked: now,
             http: reqwest::Client::new(),
@@ -441,9 +445,9 @@ impl App {
             full || self.next_tick.is_some_and(|t| now >= t),
         ) {
             self.plan_requested = false;
-            let pass = match full {
-                true => crate::planner::Pass::Full,
-                false => crate::planner::Pass::Due,
+            let pass = match (full, self.last_pass) {
+                (false, Some(since)) => crate::planner::Pass::Due { since },
+                _ => crate::planner::Pass::Full,
             };
             let started = std::time::Instant::now();
             // A long pass keeps the lease renewed while it runs; if the
@@ -489,8 +493,13 @@ impl App {
                 started.elapsed().as_secs_f64(),
             );
             report.planned += tick.recorded;
+            self.last_pass = Some(now);
             tracing::info!(
-                pass = if full { "full" } else { "due" },
+                pass = if pass == crate::planner::Pass::Full {
+                    "full"
+                } else {
+                    "due"
+                },
                 borrowers = tick.borrowers,
                 recorded = tick.recorded,
                 cancelled = tick.cancelled,

@@ -28,8 +28,29 @@ pub enum Pass {
     /// a policy or config change, a requested pass, a new planner.
     Full,
     /// Only borrowers whose next look has come (a steady cron tick): the
-    /// cost follows what is due, not what is stored.
-    Due,
+    /// cost follows what is due, not what is stored. `since` is the instant
+    /// the previous pass began: the sweep that cancels what can no longer go
+    /// reads only the changes stamped from then (less `SWEEP_OVERLAP`), not
+    /// every pending message.
+    Due { since: DateTime<Utc> },
+}
+
+/// How far before the previous pass a steady tick's sweep still reads
+/// changes: a change is stamped by the clock of the instance that made it,
+/// and an import's rows with the instant it began, committed up to its
+/// length later. A change this sweep misses is still refused when its
+/// message is claimed (the gate runs again), and every full pass (after an
+/// import by the daemon, an API change, a reload) sweeps the whole book.
+pub const SWEEP_OVERLAP: chrono::Duration = chrono::Duration::hours(1);
+
+impl Pass {
+    /// The sweep's bound: none for a full pass (every pending message).
+    fn changed_since(self) -> Option<DateTime<Utc>> {
+        match self {
+            Pass::Full => None,
+            Pass::Due { since } => Some(since - SWEEP_OVERLAP),
+        }
+    }
 }
 
 /// One planning pass, in pages: the whole book or only what is due (see
@@ -45,7 +66,9 @@ pub async fn tick(
     pass: Pass,
 ) -> Result<TickReport, StoreError> {
     let mut report = TickReport {
-        cancelled: store.cancel_ineligible(now, fence).await?,
+        cancelled: store
+            .cancel_ineligible(now, pass.changed_since(), fence)
+            .await?,
         ..Default::default()
     };
     let since = now - caps::lookback(planner.gate.all_caps());
@@ -73,7 +96,7 @@ pub async fn tick(
             loop {
                 let page = match pass {
                     Pass::Full => store.planning_batch(after, PAGE, since).await?,
-                    Pass::Due => {
+                    Pass::Due { .. } => {
                         let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
                         let Some(last) = last else {
                             return Ok(None);
@@ -85,7 +108,7 @@ pub async fn tick(
                 let Some(last) = page.last() else {
                     match pass {
                         Pass::Full => return Ok(None),
-                        Pass::Due => continue,
+                        Pass::Due { .. } => continue,
                     }
                 };
                 after = last.pk;

@@ -6,59 +6,116 @@ use super::backend::{Conn, DbRow};
 use super::codec::channel;
 use super::{Fence, MessageState, StoreError};
 
+/// Which pending messages a sweep (`cancel_ineligible_in`) looks at.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Sweep<'a> {
+    /// Every pending message in the book.
+    Book,
+    /// One borrower's (external id), after a change that touched only them.
+    Borrower(&'a str),
+    /// Those a change stamped at or after this instant (ms) can have made
+    /// ineligible: a loan no longer active, a contact point opted out, a
+    /// standing hold added. Read from those changes, by partial indexes, so
+    /// a steady tick's sweep costs what changed, not what is pending.
+    ChangedSince(i64),
+}
+
+/// The three reads of a sweep (loans no longer active, opted-out contact
+/// points, standing holds), each selecting a message's id, its state and
+/// what its reason is made of, with their one parameter.
+fn sweep_reads(sweep: Sweep<'_>) -> ([String; 3], super::backend::Arg<'_>) {
+    const PENDING: &str = "m.state IN ('planned', 'deferred')";
+    // CROSS JOIN fixes SQLite's join order: from the message's few loans,
+    // never from all active loans.
+    let loans = "SELECT m.id, m.state,
+                    (SELECT group_concat(d.status, ',') FROM (SELECT DISTINCT l.status AS status
+                       FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id) d)";
+    let none_active =
+        "NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
+                                 WHERE ml.message_id = m.id AND l.status = 'active')";
+    let opted = "SELECT m.id, m.state, cp.opt_out_source, m.channel";
+    let held = "SELECT m.id, m.state, h.kind";
+    let standing = "h.cleared_at IS NULL AND h.until_date IS NULL";
+    let (scope, arg) = match sweep {
+        Sweep::ChangedSince(since) => {
+            // From the changes to their borrowers' pending messages; the
+            // partial indexes (`loans_inactive_changed`,
+            // `contact_points_opted_out`, `holds_created`) hold only them.
+            return ([
+                format!("{loans} FROM loans c CROSS JOIN message_loans mc ON mc.loan_id = c.id CROSS JOIN messages m ON m.id = mc.message_id
+                          WHERE c.status <> 'active' AND c.updated_at >= ? AND {PENDING} AND {none_active}"),
+                format!("{opted} FROM contact_points cp CROSS JOIN messages m ON m.borrower_id = cp.borrower_id AND m.contact_point_id = cp.id
+                          WHERE cp.opted_out_at IS NOT NULL AND cp.opted_out_at >= ? AND {PENDING}"),
+                format!("{held} FROM holds h CROSS JOIN messages m ON m.borrower_id = h.borrower_id
+                          WHERE h.created_at >= ? AND {standing} AND {PENDING}"),
+            ], since.into());
+        }
+        // `? IS NULL` keeps one parameter either way; with a borrower the
+        // index on `messages.borrower_id` leads.
+        Sweep::Borrower(b) => (
+            "m.borrower_id = (SELECT id FROM borrowers WHERE external_id = ?)",
+            b.into(),
+        ),
+        Sweep::Book => ("? IS NULL", Option::<&str>::None.into()),
+    };
+    (
+        [
+            format!("{loans} FROM messages m WHERE {scope} AND {PENDING} AND {none_active}"),
+            format!(
+                "{opted} FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
+                  WHERE {scope} AND {PENDING} AND cp.opted_out_at IS NOT NULL"
+            ),
+            format!(
+                "{held} FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
+                  WHERE {scope} AND {PENDING} AND {standing}"
+            ),
+        ],
+        arg,
+    )
+}
+
+/// A steady tick's sweep reads (`Sweep::ChangedSince`), with `?` for the
+/// instant: for the test that asks each database how it plans them.
+#[doc(hidden)]
+pub fn changed_sweep_reads() -> [String; 3] {
+    sweep_reads(Sweep::ChangedSince(0)).0
+}
+
 /// Cancels pending messages that can no longer go (every loan paid or
-/// closed, the contact point opted out, a standing hold): of the whole book,
-/// or of one `borrower` (external id) after a change that touched only them.
-/// Returns how many.
+/// closed, the contact point opted out, a standing hold), of the `sweep`'s
+/// scope. Returns how many.
 pub(super) async fn cancel_ineligible_in<C: Conn>(
     conn: &mut C,
     now_ms: i64,
-    borrower: Option<&str>,
+    sweep: Sweep<'_>,
 ) -> Result<u64, StoreError> {
-    // `? IS NULL` keeps one parameter either way; with a borrower the
-    // index on `messages.borrower_id` leads.
-    let scope = match borrower {
-        Some(_) => "m.borrower_id = (SELECT id FROM borrowers WHERE external_id = ?)",
-        None => "? IS NULL",
-    };
-    let scoped = |text: &str| -> String {
-        text.replace("WHERE m.state", &format!("WHERE {scope} AND m.state"))
-    };
+    let ([loans, opted, held], arg) = sweep_reads(sweep);
+    let args = std::slice::from_ref(&arg);
     let mut doomed: Vec<(i64, String, crate::reason::Reason)> = Vec::new();
-    for row in conn.fetch(&scoped(
-            // CROSS JOIN fixes SQLite's join order: from the message's few
-            // loans, never from all active loans.
-            "SELECT m.id, m.state,
-                    (SELECT group_concat(d.status, ',') FROM (SELECT DISTINCT l.status AS status
-                       FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id WHERE ml.message_id = m.id) d)
-               FROM messages m
-              WHERE m.state IN ('planned', 'deferred')
-                AND NOT EXISTS (SELECT 1 FROM message_loans ml CROSS JOIN loans l ON l.id = ml.loan_id
-                                 WHERE ml.message_id = m.id AND l.status = 'active')",
-        ), &[borrower.into()])
-        .await?
-        {
-            let statuses: Option<String> = row.get(2);
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default())));
-        }
-    for row in conn.fetch(&scoped(
-            "SELECT m.id, m.state, cp.opt_out_source, m.channel FROM messages m JOIN contact_points cp ON cp.id = m.contact_point_id
-              WHERE m.state IN ('planned', 'deferred') AND cp.opted_out_at IS NOT NULL",
-        ), &[borrower.into()])
-        .await?
-        {
-            let source: Option<String> = row.get(2);
-            let channel = channel(&row.get::<String>(3))?;
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default()))));
-        }
-    for row in conn.fetch(&scoped(
-            "SELECT m.id, m.state, h.kind FROM messages m JOIN holds h ON h.borrower_id = m.borrower_id
-              WHERE m.state IN ('planned', 'deferred') AND h.cleared_at IS NULL AND h.until_date IS NULL",
-        ), &[borrower.into()])
-        .await?
-        {
-            doomed.push((row.get(0), row.get(1), crate::reason::Reason::borrower_on_hold(&row.get::<String>(2))));
-        }
+    for row in conn.fetch(&loans, args).await? {
+        let statuses: Option<String> = row.get(2);
+        doomed.push((
+            row.get(0),
+            row.get(1),
+            crate::reason::Reason::loans_inactive(&statuses.unwrap_or_default()),
+        ));
+    }
+    for row in conn.fetch(&opted, args).await? {
+        let source: Option<String> = row.get(2);
+        let channel = channel(&row.get::<String>(3))?;
+        doomed.push((
+            row.get(0),
+            row.get(1),
+            crate::reason::Reason::opted_out(channel, Some(source.as_deref().unwrap_or_default())),
+        ));
+    }
+    for row in conn.fetch(&held, args).await? {
+        doomed.push((
+            row.get(0),
+            row.get(1),
+            crate::reason::Reason::borrower_on_hold(&row.get::<String>(2)),
+        ));
+    }
     // On PostgreSQL the rows were read unlocked: each change applies only
     // if the message is still in the state read (a dispatcher may have
     // claimed it since; the claim re-checks eligibility itself).

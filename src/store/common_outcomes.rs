@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::backend::{Arg, Backend, Conn, DbRow};
-use super::changes::{cancel_ineligible_in, check_fence, transition, unlog};
+use super::changes::{cancel_ineligible_in, check_fence, transition, unlog, Sweep};
 use super::flow::BatchRows;
 use super::{to_millis, ClaimView, Fence, Finish, FinishItem, MessageState, StoreError, Verdict};
 
@@ -382,11 +382,16 @@ pub(super) async fn operator_decide<B: Backend>(
 pub(super) async fn cancel_ineligible<B: Backend>(
     store: &B,
     now: DateTime<Utc>,
+    changed_since: Option<DateTime<Utc>>,
     fence: Option<&Fence>,
 ) -> Result<u64, StoreError> {
+    let sweep = match changed_since {
+        Some(t) => Sweep::ChangedSince(to_millis(t)),
+        None => Sweep::Book,
+    };
     let mut tx = store.begin_write().await?;
     check_fence(&mut *tx, fence).await?;
-    let done = cancel_ineligible_in(&mut *tx, to_millis(now), None).await?;
+    let done = cancel_ineligible_in(&mut *tx, to_millis(now), sweep).await?;
     tx.commit().await?;
     Ok(done)
 }
@@ -397,7 +402,7 @@ pub(super) async fn cancel_ineligible_of<B: Backend>(
     borrower: &str,
 ) -> Result<u64, StoreError> {
     let mut tx = store.begin_write().await?;
-    let done = cancel_ineligible_in(&mut *tx, to_millis(now), Some(borrower)).await?;
+    let done = cancel_ineligible_in(&mut *tx, to_millis(now), Sweep::Borrower(borrower)).await?;
     tx.commit().await?;
     Ok(done)
 }

@@ -31,6 +31,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{Channel, LoanId, LoanStatus};
 
+pub use changes::changed_sweep_reads;
 pub use config::{StoreConfig, Synchronous};
 pub use console::{Arg, BorrowerHit, Cell, ChangeRecord, Db, SessionRecord, UserRecord};
 pub use copy::{copy, CopyReport};
@@ -206,15 +207,16 @@ pub trait Store: Send + Sync + 'static {
         looks: &[(i64, Option<DateTime<Utc>>)],
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError>;
-    /// Cancels pending messages that can no longer go: every loan paid or
-    /// closed, the contact point opted out, a standing hold. Returns how many.
+    /// Cancels pending messages that can no longer go (every loan paid or
+    /// closed, the contact point opted out, a standing hold); with
+    /// `changed_since`, only those reached by such a change stamped since.
     async fn cancel_ineligible(
         &self,
         now: DateTime<Utc>,
+        changed_since: Option<DateTime<Utc>>,
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError>;
-    /// `cancel_ineligible` for one borrower (external id), right after a
-    /// change through the API touched only them.
+    /// `cancel_ineligible` for one borrower (external id) an API change touched.
     async fn cancel_ineligible_of(
         &self,
         now: DateTime<Utc>,

@@ -373,9 +373,10 @@ impl<B: Backend> Store for B {
     async fn cancel_ineligible(
         &self,
         now: DateTime<Utc>,
+        changed_since: Option<DateTime<Utc>>,
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError> {
-        super::common_outcomes::cancel_ineligible(self, now, fence).await
+        super::common_outcomes::cancel_ineligible(self, now, changed_since, fence).await
     }
 
     async fn cancel_ineligible_of(

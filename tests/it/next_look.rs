@@ -1,9 +1,12 @@
 //! Next looks: a steady tick reads only the borrowers whose time has come
 //! (a step's first day, or the day after its window, at the borrower's
 //! local midnight) and records exactly what a pass over the whole book
-//! would, across DST changes and imports made between ticks.
+//! would, across DST changes and imports made between ticks; and its sweep,
+//! which reads only the changes since the previous pass, cancels what a
+//! sweep of every pending message would.
 
 use chrono::{Duration, NaiveDate};
+use duebell::domain::{Channel, HoldKind};
 use duebell::planner::Pass;
 use duebell::store::MessageView;
 
@@ -71,6 +74,7 @@ async fn a_steady_tick_records_what_a_full_pass_would_reading_only_what_is_due()
     assert!(!full.messages().await.is_empty());
 
     let (mut read_full, mut read_due, mut looks_due) = (0, 0, 0);
+    let (mut cancelled, mut since) = (0, full.now());
     // Every three hours for 50 days: across New York's (14 March) and
     // London's (28 March) clock changes and Auckland's (4 April).
     for step in 1..=400 {
@@ -97,8 +101,36 @@ async fn a_steady_tick_records_what_a_full_pass_would_reading_only_what_is_due()
                 assert_eq!(r.counts.rejected, 0, "{:?}", r.errors);
             }
         }
+        // Changes made straight in the store, with no re-plan of their own
+        // (as a bounce or a provider's report makes them): only the tick's
+        // sweep cancels what they stop.
+        if step == 150 {
+            for h in [&full, &due] {
+                let phone = "+8613800000001";
+                let n = h
+                    .store
+                    .opt_out_address(now, Channel::Sms, phone, "test")
+                    .await;
+                assert_eq!(n.unwrap(), 1);
+                let hold = h
+                    .store
+                    .add_hold(now, Some("B9"), None, HoldKind::Dispute, None);
+                assert!(hold.await.unwrap().is_some());
+            }
+        }
         let f = full.engine.plan_pass(now, Pass::Full, None).await.unwrap();
-        let d = due.engine.plan_pass(now, Pass::Due, None).await.unwrap();
+        let d = due
+            .engine
+            .plan_pass(now, Pass::Due { since }, None)
+            .await
+            .unwrap();
+        since = now;
+        assert_eq!(f.cancelled, d.cancelled, "at {now}");
+        if step == 150 {
+            // B1's pending texts and B9's pending messages.
+            assert!(d.cancelled >= 2, "{} cancelled at {now}", d.cancelled);
+        }
+        cancelled += d.cancelled;
         read_full += f.borrowers;
         read_due += d.borrowers;
         looks_due += u64::from(d.borrowers > 0);
@@ -112,6 +144,7 @@ async fn a_steady_tick_records_what_a_full_pass_would_reading_only_what_is_due()
         assert!(d.next_change.is_none_or(|t| t > now), "at {now}");
         assert_eq!(f.next_change, d.next_change, "at {now}");
     }
+    assert!(cancelled >= 2, "{cancelled} cancelled by the sweeps");
     let recorded = full.messages().await.len();
     assert!(recorded > 150, "{recorded} decisions over 50 days");
     // A steady tick read a borrower only on a day one of its loans moved:

@@ -83,7 +83,7 @@ async fn the_planner_lease_passes_on_expiry_and_fences_off_the_stale_holder() {
     assert!(matches!(err, StoreError::Fenced(_)), "{err}");
     assert_eq!(s.message_counts().await.unwrap(), before);
     assert!(matches!(
-        s.cancel_ineligible(takeover, Some(&a)).await,
+        s.cancel_ineligible(takeover, None, Some(&a)).await,
         Err(StoreError::Fenced(_))
     ));
     // The current holder's plan is recorded.
@@ -567,6 +567,39 @@ async fn a_claim_waits_for_another_writer_without_blocking_the_runtime() {
         .unwrap();
 }
 
+/// How the store's database plans `text` (written in SQLite's dialect), one
+/// line per step. PostgreSQL is told not to scan whole tables, since tiny
+/// ones are cheapest to scan: the question is whether an index serves.
+async fn query_plan(url: &str, text: &str) -> String {
+    use sqlx::Connection;
+    match crate::BACKEND {
+        crate::support::Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {text}"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+        }
+        crate::support::Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            let text = text
+                .replace("CROSS JOIN", "JOIN")
+                .replace("group_concat(", "string_agg(");
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {text}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+        }
+    }
+}
+
 /// A send that did not happen (a retry, a failure, a bounce, a message
 /// given back) takes its contact back out of the contact log, by message.
 /// The log keeps every contact ever made, so that delete must find the row
@@ -574,36 +607,56 @@ async fn a_claim_waits_for_another_writer_without_blocking_the_runtime() {
 /// outage cost the size of the log per message.
 #[tokio::test]
 async fn a_contact_is_taken_back_by_an_index_on_its_message_not_a_scan_of_the_log() {
-    use sqlx::Connection;
     let h = planned("2026-12-10T20:00:00Z").await;
     let url = crate::support::store_url(h.dir.path());
-    let delete = "DELETE FROM contact_log WHERE message_id = 1";
-    let plan: String = match crate::BACKEND {
-        crate::support::Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            let rows: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {delete}"))
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap();
-            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
-        }
-        crate::support::Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            // A tiny table is cheapest to scan; ask whether an index exists.
-            sqlx::query("SET enable_seqscan = off")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {delete}"))
-                .fetch_all(&mut c)
-                .await
-                .unwrap();
-            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
-        }
-    };
+    let plan = query_plan(&url, "DELETE FROM contact_log WHERE message_id = 1").await;
     assert!(
         plan.contains("contact_log_message") && !plan.contains("Seq Scan"),
         "{plan}"
     );
+}
+
+/// A steady tick's sweep reads the changes since the previous pass through
+/// their own indexes (closed loans, opted-out contact points, holds), so it
+/// costs what changed: before, it read every pending message of the book at
+/// every tick (1.2 s of a 1.4 s tick over 1M loans with nothing due).
+#[tokio::test]
+async fn a_steady_sweep_reads_the_changes_by_their_indexes_not_every_pending_message() {
+    use sqlx::Connection;
+    let h = planned("2026-12-10T20:00:00Z").await;
+    let url = crate::support::store_url(h.dir.path());
+    // Holds are few: PostgreSQL may read the open ones by their partial
+    // index instead; either way not every pending message.
+    let wanted: [&[&str]; 3] = [
+        &["loans_inactive_changed"],
+        &["contact_points_opted_out"],
+        &["holds_created", "holds_borrower"],
+    ];
+    if crate::BACKEND == crate::support::Backend::Postgres {
+        // PostgreSQL plans by its statistics: many pending messages and
+        // no change, as a steady tick finds the book.
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO messages (dedupe_key, borrower_id, contact_point_id, channel, step, template, state,
+                                   not_before, created_at, updated_at)
+             SELECT 'bulk:' || g || ':' || m.id, m.borrower_id, m.contact_point_id, m.channel, m.step, m.template,
+                    'planned', m.not_before, m.created_at, m.updated_at
+               FROM messages m, generate_series(1, 20000) g",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE").execute(&mut c).await.unwrap();
+    }
+    for (read, index) in duebell::store::changed_sweep_reads().iter().zip(wanted) {
+        let plan = query_plan(&url, &read.replace('?', "0")).await;
+        assert!(
+            index.iter().any(|i| plan.contains(i)),
+            "{index:?} not used:\n{plan}"
+        );
+        assert!(
+            !plan.contains("SCAN m") && !plan.contains("Seq Scan"),
+            "{plan}"
+        );
+    }
 }
