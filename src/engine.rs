@@ -141,8 +141,9 @@ impl Engine {
         pass: planner::Pass,
         fence: Option<&crate::store::Fence>,
     ) -> Result<TickReport, StoreError> {
+        let report =
+            planner::tick(&self.dispatcher.store, &self.planner(), now, fence, pass).await?;
         let store = self.dispatcher.store.as_ref();
-        let report = planner::tick(store, &self.planner(), now, fence, pass).await?;
         // The pass is recorded: a failed refresh only leaves the
         // statistics to autovacuum, so it is reported, not returned.
         if report.recorded >= crate::store::BULK_ROWS {

@@ -2,6 +2,8 @@
 //! pages, one borrower re-planned after an API change, and the preview of
 //! `duebell plan`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use super::{PlanLine, Planner, PAGE};
@@ -59,12 +61,13 @@ impl Pass {
 /// planner's. Each borrower read gets its next look written with its
 /// page's decisions, when it changed.
 pub async fn tick(
-    store: &dyn Store,
+    shared: &Arc<dyn Store>,
     planner: &Planner<'_>,
     now: DateTime<Utc>,
     fence: Option<&crate::store::Fence>,
     pass: Pass,
 ) -> Result<TickReport, StoreError> {
+    let store = shared.as_ref();
     let mut report = TickReport {
         cancelled: store
             .cancel_ineligible(now, pass.changed_since(), fence)
@@ -78,12 +81,16 @@ pub async fn tick(
         refresh_at: crate::store::BULK_ROWS,
     };
     // Pages are disjoint sets of borrowers, so each page's decisions are
-    // written while the next pages are read and decided, up to the store's
-    // write lanes at once. On PostgreSQL each write is a transaction on a
-    // connection (and server process) of its own, so the server's inserts
-    // overlap each other and the planner's reading and deciding; on SQLite
-    // there is one lane, and reads and writes take its connection in turn.
-    let lanes = store.write_lanes().max(1);
+    // written while the next page is read and decided: each write is a
+    // task of its own (so it runs on another of the runtime's threads), and
+    // as many run or wait as the store has write lanes, plus one. On
+    // PostgreSQL each write is a transaction on a connection (and server
+    // process) of its own, so the server's inserts overlap each other and
+    // the planner's reading and deciding; on SQLite there is one lane, the
+    // write connection, and pages are read on the read connection
+    // meanwhile (the one more write waits for the lane, so a page is read
+    // while the one before it is written).
+    let lanes = store.write_lanes().max(1) + 1;
     let mut writes: Vec<PageWrite<'_>> = Vec::new();
     let mut reading = true;
     while reading || !writes.is_empty() {
@@ -128,9 +135,13 @@ pub async fn tick(
             None => reading = false,
             Some((borrowers, (messages, looks))) => {
                 report.borrowers += borrowers as u64;
-                writes.push(Box::pin(async move {
-                    store.record_plan(now, &messages, &looks, fence).await
-                }));
+                let (store, fence) = (Arc::clone(shared), fence.cloned());
+                let write = tokio::spawn(async move {
+                    store
+                        .record_plan(now, &messages, &looks, fence.as_ref())
+                        .await
+                });
+                writes.push(Box::pin(async move { joined(write.await) }));
             }
         }
     }
@@ -141,6 +152,20 @@ pub async fn tick(
 
 /// A page's decisions being written: how many messages it recorded.
 type PageWrite<'a> = InFlight<'a, Result<u64, StoreError>>;
+
+/// A page write's task, ended: its result, or its panic carried on (as if
+/// it had run in place); cancelled only when the runtime shuts down.
+fn joined(
+    ended: Result<Result<u64, StoreError>, tokio::task::JoinError>,
+) -> Result<u64, StoreError> {
+    match ended {
+        Ok(recorded) => recorded,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StoreError::Unsupported(format!(
+            "a page of decisions was not written: {e}"
+        ))),
+    }
+}
 
 /// What a pass's page writes recorded. A pass writing far more than the
 /// store held (the first after a large import) would read later pages by

@@ -1,7 +1,7 @@
 //! The SQLite backend's write connection for the hot paths (the sending
-//! loop's record-and-claim transactions, the planner's page reads and
-//! writes): a connection of its own on the same file, driven by rusqlite
-//! on the calling task's thread.
+//! loop's record-and-claim transactions, the planner's page writes), and a
+//! read connection for the planner's page reads: connections of their own
+//! on the same file, driven by rusqlite on the calling task's thread.
 //!
 //! sqlx runs each SQLite connection on a thread of its own, and every
 //! statement (every row, even) is a hand-off to that thread and back: a
@@ -38,9 +38,13 @@ const STATEMENTS: usize = 64;
 /// The longest pause between two tries for the write lock.
 const BUSY_STEP: Duration = Duration::from_millis(20);
 
-/// The write connection; one transaction at a time.
+/// The write connection; one transaction at a time. With it, a second
+/// connection that only reads (a planning pass's pages), so a page is read
+/// and decided while the page before it is written (on another thread:
+/// `planner::tick` runs each write as a task of its own).
 pub(super) struct Writer {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
     busy_timeout: Duration,
     /// Whether a commit waits for the disk (`synchronous = FULL`, or
     /// NORMAL's checkpoints); with `OFF` it never does and runs in place.
@@ -60,18 +64,27 @@ impl Writer {
              PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0;"
         ))?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
+        // WAL: its statements read the last commit and never wait for the
+        // writer (a busy answer comes only while the file is recovered).
+        let reader = Connection::open_with_flags(path, flags)?;
+        reader.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA cache_size = -8192; PRAGMA busy_timeout = {};",
+            config.busy_timeout.get().as_millis()
+        ))?;
+        reader.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(Writer {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             busy_timeout: config.busy_timeout.get(),
             commit_waits: config.synchronous != crate::store::Synchronous::Off,
         })
     }
 
-    /// The connection outside a transaction, for a planning pass's reads
-    /// (each statement its own snapshot, as on a pooled connection).
+    /// The read connection, for a planning pass's reads (each statement
+    /// its own snapshot, as on a pooled connection).
     pub(super) async fn reads(&self) -> Direct {
         Direct {
-            conn: Some(self.conn.clone().lock_owned().await),
+            conn: Some(self.reader.clone().lock_owned().await),
             commit_waits: self.commit_waits,
         }
     }
@@ -109,8 +122,9 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
-/// The write connection, held: in a transaction (`Writer::begin`, rolled
-/// back when dropped uncommitted) or not (`Writer::reads`).
+/// A connection, held: the write connection in a transaction
+/// (`Writer::begin`, rolled back when dropped uncommitted), or the read
+/// connection (`Writer::reads`).
 pub(super) struct Direct {
     conn: Option<OwnedMutexGuard<Connection>>,
     commit_waits: bool,
