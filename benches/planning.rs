@@ -250,12 +250,12 @@ fn main() {
                 ("steady, full pass", Pass::Full, at),
                 (
                     "steady, next looks (cron tick 5 min later)",
-                    Pass::Due { since: at },
+                    Pass::Due { previous: at },
                     later(5),
                 ),
                 (
                     "next day, next looks (a day's new steps)",
-                    Pass::Due { since: later(5) },
+                    Pass::Due { previous: later(5) },
                     later(24 * 60),
                 ),
             ] {

@@ -347,7 +347,9 @@ pub async fn simulate(
         if full || now >= next_tick {
             let pass = match std::mem::take(&mut full) {
                 true => crate::planner::Pass::Full,
-                false => crate::planner::Pass::Due { since: last_pass },
+                false => crate::planner::Pass::Due {
+                    previous: last_pass,
+                },
             };
             last_pass = now;
             let tick = engine.plan_pass(now, pass, None).await?;

@@ -446,7 +446,7 @@ impl App {
         ) {
             self.plan_requested = false;
             let pass = match (full, self.last_pass) {
-                (false, Some(since)) => crate::planner::Pass::Due { since },
+                (false, Some(previous)) => crate::planner::Pass::Due { previous },
                 _ => crate::planner::Pass::Full,
             };
             let started = std::time::Instant::now();

@@ -30,11 +30,11 @@ pub enum Pass {
     /// a policy or config change, a requested pass, a new planner.
     Full,
     /// Only borrowers whose next look has come (a steady cron tick): the
-    /// cost follows what is due, not what is stored. `since` is the instant
-    /// the previous pass began: the sweep that cancels what can no longer go
-    /// reads only the changes stamped from then (less `SWEEP_OVERLAP`), not
-    /// every pending message.
-    Due { since: DateTime<Utc> },
+    /// cost follows what is due, not what is stored. `previous` is the
+    /// instant the previous pass began: the sweep that cancels what can no
+    /// longer go reads only the changes stamped from then (less
+    /// `SWEEP_OVERLAP`), not every pending message.
+    Due { previous: DateTime<Utc> },
 }
 
 /// How far before the previous pass a steady tick's sweep still reads
@@ -50,7 +50,7 @@ impl Pass {
     fn changed_since(self) -> Option<DateTime<Utc>> {
         match self {
             Pass::Full => None,
-            Pass::Due { since } => Some(since - SWEEP_OVERLAP),
+            Pass::Due { previous } => Some(previous - SWEEP_OVERLAP),
         }
     }
 }

@@ -74,7 +74,7 @@ async fn a_steady_tick_records_what_a_full_pass_would_reading_only_what_is_due()
     assert!(!full.messages().await.is_empty());
 
     let (mut read_full, mut read_due, mut looks_due) = (0, 0, 0);
-    let (mut cancelled, mut since) = (0, full.now());
+    let (mut cancelled, mut previous) = (0, full.now());
     // Every three hours for 50 days: across New York's (14 March) and
     // London's (28 March) clock changes and Auckland's (4 April).
     for step in 1..=400 {
@@ -121,10 +121,10 @@ async fn a_steady_tick_records_what_a_full_pass_would_reading_only_what_is_due()
         let f = full.engine.plan_pass(now, Pass::Full, None).await.unwrap();
         let d = due
             .engine
-            .plan_pass(now, Pass::Due { since }, None)
+            .plan_pass(now, Pass::Due { previous }, None)
             .await
             .unwrap();
-        since = now;
+        previous = now;
         assert_eq!(f.cancelled, d.cancelled, "at {now}");
         if step == 150 {
             // B1's pending texts and B9's pending messages.
