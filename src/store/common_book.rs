@@ -71,7 +71,7 @@ pub(super) async fn add_hold<B: Backend>(
     if b.is_none() && l.is_none() {
         return Ok(None);
     }
-    let id: i64 = store.reader().await?.fetch_one("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id", &[Arg::from(b), Arg::from(l), Arg::from(kind.as_str()), Arg::from(until.map(|d| d.format("%Y-%m-%d").to_string())), Arg::from(to_millis(now))]).await?.get(0);
+    let id: i64 = store.reader().await?.fetch_one("INSERT INTO holds (borrower_id, loan_id, kind, until_date, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id", &[Arg::from(b), Arg::from(l), Arg::from(kind.as_str()), Arg::from(until.as_ref().map(super::codec::day)), Arg::from(to_millis(now))]).await?.get(0);
     Ok(Some(id))
 }
 
@@ -175,7 +175,7 @@ pub(super) async fn offer_for<B: Backend>(
     terms: &crate::domain::OfferTerms,
 ) -> Result<super::OfferRow, StoreError> {
     let now_ms = to_millis(now);
-    let due = due_date.format("%Y-%m-%d").to_string();
+    let due = super::codec::day(&due_date);
     // Insert-if-absent, then read: the step's other channel, a retry or
     // another instance all get the terms made first.
     store.reader().await?.execute("INSERT INTO offers (loan_id, due_date, step, kind, amount, percent, min_payment, currency, made_at, expires_at, state, created_at, updated_at)

@@ -197,7 +197,7 @@ pub(super) fn unplanned(messages: &[NewMessage], mut taken: PlannedKeys) -> Vec<
             .map(|(l, d, st)| {
                 (
                     *l,
-                    d.format("%Y-%m-%d").to_string(),
+                    super::codec::day(d),
                     st.clone(),
                     m.channel.as_str().to_owned(),
                 )

@@ -365,7 +365,7 @@ where
                 .sync_contact(borrower_pk, Channel::Email, email, &mut contacts)
                 .await?;
 
-            let due = l.due_date.format("%Y-%m-%d").to_string();
+            let due = super::codec::day(&l.due_date);
             let currency = l.amount_due.currency.code();
             match loans.get_mut(l.id.as_str()) {
                 None => {

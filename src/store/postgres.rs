@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
@@ -181,7 +181,7 @@ impl Backend for PgStore {
         check_fence(&mut *tx, fence).await?;
         // A page of decisions in a handful of statements (arrays bound with
         // UNNEST), not a few round trips per message.
-        let day = |d: &NaiveDate| d.format("%Y-%m-%d").to_string();
+        let day = super::codec::day;
         let loan_pks: Vec<i64> = messages
             .iter()
             .flat_map(|m| m.loans.iter().map(|l| l.0))

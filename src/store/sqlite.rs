@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
@@ -130,7 +130,7 @@ impl Backend for SqliteStore {
         check_fence(&mut tx, fence).await?;
         // A page of decisions in a handful of multi-row statements on the
         // write connection, not a few statements per message.
-        let day = |d: &NaiveDate| d.format("%Y-%m-%d").to_string();
+        let day = super::codec::day;
         let mut loan_pks: Vec<i64> = messages
             .iter()
             .flat_map(|m| m.loans.iter().map(|l| l.0))
