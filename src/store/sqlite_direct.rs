@@ -21,12 +21,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::types::Value as Cell;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::backend::{Arg, Col, Conn, DbRow, Value};
-use super::sqlite_conn::IN_CHUNK;
+use super::sqlite_conn::{padded, IN_CHUNK};
 use super::{StoreConfig, StoreError};
 
 /// Prepared statements kept, least recently used dropped first: the hot
@@ -173,19 +173,34 @@ impl Direct {
                 Arg::Bytes(v) => stmt.raw_bind_parameter(at, v)?,
             }
         }
-        let names: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
+        let names: Box<[String]> = stmt.column_names().into_iter().map(String::from).collect();
         let width = names.len();
-        let mut out = Vec::new();
+        let (mut cells, mut bytes, mut count) = (Vec::new(), Vec::new(), 0);
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
-            let cells = (0..width)
-                .map(|i| row.get::<_, Cell>(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(DirectRow {
-                names: names.clone(),
-                cells,
-            });
+            for i in 0..width {
+                cells.push(match row.get_ref(i)? {
+                    ValueRef::Null => Slot::Null,
+                    ValueRef::Integer(v) => Slot::Int(v),
+                    ValueRef::Real(v) => Slot::Real(v),
+                    ValueRef::Text(t) => Slot::Text(kept(&mut bytes, t)),
+                    ValueRef::Blob(b) => Slot::Blob(kept(&mut bytes, b)),
+                });
+            }
+            count += 1;
         }
+        let set = Arc::new(ResultSet {
+            names,
+            width,
+            cells,
+            bytes,
+        });
+        let out = (0..count)
+            .map(|at| DirectRow {
+                set: set.clone(),
+                at,
+            })
+            .collect();
         Ok((out, conn.changes()))
     }
 
@@ -197,8 +212,9 @@ impl Direct {
     ) -> Result<Vec<DirectRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in keys.chunks(IN_CHUNK) {
-            let text = text.replace("{}", &vec!["?"; chunk.len()].join(","));
-            let args: Vec<Arg> = chunk.iter().chain(after).cloned().collect();
+            let mut args = padded(chunk);
+            let text = text.replace("{}", &vec!["?"; args.len()].join(","));
+            args.extend(after.iter().cloned());
             out.extend(self.run(&text, &args)?.0);
         }
         Ok(out)
@@ -255,33 +271,66 @@ impl Conn for Direct {
     }
 }
 
-/// A row read on the write connection: its cells, owned.
+/// The rows of one statement, read: every cell in one vector and every
+/// text and blob in one buffer, so a page of rows costs a few allocations,
+/// not one per row and one per text cell.
+struct ResultSet {
+    names: Box<[String]>,
+    width: usize,
+    cells: Vec<Slot>,
+    bytes: Vec<u8>,
+}
+
+/// A cell of a `ResultSet`; text and blobs as ranges of its buffer.
+enum Slot {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(std::ops::Range<usize>),
+    Blob(std::ops::Range<usize>),
+}
+
+/// Appends `b` to `bytes`: where it is.
+fn kept(bytes: &mut Vec<u8>, b: &[u8]) -> std::ops::Range<usize> {
+    let start = bytes.len();
+    bytes.extend_from_slice(b);
+    start..bytes.len()
+}
+
+/// A row read on a direct connection: a row of its statement's rows.
 pub(super) struct DirectRow {
-    names: Arc<[String]>,
-    cells: Vec<Cell>,
+    set: Arc<ResultSet>,
+    at: usize,
 }
 
 impl DirectRow {
     /// The cell of `col`, as rusqlite reads it.
-    pub(super) fn cell(&self, col: Col<'_>) -> Result<rusqlite::types::ValueRef<'_>, String> {
-        let at = match col {
+    pub(super) fn cell(&self, col: Col<'_>) -> Result<ValueRef<'_>, String> {
+        let set = &*self.set;
+        let i = match col {
             Col::At(i) => i,
-            Col::Named(n) => self
+            Col::Named(n) => set
                 .names
                 .iter()
                 .position(|c| c == n)
                 .ok_or_else(|| format!("no column {n}"))?,
         };
-        self.cells
-            .get(at)
-            .map(rusqlite::types::ValueRef::from)
-            .ok_or_else(|| format!("no column {at}"))
+        if i >= set.width {
+            return Err(format!("no column {i}"));
+        }
+        Ok(match &set.cells[self.at * set.width + i] {
+            Slot::Null => ValueRef::Null,
+            Slot::Int(v) => ValueRef::Integer(*v),
+            Slot::Real(v) => ValueRef::Real(*v),
+            Slot::Text(r) => ValueRef::Text(&set.bytes[r.clone()]),
+            Slot::Blob(r) => ValueRef::Blob(&set.bytes[r.clone()]),
+        })
     }
 }
 
 impl DbRow for DirectRow {
     fn len(&self) -> usize {
-        self.cells.len()
+        self.set.width
     }
 
     fn try_get<'c, T: Value>(&self, col: impl Into<Col<'c>>) -> Result<T, StoreError> {
