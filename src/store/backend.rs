@@ -252,14 +252,20 @@ pub(super) trait Conn: Send {
     }
 }
 
-/// Rows to one multi-row `INSERT`: at most 8 values a row in this code, so
-/// far below either backend's limit on bound values.
+/// Rows to one multi-row `INSERT`: at most 12 values a row in this code,
+/// so far below either backend's limit on bound values.
 const ROWS_PER_INSERT: usize = 200;
 
 /// Inserts rows with multi-row statements: `head` up to `VALUES`, `row`
 /// the markup of one row (its `?` count is the row's width), `tail` what
 /// follows the list (`ON CONFLICT …`, `RETURNING …`), `args` every row's
 /// values in order. Returns what the statements return.
+///
+/// A statement holds `ROWS_PER_INSERT` rows, or the rest in statements of
+/// a power of two rows each (113 rows: 64, 32, 16, 1), so a table's
+/// inserts use at most nine texts, each prepared once and kept by the
+/// connection's statement cache; a text of the exact remainder was a new
+/// statement to parse and plan at almost every page of a planning pass.
 pub(super) async fn insert_rows<C: Conn>(
     conn: &mut C,
     head: &str,
@@ -269,14 +275,28 @@ pub(super) async fn insert_rows<C: Conn>(
 ) -> Result<Vec<C::Row>, StoreError> {
     let width = row.matches('?').count().max(1);
     let mut out = Vec::new();
-    for chunk in args.chunks(width * ROWS_PER_INSERT) {
-        let rows = vec![row; chunk.len() / width].join(", ");
+    let mut rest = args;
+    while !rest.is_empty() {
+        let rows = statement_rows(rest.len() / width, ROWS_PER_INSERT);
+        let (chunk, after) = rest.split_at((rows * width).min(rest.len()));
+        let list = vec![row; rows].join(", ");
         out.extend(
-            conn.fetch(&format!("{head} VALUES {rows} {tail}"), chunk)
+            conn.fetch(&format!("{head} VALUES {list} {tail}"), chunk)
                 .await?,
         );
+        rest = after;
     }
     Ok(out)
+}
+
+/// The rows of the next multi-row statement with `left` rows to go:
+/// `most`, or the largest power of two not over `left`.
+pub(super) fn statement_rows(left: usize, most: usize) -> usize {
+    match left {
+        0 => 1,
+        n if n >= most => most,
+        n => 1 << n.ilog2(),
+    }
 }
 
 /// A backend: its pool, the steps whose SQL differs in substance, and the
@@ -385,4 +405,31 @@ pub(super) trait Backend: Send + Sync + Sized + 'static {
 
     /// `Store::close`.
     async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_insert_is_cut_into_statements_of_a_few_fixed_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 1..=1000 {
+            let (mut left, mut cuts) = (n, Vec::new());
+            while left > 0 {
+                let rows = statement_rows(left, ROWS_PER_INSERT);
+                cuts.push(rows);
+                left -= rows;
+            }
+            assert_eq!(cuts.iter().sum::<usize>(), n);
+            if n == 113 {
+                assert_eq!(cuts, [64, 32, 16, 1]);
+            }
+            sizes.extend(cuts);
+        }
+        assert_eq!(
+            sizes.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64, 128, 200]
+        );
+    }
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
-use super::backend::{insert_rows, Arg, Backend, Conn, DbRow};
+use super::backend::{insert_rows, statement_rows, Arg, Backend, Conn, DbRow};
 use super::changes::check_fence;
 use super::common_outcomes::finish_and_claim_in;
 use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
@@ -319,12 +319,15 @@ async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, 
     Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
-/// Sets borrowers' next looks (`record_plan`), 400 to a statement.
+/// Sets borrowers' next looks (`record_plan`), up to 400 to a statement,
+/// in the few statement sizes of `insert_rows`.
 async fn write_looks<C: Conn>(
     conn: &mut C,
-    looks: &[(i64, Option<DateTime<Utc>>)],
+    mut looks: &[(i64, Option<DateTime<Utc>>)],
 ) -> Result<(), StoreError> {
-    for chunk in looks.chunks(400) {
+    while !looks.is_empty() {
+        let (chunk, rest) = looks.split_at(statement_rows(looks.len(), 400));
+        looks = rest;
         let text = format!(
             "UPDATE borrowers SET next_look = v.column2 FROM (VALUES {}) AS v WHERE borrowers.id = v.column1",
             vec!["(?, ?)"; chunk.len()].join(", ")

@@ -11,6 +11,19 @@ use super::StoreError;
 /// Bound parameters per `IN (…)` list; well under SQLite's limit.
 pub(super) const IN_CHUNK: usize = 500;
 
+/// A chunk of keys for one `IN (…)` list, padded with its last key to a
+/// power of two (at most `IN_CHUNK`): a duplicate changes nothing in a
+/// list, and the texts are then a few, each prepared once and kept by the
+/// statement cache, where a list of the exact length was a new statement
+/// to parse and plan at almost every call.
+pub(super) fn padded<'a>(chunk: &[Arg<'a>]) -> Vec<Arg<'a>> {
+    let mut keys = chunk.to_vec();
+    if let Some(last) = chunk.last() {
+        keys.resize(chunk.len().next_power_of_two().min(IN_CHUNK), last.clone());
+    }
+    keys
+}
+
 fn bind<'q>(
     mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
     args: &'q [Arg<'q>],
@@ -72,8 +85,9 @@ async fn select_in(
 ) -> Result<Vec<SqliteRow>, StoreError> {
     let mut out = Vec::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let q = text.replace("{}", &vec!["?"; chunk.len()].join(","));
-        let args: Vec<Arg> = chunk.iter().chain(after).cloned().collect();
+        let mut args = padded(chunk);
+        let q = text.replace("{}", &vec!["?"; args.len()].join(","));
+        args.extend(after.iter().cloned());
         out.extend(bind(sqlx::query(&q), &args).fetch_all(&mut *conn).await?);
     }
     Ok(out)
