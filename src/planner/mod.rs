@@ -107,6 +107,24 @@ impl Planner<'_> {
     /// Decides for one borrower at `now`: the messages to record and the
     /// lines `plan` prints.
     pub fn decide(&self, now: DateTime<Utc>, b: &PlanBorrower) -> (Vec<NewMessage>, Vec<PlanLine>) {
+        self.decide_as(now, b, true)
+    }
+
+    /// The messages `decide` records, without its lines: a tick decides
+    /// for every borrower of the book and prints nothing, and the lines
+    /// (a reason text and several names for each loan) were most of its
+    /// allocations.
+    pub fn messages(&self, now: DateTime<Utc>, b: &PlanBorrower) -> Vec<NewMessage> {
+        self.decide_as(now, b, false).0
+    }
+
+    /// `decide`, with its lines only when `explain`.
+    fn decide_as(
+        &self,
+        now: DateTime<Utc>,
+        b: &PlanBorrower,
+        explain: bool,
+    ) -> (Vec<NewMessage>, Vec<PlanLine>) {
         let zones = eligibility::borrower_zones(b, self.default_tz);
         let tz = zones.primary;
         let today = now.with_timezone(&tz).date_naive();
@@ -155,14 +173,16 @@ impl Planner<'_> {
                         continue;
                     }
                     let reason = Reason::missed(today, days);
-                    lines.push(line(
-                        loan,
-                        Some(step),
-                        Some(ch),
-                        Decision::Expired,
-                        reason.clone(),
-                        None,
-                    ));
+                    if explain {
+                        lines.push(line(
+                            loan,
+                            Some(step),
+                            Some(ch),
+                            Decision::Expired,
+                            reason.clone(),
+                            None,
+                        ));
+                    }
                     messages.push(self.message(
                         b,
                         &[(loan, step)],
@@ -180,14 +200,16 @@ impl Planner<'_> {
                     let expires_at = local_instant(tz, loan.due_date + Duration::days(end_day), 0);
                     for &ch in &step.channels {
                         if planned(loan, &step.id, ch) {
-                            lines.push(line(
-                                loan,
-                                Some(step),
-                                Some(ch),
-                                Decision::AlreadyPlanned,
-                                Reason::already_planned(),
-                                None,
-                            ));
+                            if explain {
+                                lines.push(line(
+                                    loan,
+                                    Some(step),
+                                    Some(ch),
+                                    Decision::AlreadyPlanned,
+                                    Reason::already_planned(),
+                                    None,
+                                ));
+                            }
                         } else {
                             items.push(Item {
                                 loan,
@@ -198,7 +220,7 @@ impl Planner<'_> {
                         }
                     }
                 }
-                None => {
+                None if explain => {
                     let reason = match pos.next {
                         Some(s) => Reason::next_step(
                             &s.id,
@@ -208,6 +230,7 @@ impl Planner<'_> {
                     };
                     lines.push(line(loan, None, None, Decision::NothingDue, reason, None));
                 }
+                None => {}
             }
         }
 
@@ -227,14 +250,16 @@ impl Planner<'_> {
                     .or_else(|| eligibility::held(&b.holds, item.loan, today).err());
                 match why {
                     Some(reason) => {
-                        lines.push(line(
-                            item.loan,
-                            Some(item.step),
-                            Some(ch),
-                            Decision::Suppressed,
-                            reason.clone(),
-                            None,
-                        ));
+                        if explain {
+                            lines.push(line(
+                                item.loan,
+                                Some(item.step),
+                                Some(ch),
+                                Decision::Suppressed,
+                                reason.clone(),
+                                None,
+                            ));
+                        }
                         messages.push(self.message(
                             b,
                             &[(item.loan, item.step)],
@@ -277,14 +302,16 @@ impl Planner<'_> {
                 _ => Decision::Expired,
             };
             for i in &sendable {
-                lines.push(line(
-                    i.loan,
-                    Some(i.step),
-                    Some(ch),
-                    decision,
-                    reason.clone(),
-                    Some(not_before),
-                ));
+                if explain {
+                    lines.push(line(
+                        i.loan,
+                        Some(i.step),
+                        Some(ch),
+                        decision,
+                        reason.clone(),
+                        Some(not_before),
+                    ));
+                }
             }
             let mut m = self.message(
                 b,
