@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 
 use super::{PlanLine, Planner, PAGE};
 use crate::compliance::caps;
-use crate::inflight::{first_ended, InFlight};
 use crate::store::{BulkChange, NewMessage, PlanBorrower, Store, StoreError};
 
 /// What a tick did.
@@ -76,93 +75,133 @@ pub async fn tick(
     };
     let since = now - caps::lookback(planner.gate.all_caps());
     let (mut after, mut cursor) = (0, (i64::MIN, 0));
-    let mut tally = Tally {
-        recorded: 0,
-        refresh_at: crate::store::BULK_ROWS,
-    };
     // Pages are disjoint sets of borrowers, so each page's decisions are
-    // written while the next page is read and decided: each write is a
-    // task of its own (so it runs on another of the runtime's threads), and
-    // as many run or wait as the store has write lanes, plus one. On
-    // PostgreSQL each write is a transaction on a connection (and server
-    // process) of its own, so the server's inserts overlap each other and
-    // the planner's reading and deciding; on SQLite there is one lane, the
-    // write connection, and pages are read on the read connection
-    // meanwhile (the one more write waits for the lane, so a page is read
-    // while the one before it is written).
-    let lanes = store.write_lanes().max(1) + 1;
-    let mut writes: Vec<PageWrite<'_>> = Vec::new();
-    let mut reading = true;
-    while reading || !writes.is_empty() {
-        if !reading || writes.len() >= lanes {
-            let recorded = std::future::poll_fn(|cx| first_ended(&mut writes, cx)).await?;
-            tally.add(store, recorded).await;
-            continue;
-        }
-        let mut next = std::pin::pin!(async {
-            loop {
-                let page = match pass {
-                    Pass::Full => store.planning_batch(after, PAGE, since).await?,
-                    Pass::Due { .. } => {
-                        let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
-                        let Some(last) = last else {
-                            return Ok(None);
-                        };
-                        cursor = last;
-                        page
-                    }
-                };
-                let Some(last) = page.last() else {
-                    match pass {
-                        Pass::Full => return Ok(None),
-                        Pass::Due { .. } => continue,
-                    }
-                };
-                after = last.pk;
-                return Ok::<_, StoreError>(Some((page.len(), decide_page(planner, now, &page))));
-            }
-        });
-        // The next page, while the writes in progress go on.
-        let next = loop {
-            tokio::select! {
-                next = &mut next => break next?,
-                recorded = std::future::poll_fn(|cx| first_ended(&mut writes, cx)), if !writes.is_empty() => {
-                    tally.add(store, recorded?).await;
+    // written while the next page is read and decided: by writer tasks (on
+    // the runtime's other threads), as many as the store has write lanes,
+    // fed through a channel. On PostgreSQL each writer's transaction is on
+    // a connection (and server process) of its own, so the server's inserts
+    // overlap each other and the planner's reading and deciding; on SQLite
+    // there is one lane, the write connection, and pages are read on the
+    // read connection meanwhile. A writer takes every page waiting (up to
+    // `MERGED_PAGES`) as one transaction: the slower the writes, the larger
+    // and fewer they are, so a commit's fixed cost (the WAL frames of each
+    // index's last pages, written again at every commit) is paid less. A
+    // writer starts its next write as soon as one ends, not when the
+    // reading loop next looks.
+    let (pages, waiting) = tokio::sync::mpsc::channel(MERGED_PAGES);
+    let writers = Writers {
+        waiting: Arc::new(tokio::sync::Mutex::new(waiting)),
+        tally: Arc::new(tokio::sync::Mutex::new(Tally {
+            recorded: 0,
+            refresh_at: crate::store::BULK_ROWS,
+        })),
+    };
+    let tasks: Vec<_> = (0..store.write_lanes().max(1))
+        .map(|_| tokio::spawn(writers.clone().run(Arc::clone(shared), now, fence.cloned())))
+        .collect();
+    let read = async {
+        loop {
+            let page = match pass {
+                Pass::Full => store.planning_batch(after, PAGE, since).await?,
+                Pass::Due { .. } => {
+                    let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
+                    let Some(last) = last else { break };
+                    cursor = last;
+                    page
                 }
+            };
+            let Some(last) = page.last() else {
+                match pass {
+                    Pass::Full => break,
+                    Pass::Due { .. } => continue,
+                }
+            };
+            after = last.pk;
+            report.borrowers += page.len() as u64;
+            // A closed channel: a writer failed, and says why below.
+            if pages.send(decide_page(planner, now, &page)).await.is_err() {
+                break;
             }
-        };
-        match next {
-            None => reading = false,
-            Some((borrowers, (messages, looks))) => {
-                report.borrowers += borrowers as u64;
-                let (store, fence) = (Arc::clone(shared), fence.cloned());
-                let write = tokio::spawn(async move {
-                    store
-                        .record_plan(now, &messages, &looks, fence.as_ref())
-                        .await
-                });
-                writes.push(Box::pin(async move { joined(write.await) }));
-            }
+        }
+        Ok::<_, StoreError>(())
+    };
+    let read = read.await;
+    drop(pages);
+    let mut failed = None;
+    for task in tasks {
+        if let Err(e) = joined(task.await) {
+            failed.get_or_insert(e);
         }
     }
-    report.recorded = tally.recorded;
+    read?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    report.recorded = writers.tally.lock().await.recorded;
     report.next_change = store.next_look_at().await?;
     Ok(report)
 }
 
-/// A page's decisions being written: how many messages it recorded.
-type PageWrite<'a> = InFlight<'a, Result<u64, StoreError>>;
+/// The most pages of decisions a writer takes as one transaction (a page
+/// of 500 borrowers is a few hundred messages, so a write stays a few
+/// thousand rows), and the most that wait for a writer before reading
+/// waits.
+const MERGED_PAGES: usize = 8;
 
-/// A page write's task, ended: its result, or its panic carried on (as if
-/// it had run in place); cancelled only when the runtime shuts down.
-fn joined(
-    ended: Result<Result<u64, StoreError>, tokio::task::JoinError>,
-) -> Result<u64, StoreError> {
+/// What a pass's writer tasks share: the decided pages waiting, and the
+/// tally of what they recorded.
+#[derive(Clone)]
+struct Writers {
+    waiting: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<PageDecisions>>>,
+    tally: Arc<tokio::sync::Mutex<Tally>>,
+}
+
+impl Writers {
+    /// Writes what waits, merged, until the reading ends; on a failure,
+    /// closes the channel (the reading stops) and returns it.
+    async fn run(
+        self,
+        store: Arc<dyn Store>,
+        now: DateTime<Utc>,
+        fence: Option<crate::store::Fence>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let (messages, looks) = {
+                let mut waiting = self.waiting.lock().await;
+                let Some(mut merged) = waiting.recv().await else {
+                    return Ok(());
+                };
+                for _ in 1..MERGED_PAGES {
+                    let Ok((messages, looks)) = waiting.try_recv() else {
+                        break;
+                    };
+                    merged.0.extend(messages);
+                    merged.1.extend(looks);
+                }
+                merged
+            };
+            match store
+                .record_plan(now, &messages, &looks, fence.as_ref())
+                .await
+            {
+                Ok(recorded) => self.tally.lock().await.add(store.as_ref(), recorded).await,
+                Err(e) => {
+                    self.waiting.lock().await.close();
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A writer task, ended: its result, or its panic carried on (as if it
+/// had run in place); cancelled only when the runtime shuts down.
+fn joined(ended: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
     match ended {
-        Ok(recorded) => recorded,
+        Ok(done) => done,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(StoreError::Unsupported(format!(
-            "a page of decisions was not written: {e}"
+            "decisions were not written: {e}"
         ))),
     }
 }
@@ -200,7 +239,7 @@ fn decide_page(planner: &Planner<'_>, now: DateTime<Utc>, page: &[PlanBorrower])
     let mut messages = Vec::new();
     let mut looks = Vec::new();
     for b in page {
-        messages.extend(planner.decide(now, b).0);
+        messages.extend(planner.messages(now, b));
         let look = planner.next_look(now, b);
         if look != b.next_look {
             looks.push((b.pk, look));
