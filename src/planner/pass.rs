@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{PlanLine, Planner, PAGE};
 use crate::compliance::caps;
+use crate::inflight::{first_ended, InFlight};
 use crate::store::{BulkChange, NewMessage, PlanBorrower, Store, StoreError};
 
 /// What a tick did.
@@ -75,133 +76,140 @@ pub async fn tick(
     };
     let since = now - caps::lookback(planner.gate.all_caps());
     let (mut after, mut cursor) = (0, (i64::MIN, 0));
-    // Pages are disjoint sets of borrowers, so each page's decisions are
-    // written while the next page is read and decided: by writer tasks (on
-    // the runtime's other threads), as many as the store has write lanes,
-    // fed through a channel. On PostgreSQL each writer's transaction is on
-    // a connection (and server process) of its own, so the server's inserts
-    // overlap each other and the planner's reading and deciding; on SQLite
-    // there is one lane, the write connection, and pages are read on the
-    // read connection meanwhile. A writer takes every page waiting (up to
-    // `MERGED_PAGES`) as one transaction: the slower the writes, the larger
-    // and fewer they are, so a commit's fixed cost (the WAL frames of each
-    // index's last pages, written again at every commit) is paid less. A
-    // writer starts its next write as soon as one ends, not when the
-    // reading loop next looks.
-    let (pages, waiting) = tokio::sync::mpsc::channel(MERGED_PAGES);
-    let writers = Writers {
-        waiting: Arc::new(tokio::sync::Mutex::new(waiting)),
-        tally: Arc::new(tokio::sync::Mutex::new(Tally {
-            recorded: 0,
-            refresh_at: crate::store::BULK_ROWS,
-        })),
+    let mut tally = Tally {
+        recorded: 0,
+        refresh_at: crate::store::BULK_ROWS,
     };
-    let tasks: Vec<_> = (0..store.write_lanes().max(1))
-        .map(|_| tokio::spawn(writers.clone().run(Arc::clone(shared), now, fence.cloned())))
-        .collect();
-    let read = async {
-        loop {
-            let page = match pass {
-                Pass::Full => store.planning_batch(after, PAGE, since).await?,
-                Pass::Due { .. } => {
-                    let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
-                    let Some(last) = last else { break };
-                    cursor = last;
-                    page
+    // Pages are disjoint sets of borrowers, so each page's decisions are
+    // written while the next page is read and decided: each write is a
+    // task of its own (so it runs on another of the runtime's threads), as
+    // many at once as the store has write lanes. On PostgreSQL each write
+    // is a transaction on a connection (and server process) of its own, so
+    // the server's inserts overlap each other and the planner's reading and
+    // deciding; on SQLite there is one lane, the write connection, and
+    // pages are read on the read connection meanwhile. Pages decided while
+    // every lane is busy wait merged, up to `MERGED_PAGES`, and go as one
+    // transaction when a lane frees: the slower the writes, the larger
+    // (and fewer) they are, so a commit's fixed cost (the WAL frames of
+    // each index's last pages, written again at every commit) is paid less.
+    let lanes = store.write_lanes().max(1);
+    let mut writes: Vec<PageWrite<'_>> = Vec::new();
+    let mut waiting = Waiting::default();
+    let mut reading = true;
+    loop {
+        if writes.len() < lanes {
+            writes.extend(waiting.start(shared, now, fence));
+        }
+        if !reading && writes.is_empty() {
+            break;
+        }
+        if !reading || waiting.pages >= MERGED_PAGES {
+            let recorded = std::future::poll_fn(|cx| first_ended(&mut writes, cx)).await?;
+            tally.add(store, recorded).await;
+            continue;
+        }
+        let mut next = std::pin::pin!(async {
+            loop {
+                let page = match pass {
+                    Pass::Full => store.planning_batch(after, PAGE, since).await?,
+                    Pass::Due { .. } => {
+                        let (page, last) = store.planning_due(now, cursor, PAGE, since).await?;
+                        let Some(last) = last else {
+                            return Ok(None);
+                        };
+                        cursor = last;
+                        page
+                    }
+                };
+                let Some(last) = page.last() else {
+                    match pass {
+                        Pass::Full => return Ok(None),
+                        Pass::Due { .. } => continue,
+                    }
+                };
+                after = last.pk;
+                return Ok::<_, StoreError>(Some((page.len(), decide_page(planner, now, &page))));
+            }
+        });
+        // The next page, while the writes in progress go on (and a lane
+        // that frees takes what waits).
+        let next = loop {
+            tokio::select! {
+                next = &mut next => break next?,
+                recorded = std::future::poll_fn(|cx| first_ended(&mut writes, cx)), if !writes.is_empty() => {
+                    tally.add(store, recorded?).await;
+                    writes.extend(waiting.start(shared, now, fence));
                 }
-            };
-            let Some(last) = page.last() else {
-                match pass {
-                    Pass::Full => break,
-                    Pass::Due { .. } => continue,
-                }
-            };
-            after = last.pk;
-            report.borrowers += page.len() as u64;
-            // A closed channel: a writer failed, and says why below.
-            if pages.send(decide_page(planner, now, &page)).await.is_err() {
-                break;
+            }
+        };
+        match next {
+            None => reading = false,
+            Some((borrowers, decided)) => {
+                report.borrowers += borrowers as u64;
+                waiting.add(decided);
             }
         }
-        Ok::<_, StoreError>(())
-    };
-    let read = read.await;
-    drop(pages);
-    let mut failed = None;
-    for task in tasks {
-        if let Err(e) = joined(task.await) {
-            failed.get_or_insert(e);
-        }
     }
-    read?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    report.recorded = writers.tally.lock().await.recorded;
+    report.recorded = tally.recorded;
     report.next_change = store.next_look_at().await?;
     Ok(report)
 }
 
-/// The most pages of decisions a writer takes as one transaction (a page
-/// of 500 borrowers is a few hundred messages, so a write stays a few
-/// thousand rows), and the most that wait for a writer before reading
-/// waits.
+/// A page's decisions being written: how many messages it recorded.
+type PageWrite<'a> = InFlight<'a, Result<u64, StoreError>>;
+
+/// The most pages of decisions merged into one write while every write
+/// lane is busy; reading waits beyond it (a page of 500 borrowers is a few
+/// hundred messages, so a merged write stays a few thousand rows).
 const MERGED_PAGES: usize = 8;
 
-/// What a pass's writer tasks share: the decided pages waiting, and the
-/// tally of what they recorded.
-#[derive(Clone)]
-struct Writers {
-    waiting: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<PageDecisions>>>,
-    tally: Arc<tokio::sync::Mutex<Tally>>,
+/// Decided pages waiting for a write lane, merged.
+#[derive(Default)]
+struct Waiting {
+    pages: usize,
+    decided: PageDecisions,
 }
 
-impl Writers {
-    /// Writes what waits, merged, until the reading ends; on a failure,
-    /// closes the channel (the reading stops) and returns it.
-    async fn run(
-        self,
-        store: Arc<dyn Store>,
+impl Waiting {
+    fn add(&mut self, (messages, looks): PageDecisions) {
+        self.pages += 1;
+        self.decided.0.extend(messages);
+        self.decided.1.extend(looks);
+    }
+
+    /// What waits, as a write started on a task of its own (none if
+    /// nothing waits).
+    fn start<'a>(
+        &mut self,
+        shared: &Arc<dyn Store>,
         now: DateTime<Utc>,
-        fence: Option<crate::store::Fence>,
-    ) -> Result<(), StoreError> {
-        loop {
-            let (messages, looks) = {
-                let mut waiting = self.waiting.lock().await;
-                let Some(mut merged) = waiting.recv().await else {
-                    return Ok(());
-                };
-                for _ in 1..MERGED_PAGES {
-                    let Ok((messages, looks)) = waiting.try_recv() else {
-                        break;
-                    };
-                    merged.0.extend(messages);
-                    merged.1.extend(looks);
-                }
-                merged
-            };
-            match store
+        fence: Option<&crate::store::Fence>,
+    ) -> Option<PageWrite<'a>> {
+        if self.pages == 0 {
+            return None;
+        }
+        let (messages, looks) = std::mem::take(&mut self.decided);
+        self.pages = 0;
+        let (store, fence) = (Arc::clone(shared), fence.cloned());
+        let write = tokio::spawn(async move {
+            store
                 .record_plan(now, &messages, &looks, fence.as_ref())
                 .await
-            {
-                Ok(recorded) => self.tally.lock().await.add(store.as_ref(), recorded).await,
-                Err(e) => {
-                    self.waiting.lock().await.close();
-                    return Err(e);
-                }
-            }
-        }
+        });
+        Some(Box::pin(async move { joined(write.await) }))
     }
 }
 
-/// A writer task, ended: its result, or its panic carried on (as if it
-/// had run in place); cancelled only when the runtime shuts down.
-fn joined(ended: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
+/// A page write's task, ended: its result, or its panic carried on (as if
+/// it had run in place); cancelled only when the runtime shuts down.
+fn joined(
+    ended: Result<Result<u64, StoreError>, tokio::task::JoinError>,
+) -> Result<u64, StoreError> {
     match ended {
-        Ok(done) => done,
+        Ok(recorded) => recorded,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(StoreError::Unsupported(format!(
-            "decisions were not written: {e}"
+            "a page of decisions was not written: {e}"
         ))),
     }
 }
