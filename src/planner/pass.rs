@@ -155,7 +155,8 @@ pub async fn tick(
     Ok(report)
 }
 
-/// A page's decisions being written: how many messages it recorded.
+/// Decided pages (one, or several merged) being written: how many
+/// messages they recorded.
 type PageWrite<'a> = InFlight<'a, Result<u64, StoreError>>;
 
 /// The most pages of decisions merged into one write while every write

@@ -11,17 +11,28 @@ use super::StoreError;
 /// Bound parameters per `IN (…)` list; well under SQLite's limit.
 pub(super) const IN_CHUNK: usize = 500;
 
-/// A chunk of keys for one `IN (…)` list, padded with its last key to a
-/// power of two (at most `IN_CHUNK`): a duplicate changes nothing in a
-/// list, and the texts are then a few, each prepared once and kept by the
-/// statement cache, where a list of the exact length was a new statement
-/// to parse and plan at almost every call.
-pub(super) fn padded<'a>(chunk: &[Arg<'a>]) -> Vec<Arg<'a>> {
-    let mut keys = chunk.to_vec();
-    if let Some(last) = chunk.last() {
-        keys.resize(chunk.len().next_power_of_two().min(IN_CHUNK), last.clone());
-    }
-    keys
+/// The statements of a key-list read on SQLite: `text` (one `{}` where the
+/// placeholder list goes) for each chunk of `IN_CHUNK` keys, with its
+/// values, `after` bound after the keys. A chunk is padded with its last
+/// key to a power of two (at most `IN_CHUNK`): a duplicate changes nothing
+/// in a list, and the texts are then a few, each prepared once and kept by
+/// the statement cache, where a list of the exact length was a new
+/// statement to parse and plan at almost every call. Both SQLite
+/// connections (the pool's, `sqlite_direct`'s) read lists through it.
+pub(super) fn in_statements<'a>(
+    text: &'a str,
+    keys: &'a [Arg<'a>],
+    after: &'a [Arg<'a>],
+) -> impl Iterator<Item = (String, Vec<Arg<'a>>)> + 'a {
+    keys.chunks(IN_CHUNK).map(move |chunk| {
+        let mut args = chunk.to_vec();
+        if let Some(last) = chunk.last() {
+            args.resize(chunk.len().next_power_of_two().min(IN_CHUNK), last.clone());
+        }
+        let text = text.replace("{}", &vec!["?"; args.len()].join(","));
+        args.extend(after.iter().cloned());
+        (text, args)
+    })
 }
 
 fn bind<'q>(
@@ -75,8 +86,7 @@ impl Conn for SqliteConnection {
     }
 }
 
-/// The rows of `text` (one `{}` where the placeholder list goes) for every
-/// key, `IN_CHUNK` keys to a statement, each with `after` bound after them.
+/// The rows of `text` for every key (`in_statements`).
 async fn select_in(
     conn: &mut SqliteConnection,
     text: &str,
@@ -84,10 +94,7 @@ async fn select_in(
     after: &[Arg<'_>],
 ) -> Result<Vec<SqliteRow>, StoreError> {
     let mut out = Vec::new();
-    for chunk in keys.chunks(IN_CHUNK) {
-        let mut args = padded(chunk);
-        let q = text.replace("{}", &vec!["?"; args.len()].join(","));
-        args.extend(after.iter().cloned());
+    for (q, args) in in_statements(text, keys, after) {
         out.extend(bind(sqlx::query(&q), &args).fetch_all(&mut *conn).await?);
     }
     Ok(out)

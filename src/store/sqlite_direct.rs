@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::backend::{Arg, Col, Conn, DbRow, Value};
-use super::sqlite_conn::{padded, IN_CHUNK};
+use super::sqlite_conn::in_statements;
 use super::{StoreConfig, StoreError};
 
 /// Prepared statements kept, least recently used dropped first: the hot
@@ -211,10 +211,7 @@ impl Direct {
         after: &[Arg<'_>],
     ) -> Result<Vec<DirectRow>, StoreError> {
         let mut out = Vec::new();
-        for chunk in keys.chunks(IN_CHUNK) {
-            let mut args = padded(chunk);
-            let text = text.replace("{}", &vec!["?"; args.len()].join(","));
-            args.extend(after.iter().cloned());
+        for (text, args) in in_statements(text, keys, after) {
             out.extend(self.run(&text, &args)?.0);
         }
         Ok(out)
