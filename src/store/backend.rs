@@ -273,6 +273,22 @@ pub(super) async fn insert_rows<C: Conn>(
     tail: &str,
     args: &[Arg<'_>],
 ) -> Result<Vec<C::Row>, StoreError> {
+    let text = format!("{head} VALUES {{}} {tail}");
+    values_rows(conn, &text, row, args, &[]).await
+}
+
+/// Runs `text` over rows of values in the statement sizes `insert_rows`
+/// uses: its `{}` becomes the list of `row`s, `args` are every row's values
+/// in order and `trailing` are bound after each statement's rows (a
+/// `WITH v(…) AS (VALUES {}) UPDATE …` with the values the rows share).
+/// Returns what the statements return.
+pub(super) async fn values_rows<C: Conn>(
+    conn: &mut C,
+    text: &str,
+    row: &str,
+    args: &[Arg<'_>],
+    trailing: &[Arg<'_>],
+) -> Result<Vec<C::Row>, StoreError> {
     let width = row.matches('?').count().max(1);
     let mut out = Vec::new();
     let mut rest = args;
@@ -280,10 +296,11 @@ pub(super) async fn insert_rows<C: Conn>(
         let rows = statement_rows(rest.len() / width, ROWS_PER_INSERT);
         let (chunk, after) = rest.split_at((rows * width).min(rest.len()));
         let list = vec![row; rows].join(", ");
-        out.extend(
-            conn.fetch(&format!("{head} VALUES {list} {tail}"), chunk)
-                .await?,
-        );
+        let bound: std::borrow::Cow<[Arg]> = match trailing.is_empty() {
+            true => chunk.into(),
+            false => [chunk, trailing].concat().into(),
+        };
+        out.extend(conn.fetch(&text.replacen("{}", &list, 1), &bound).await?);
         rest = after;
     }
     Ok(out)
@@ -431,5 +448,50 @@ mod tests {
             sizes.into_iter().collect::<Vec<_>>(),
             [1, 2, 4, 8, 16, 32, 64, 128, 200]
         );
+    }
+
+    #[tokio::test]
+    async fn rows_of_values_bind_their_shared_values_after_each_statement() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", &[])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = (1..=300).collect();
+        let rows: Vec<Arg> = ids.iter().map(|&i| Arg::Int(i)).collect();
+        insert_rows(&mut conn, "INSERT INTO t (id)", "(?)", "", &rows)
+            .await
+            .unwrap();
+        // 137 rows go as 128, 8 and 1, each statement with the shared
+        // value bound after its own rows.
+        let names: Vec<String> = (1..=137).map(|i| format!("n{i}")).collect();
+        let args: Vec<Arg> = names
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| [Arg::Int(2 * i as i64 + 1), Arg::Text(n)])
+            .collect();
+        let updated = values_rows(
+            &mut conn,
+            "WITH v(id, name) AS (VALUES {}) UPDATE t SET v = v.name || ? FROM v WHERE t.id = v.id RETURNING t.id",
+            "(?, ?)",
+            &args,
+            &[Arg::Text("!")],
+        )
+        .await
+        .unwrap();
+        let mut updated: Vec<i64> = updated.iter().map(|r| r.get::<i64>(0)).collect();
+        updated.sort_unstable();
+        assert_eq!(updated, (0..137).map(|i| 2 * i + 1).collect::<Vec<i64>>());
+        let all = conn
+            .fetch("SELECT id, v FROM t WHERE v IS NOT NULL ORDER BY id", &[])
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 137);
+        for (i, row) in all.iter().enumerate() {
+            assert_eq!(row.get::<i64>(0), 2 * i as i64 + 1);
+            assert_eq!(row.get::<String>(1), format!("n{}!", i + 1));
+        }
     }
 }

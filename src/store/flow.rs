@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::backend::{insert_rows, Arg, Conn, DbRow};
+use super::backend::{insert_rows, values_rows, Arg, Conn, DbRow};
 use super::codec::{channel, date, state};
 use super::{
     from_millis, to_millis, ClaimLease, ClaimView, ContactView, HoldView, LoanRow, MessageState,
@@ -373,37 +373,38 @@ pub(super) async fn claim_rows<C: Conn>(
         }
         out.push((view, verdict));
     }
-    // The sends in one statement per 200: `sending` under the lease.
-    let mut applied: HashSet<i64> = HashSet::new();
-    for chunk in sends.chunks(200) {
-        let text = format!(
-            "WITH v(id, attempt, reason, from_state) AS (VALUES {})
-             UPDATE messages SET attempt_id = v.attempt, attempts = attempts + 1, claimed_by = ?, lease_until = ?,
-                    state = 'sending', reason = v.reason, updated_at = ?
-               FROM v WHERE messages.id = v.id AND messages.state = v.from_state RETURNING messages.id",
-            vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
-        );
-        let mut args = Vec::with_capacity(4 * chunk.len() + 3);
-        for send in chunk {
-            args.extend([
+    // The sends in statements of up to 200 (`values_rows`'s fixed sizes):
+    // `sending` under the lease.
+    let args: Vec<Arg> = sends
+        .iter()
+        .flat_map(|send| {
+            [
                 Arg::Int(send.id),
                 Arg::Text(&send.attempt),
                 Arg::Text(&send.reason),
                 Arg::Text(send.from),
-            ]);
-        }
-        args.extend([
+            ]
+        })
+        .collect();
+    let applied: HashSet<i64> = values_rows(
+        conn,
+        "WITH v(id, attempt, reason, from_state) AS (VALUES {})
+         UPDATE messages SET attempt_id = v.attempt, attempts = attempts + 1, claimed_by = ?, lease_until = ?,
+                state = 'sending', reason = v.reason, updated_at = ?
+           FROM v WHERE messages.id = v.id AND messages.state = v.from_state RETURNING messages.id",
+        "(?, ?, ?, ?)",
+        &args,
+        &[
             Arg::Text(&lease.holder),
             Arg::Int(to_millis(lease.until)),
             Arg::Int(now_ms),
-        ]);
-        applied.extend(
-            conn.fetch(&text, &args)
-                .await?
-                .iter()
-                .map(|r| r.get::<i64>(0)),
-        );
-    }
+        ],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get::<i64>(0))
+    .collect();
+    drop(args);
     let mut dropped = HashSet::new();
     for send in sends {
         if applied.contains(&send.id) {
