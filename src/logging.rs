@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 
 use serde::Deserialize;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 /// Log verbosity. The output format is a property of the run (`--log-format`).
@@ -47,17 +48,28 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the
 /// configured filter (handy for a one-off debug run). Safe to call twice:
 /// the second call is ignored (tests build several apps in one process).
-pub fn init(format: LogFormat, filter: &str) {
+///
+/// Lines go to stderr from a thread of their own, written in batches: a
+/// daemon sending thousands of messages a second logs a line for each, and
+/// a write to stderr for every line took 6% of the sending loop's CPU
+/// (BENCHMARKS.md, point 18). Nothing is dropped (a full queue makes the
+/// logging thread wait). Keep the guard until the command ends: dropping it
+/// writes out what is queued.
+pub fn init(format: LogFormat, filter: &str) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("duebell-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
     };
+    installed.ok().map(|()| guard)
 }

@@ -388,7 +388,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             .await
         }
         Command::Import { paths, no_progress } => {
-            logging::init(cli.log_format, &loaded.config.log.filter);
+            let _log = logging::init(cli.log_format, &loaded.config.log.filter);
             import(loaded, paths, *no_progress).await
         }
         Command::Plan {
@@ -397,7 +397,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             format,
         } => plan(&loaded.config, at.as_deref(), borrower.as_deref(), *format).await,
         Command::Simulate(args) => {
-            logging::init(cli.log_format, "warn");
+            let _log = logging::init(cli.log_format, "warn");
             crate::simulate::run(&loaded.config, args).await
         }
         Command::Status => status(&loaded.config).await,
@@ -432,7 +432,7 @@ pub async fn execute(cli: Cli) -> ExitStatus {
             .await
         }
         Command::Run { once } => {
-            logging::init(cli.log_format, &loaded.config.log.filter);
+            let _log = logging::init(cli.log_format, &loaded.config.log.filter);
             run(loaded, *once).await
         }
     }

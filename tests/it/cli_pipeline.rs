@@ -265,6 +265,31 @@ fn a_bad_events_file_is_refused_with_line_and_field() {
     );
 }
 
+/// Log lines are written from a thread of their own, in batches; every
+/// line queued is written before the command exits: one `sent` line per
+/// message sent, then the cycle's summary, last.
+#[test]
+fn run_once_writes_every_log_line_before_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(dir.path());
+    let (code, _, stderr) =
+        run(duebell(&["run", "--once", "--log-format", "json"]).envs(env.clone()));
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.last().expect("no log line");
+    assert_eq!(last["message"], "cycle done", "{stderr}");
+    let sent = lines.iter().filter(|l| l["message"] == "sent").count();
+    assert!(sent > 0, "{stderr}");
+    assert_eq!(last["sent"], sent, "{stderr}");
+    let (code, listed, stderr) =
+        run(duebell(&["messages", "--state", "sent", "--limit", "100000"]).envs(env));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(listed.lines().skip(1).count(), sent, "{listed}");
+}
+
 #[test]
 fn audit_exports_each_attempt_with_masked_address_local_time_window_caps_and_outcome() {
     let dir = tempfile::tempdir().unwrap();
