@@ -34,6 +34,25 @@ fn check_names_file_line_and_key_of_each_problem() {
     }
 }
 
+/// A webhook's `url` is parsed once, when the config is read, so one that
+/// is not an http(s) URL is a problem `check` names, not a failure at
+/// every send.
+#[test]
+fn a_webhook_url_that_is_not_an_http_url_is_named_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_config(
+        dir.path(),
+        "[[providers]]\nname = \"gw\"\nkind = \"webhook\"\nurl = \"gateway.example/send\"\nsecret = \"webhook-secret-0123456789\"\n\n\
+         [routing]\nsms = [\"gw\"]\nemail = [\"gw\"]\n",
+    );
+    let (code, _, stderr) = run(duebell(&["check", "--config", config.to_str().unwrap()]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("providers[0].url: `gateway.example/send` is not an http(s) URL"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn config_path_comes_from_duebell_config_when_no_flag_is_given() {
     let dir = tempfile::tempdir().unwrap();
