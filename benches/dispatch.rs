@@ -215,14 +215,21 @@ fn main() {
         .build()
         .unwrap();
     let at: DateTime<Utc> = "2026-12-10T03:00:00Z".parse().unwrap();
-    // `cargo bench --bench dispatch -- fidelity` runs only the rate table.
+    // `cargo bench --bench dispatch -- fidelity` runs only the rate table,
+    // `-- throughput` only the first (with `-- throughput 16` only its rows
+    // at that concurrency).
     let only_fidelity = std::env::args().any(|a| a == "fidelity");
+    let only_throughput = std::env::args().any(|a| a == "throughput");
+    let width: Option<u32> = std::env::args().filter_map(|a| a.parse().ok()).next();
     rt.block_on(async {
         if !only_fidelity {
         println!("## Throughput to a loopback HTTP sink, no rate limit\n");
         println!("| messages | concurrency | store sync | sent | `run --once` wall | sending (first to last at the sink) | duebell msg/s | raw reqwest msg/s (16 in flight) | ratio |");
         println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
         for (n, c, sync) in [(20000, 16, "full"), (20000, 16, "normal"), (20000, 64, "normal")] {
+            if width.is_some_and(|w| w != c) {
+                continue;
+            }
             let (url, stamps) = sink().await;
             let raw = raw_reqwest(&url, n, 16).await;
             stamps.lock().unwrap().clear();
@@ -240,6 +247,9 @@ fn main() {
                 span.as_secs_f64(),
                 rate / raw
             );
+        }
+        if only_throughput {
+            return;
         }
         }
         println!("\n## Rate-limit fidelity\n");
