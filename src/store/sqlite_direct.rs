@@ -57,10 +57,18 @@ impl Writer {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
         let synchronous = config.synchronous.pragma();
-        // As the pool's connections (`SqliteStore::open`); the busy wait is
-        // this module's own, so SQLite's is off.
+        // As the pool's connections (`SqliteStore::open`), but: the busy
+        // wait is this module's own, so SQLite's is off; and foreign keys
+        // are not checked. This connection writes only a planning pass's
+        // decisions and the sending loop's claims and outcomes: rows of
+        // `messages`, `message_loans`, `message_events` and `contact_log`
+        // whose parents were read (by the planner) or written (by the same
+        // transaction), and nothing deletes a borrower, loan, contact point
+        // or message. PostgreSQL
+        // declares no foreign keys on those tables (its migration 0009);
+        // here the checks were five parent look-ups a planned message.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF;
              PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0;"
         ))?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
