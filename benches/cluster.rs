@@ -1,6 +1,8 @@
 //! Several `duebell run` processes (the release binary) on one PostgreSQL
 //! database: throughput to a loopback HTTP sink with no rate limit, for one,
-//! two and three instances. Not a test; prints figures for BENCHMARKS.md.
+//! two and three instances, next to reqwest alone (16 in flight) posting to
+//! a sink of the same kind in the same run. Not a test; prints figures for
+//! BENCHMARKS.md.
 //!
 //!     cargo bench --bench cluster [-- MESSAGES]
 //!
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{pg_schema, sink, PG_BASE};
+use support::{pg_schema, raw_reqwest, sink, PG_BASE};
 
 /// The shipped config, on `url`, one step (`due`, SMS), open all day, no
 /// caps, one webhook provider with no rate limit.
@@ -68,7 +70,7 @@ fn book(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     path
 }
 
-async fn run(instances: usize, messages: usize) {
+async fn run(instances: usize, messages: usize, raw: f64) {
     let (sink_url, stamps) = sink().await;
     let dir = tempfile::tempdir().unwrap();
     let name = format!("duebell_bench_{}", std::process::id());
@@ -116,10 +118,11 @@ async fn run(instances: usize, messages: usize) {
     let last = *stamps.iter().max().unwrap();
     let sending = last.duration_since(first);
     println!(
-        "{instances} instance(s): {messages} messages in {:.1} s from start ({:.1} s sending): {:.0} msgs/s",
+        "{instances} instance(s): {messages} messages in {:.1} s from start ({:.1} s sending): {:.0} msgs/s ({:.2} of raw reqwest)",
         wall.as_secs_f64(),
         sending.as_secs_f64(),
-        messages as f64 / sending.as_secs_f64()
+        messages as f64 / sending.as_secs_f64(),
+        messages as f64 / sending.as_secs_f64() / raw
     );
     pg_schema(&name, false).await;
 }
@@ -131,8 +134,11 @@ fn main() {
         .unwrap_or(20_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        let (url, _) = sink().await;
+        let raw = raw_reqwest(&url, messages, 16).await;
+        println!("raw reqwest, 16 in flight: {raw:.0} requests/s");
         for instances in 1..=3 {
-            run(instances, messages).await;
+            run(instances, messages, raw).await;
         }
     });
 }

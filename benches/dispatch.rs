@@ -16,7 +16,7 @@ use duebell::engine::Engine;
 
 mod support;
 
-use support::sink;
+use support::{raw_reqwest, sink};
 
 fn config(
     dir: &std::path::Path,
@@ -156,43 +156,6 @@ fn run_once_with(url: &str, n: usize, concurrency: u32, sync: &str) -> (usize, D
     )
     .unwrap();
     support::timed_run_once(&d.join("duebell.toml"), &d.join("book.csv"))
-}
-
-/// The baseline: reqwest alone posting `n` JSON bodies of an SMS's size to
-/// `url`, `width` in flight; returns requests per second.
-async fn raw_reqwest(url: &str, n: usize, width: usize) -> f64 {
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({
-        "message_id": 1, "channel": "sms", "to": "+8613800000000",
-        "body": "【某某贷】您好，您的借款本期应还 100.00 元，今天到期。如已还款请忽略。回复TD退订",
-        "template": "due_today", "step": "due", "borrower_id": "B1", "loan_ids": ["L1"],
-    })
-    .to_string();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..width {
-        let (client, url, body, next) =
-            (client.clone(), url.to_owned(), body.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn max_in_window(stamps: &[Instant], window: Duration) -> usize {
