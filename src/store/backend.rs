@@ -274,7 +274,7 @@ pub(super) async fn insert_rows<C: Conn>(
     args: &[Arg<'_>],
 ) -> Result<Vec<C::Row>, StoreError> {
     let text = format!("{head} VALUES {{}} {tail}");
-    values_rows(conn, &text, row, args, &[]).await
+    values_rows(conn, &text, row, args, &[], false).await
 }
 
 /// Runs `text` over rows of values in the statement sizes `insert_rows`
@@ -282,28 +282,66 @@ pub(super) async fn insert_rows<C: Conn>(
 /// in order and `trailing` are bound after each statement's rows (a
 /// `WITH v(…) AS (VALUES {}) UPDATE …` with the values the rows share).
 /// Returns what the statements return.
+///
+/// With `pad`, the last statement is filled up to the next of the fixed
+/// sizes by rows of NULLs, so a batch of 27 rows is one statement of 32,
+/// not four (on PostgreSQL each is a round trip). Each NULL is typed as
+/// the first row's value in its place (PostgreSQL needs one type a
+/// column). Only for texts where a row of NULLs does nothing: an update
+/// joined on the row's first value (`= NULL` matches no row), or
+/// `padded_insert`'s filter. A row with a blob is not padded.
 pub(super) async fn values_rows<C: Conn>(
     conn: &mut C,
     text: &str,
     row: &str,
     args: &[Arg<'_>],
     trailing: &[Arg<'_>],
+    pad: bool,
 ) -> Result<Vec<C::Row>, StoreError> {
     let width = row.matches('?').count().max(1);
+    let nulls: Option<Vec<Arg>> = args.get(..width).filter(|_| pad).and_then(|first| {
+        first
+            .iter()
+            .map(|a| match a {
+                Arg::Int(_) | Arg::OptInt(_) => Some(Arg::OptInt(None)),
+                Arg::Text(_) | Arg::OptText(_) | Arg::Owned(_) => Some(Arg::OptText(None)),
+                Arg::Bytes(_) => None,
+            })
+            .collect()
+    });
     let mut out = Vec::new();
     let mut rest = args;
     while !rest.is_empty() {
-        let rows = statement_rows(rest.len() / width, ROWS_PER_INSERT);
-        let (chunk, after) = rest.split_at((rows * width).min(rest.len()));
-        let list = vec![row; rows].join(", ");
-        let bound: std::borrow::Cow<[Arg]> = match trailing.is_empty() {
-            true => chunk.into(),
-            false => [chunk, trailing].concat().into(),
+        let left = rest.len() / width;
+        let rows = match nulls {
+            Some(_) => left.next_power_of_two().min(ROWS_PER_INSERT),
+            None => statement_rows(left, ROWS_PER_INSERT),
         };
+        let (chunk, after) = rest.split_at((rows * width).min(rest.len()));
+        let mut bound: Vec<Arg> = Vec::with_capacity(rows * width + trailing.len());
+        bound.extend_from_slice(chunk);
+        for _ in chunk.len() / width..rows {
+            bound.extend_from_slice(nulls.as_deref().unwrap_or_default());
+        }
+        bound.extend_from_slice(trailing);
+        let list = vec![row; rows].join(", ");
         out.extend(conn.fetch(&text.replacen("{}", &list, 1), &bound).await?);
         rest = after;
     }
     Ok(out)
+}
+
+/// `insert_rows` in `values_rows`'s padded statements, the rows of NULLs left out
+/// by a filter on the first column, which must not be NULL in a real row.
+pub(super) async fn padded_insert<C: Conn>(
+    conn: &mut C,
+    head: &str,
+    row: &str,
+    args: &[Arg<'_>],
+) -> Result<(), StoreError> {
+    let text = format!("{head} SELECT * FROM (VALUES {{}}) AS v WHERE column1 IS NOT NULL");
+    values_rows(conn, &text, row, args, &[], true).await?;
+    Ok(())
 }
 
 /// The rows of the next multi-row statement with `left` rows to go:
@@ -451,6 +489,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn padded_statements_change_only_the_real_rows() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        conn.execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)",
+            &[],
+        )
+        .await
+        .unwrap();
+        // 227 rows: 200, then 27 in a statement of 32 with five rows of NULLs.
+        let names: Vec<String> = (1..=227).map(|i| format!("r{i}")).collect();
+        let rows: Vec<Arg> = names
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| [Arg::Int(2 * i as i64 + 1), Arg::Text(n), Arg::OptInt(None)])
+            .collect();
+        padded_insert(&mut conn, "INSERT INTO t (id, v, n)", "(?, ?, ?)", &rows)
+            .await
+            .unwrap();
+        let count = conn
+            .fetch("SELECT COUNT(*), MAX(id) FROM t", &[])
+            .await
+            .unwrap();
+        assert_eq!((count[0].get::<i64>(0), count[0].get::<i64>(1)), (227, 453));
+        // Three rows updated, padded to four; the shared value after them.
+        let args: Vec<Arg> = [1, 5, 9]
+            .iter()
+            .flat_map(|&id| [Arg::Int(id), Arg::Int(10 * id)])
+            .collect();
+        let updated = values_rows(
+            &mut conn,
+            "WITH v(id, n) AS (VALUES {}) UPDATE t SET n = v.n + ? FROM v WHERE t.id = v.id RETURNING t.id",
+            "(?, ?)",
+            &args,
+            &[Arg::Int(1)],
+            true,
+        )
+        .await
+        .unwrap();
+        let mut updated: Vec<i64> = updated.iter().map(|r| r.get::<i64>(0)).collect();
+        updated.sort_unstable();
+        assert_eq!(updated, [1, 5, 9]);
+        let changed = conn
+            .fetch("SELECT id, n FROM t WHERE n IS NOT NULL ORDER BY id", &[])
+            .await
+            .unwrap();
+        let changed: Vec<(i64, i64)> = changed.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(changed, [(1, 11), (5, 51), (9, 91)]);
+    }
+
+    #[tokio::test]
     async fn rows_of_values_bind_their_shared_values_after_each_statement() {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
@@ -478,6 +569,7 @@ mod tests {
             "(?, ?)",
             &args,
             &[Arg::Text("!")],
+            false,
         )
         .await
         .unwrap();

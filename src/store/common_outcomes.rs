@@ -241,9 +241,9 @@ pub(super) async fn finish_and_claim_in<B: Backend, C: Conn>(
             }
         }
     }
-    // In the fixed statement sizes of `values_rows`, each text prepared
-    // once: a text for each group's exact size was parsed and planned at
-    // almost every transaction.
+    // In `values_rows`'s padded statements (one for up to 200 rows),
+    // each text prepared once: a text for each group's exact size was
+    // parsed and planned at almost every transaction.
     let mut args: Vec<Arg> = Vec::with_capacity(7 * sent.len());
     for (id, provider, provider_ref, version, subject, body, reason) in &sent {
         args.extend([
@@ -266,6 +266,7 @@ pub(super) async fn finish_and_claim_in<B: Backend, C: Conn>(
         "(?, ?, ?, ?, ?, ?, ?)",
         &args,
         &[Arg::Int(now_ms)],
+        true,
     )
     .await?;
     // Then the next batch, after the outcomes (a failed send un-logs

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::backend::{insert_rows, values_rows, Arg, Conn, DbRow};
+use super::backend::{padded_insert, values_rows, Arg, Conn, DbRow};
 use super::codec::{channel, date, state};
 use super::{
     from_millis, to_millis, ClaimLease, ClaimView, ContactView, HoldView, LoanRow, MessageState,
@@ -373,7 +373,7 @@ pub(super) async fn claim_rows<C: Conn>(
         }
         out.push((view, verdict));
     }
-    // The sends in statements of up to 200 (`values_rows`'s fixed sizes):
+    // The sends in statements of up to 200 (`values_rows`, padded):
     // `sending` under the lease.
     let args: Vec<Arg> = sends
         .iter()
@@ -399,6 +399,7 @@ pub(super) async fn claim_rows<C: Conn>(
             Arg::Int(to_millis(lease.until)),
             Arg::Int(now_ms),
         ],
+        true,
     )
     .await?
     .iter()
@@ -465,7 +466,7 @@ impl BatchRows {
             })
             .collect();
         let head = "INSERT INTO message_events (message_id, at, from_state, to_state, reason)";
-        insert_rows(conn, head, "(?, ?, ?, ?, ?)", "", &events).await?;
+        padded_insert(conn, head, "(?, ?, ?, ?, ?)", &events).await?;
         let contacts: Vec<Arg> = self
             .contacts
             .iter()
@@ -481,7 +482,7 @@ impl BatchRows {
             .collect();
         let head =
             "INSERT INTO contact_log (message_id, borrower_id, contact_point_id, channel, at)";
-        insert_rows(conn, head, "(?, ?, ?, ?, ?)", "", &contacts).await?;
+        padded_insert(conn, head, "(?, ?, ?, ?, ?)", &contacts).await?;
         Ok(())
     }
 }
