@@ -331,8 +331,9 @@ pub(super) async fn values_rows<C: Conn>(
     Ok(out)
 }
 
-/// `insert_rows` in `values_rows`'s padded statements, the rows of NULLs left out
-/// by a filter on the first column, which must not be NULL in a real row.
+/// `insert_rows` in `values_rows`'s padded statements, the rows of NULLs
+/// left out by a filter on the first column, which must not be NULL in a
+/// real row.
 pub(super) async fn padded_insert<C: Conn>(
     conn: &mut C,
     head: &str,
@@ -488,18 +489,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn padded_statements_change_only_the_real_rows() {
+    /// An in-memory SQLite database with the table `create` makes.
+    async fn memory_table(create: &str) -> sqlx::SqliteConnection {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
             .await
             .unwrap();
-        conn.execute(
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)",
-            &[],
-        )
-        .await
-        .unwrap();
+        conn.execute(create, &[]).await.unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn padded_statements_change_only_the_real_rows() {
+        let mut conn =
+            memory_table("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)").await;
         // 227 rows: 200, then 27 in a statement of 32 with five rows of NULLs.
         let names: Vec<String> = (1..=227).map(|i| format!("r{i}")).collect();
         let rows: Vec<Arg> = names
@@ -543,13 +546,7 @@ mod tests {
 
     #[tokio::test]
     async fn rows_of_values_bind_their_shared_values_after_each_statement() {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .unwrap();
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", &[])
-            .await
-            .unwrap();
+        let mut conn = memory_table("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)").await;
         let ids: Vec<i64> = (1..=300).collect();
         let rows: Vec<Arg> = ids.iter().map(|&i| Arg::Int(i)).collect();
         insert_rows(&mut conn, "INSERT INTO t (id)", "(?)", "", &rows)

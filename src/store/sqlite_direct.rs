@@ -64,9 +64,9 @@ impl Writer {
         // `messages`, `message_loans`, `message_events` and `contact_log`
         // whose parents were read (by the planner) or written (by the same
         // transaction), and nothing deletes a borrower, loan, contact point
-        // or message. PostgreSQL
-        // declares no foreign keys on those tables (its migration 0009);
-        // here the checks were five parent look-ups a planned message.
+        // or message. PostgreSQL declares no foreign keys on those tables
+        // (its migration 0009); here the checks were five parent look-ups
+        // a planned message.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF;
              PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0;"
