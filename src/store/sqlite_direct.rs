@@ -8,16 +8,18 @@
 //! claim transaction of thirteen statements cost about thirty thread
 //! wake-ups, most of the sending loop's CPU (BENCHMARKS.md, point 13).
 //! Here a transaction's statements run where its code runs, and only the
-//! commit (the fsync at `synchronous = FULL`, and the WAL checkpoint that
-//! may follow) goes to the blocking pool; at `OFF` nothing waits for the
-//! disk and it runs in place too. The write lock is taken up front
-//! (`BEGIN IMMEDIATE`) without blocking the runtime: while another
-//! connection holds it the task sleeps and tries again, up to the store's
-//! busy timeout, then fails as contention, as sqlx's connections do.
+//! commit (the fsync at `synchronous = FULL`) goes to the blocking pool; at
+//! `NORMAL` and `OFF` nothing waits for the disk and it runs in place too.
+//! The WAL is checkpointed by a third connection on the blocking pool after
+//! commits (`Checkpoints`), not by the committing one. The write lock is
+//! taken up front (`BEGIN IMMEDIATE`) without blocking the runtime: while
+//! another connection holds it the task sleeps and tries again, up to the
+//! store's busy timeout, then fails as contention, as sqlx's connections do.
 
 use std::borrow::Cow;
 use std::future::{ready, Future};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,9 +48,61 @@ pub(super) struct Writer {
     conn: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     busy_timeout: Duration,
-    /// Whether a commit waits for the disk (`synchronous = FULL`, or
-    /// NORMAL's checkpoints); with `OFF` it never does and runs in place.
+    /// Whether a commit waits for the disk: at `synchronous = FULL` it
+    /// syncs the log. At `NORMAL` (in WAL mode) and `OFF` it never does, now
+    /// that it never checkpoints, and runs in place.
     commit_waits: bool,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// The WAL's checkpoints, on a connection of their own. By SQLite's default
+/// the commit that takes the log past 1,000 pages copies them all into the
+/// database file, and syncs both files but at `OFF`, before it returns: on
+/// the write connection, so the next transaction waited for it.
+/// That was 10% of the write connection's time in the planner's first pass
+/// over a large book (BENCHMARKS.md, point 21). The write connection now
+/// never checkpoints (`wal_autocheckpoint = 0`); each of its commits starts
+/// a passive checkpoint here, on the blocking pool, unless one is running.
+/// A passive checkpoint never waits for a lock and never makes a writer or
+/// reader wait: it copies what no reader still needs, and the next write
+/// transaction after a complete one starts the log from its beginning.
+/// (Commits on the pool's connections still checkpoint as SQLite does.)
+pub(super) struct Checkpoints {
+    conn: std::sync::Mutex<Connection>,
+    running: AtomicBool,
+}
+
+impl Checkpoints {
+    /// A passive checkpoint on the blocking pool, unless one is running
+    /// (that one, or the one after the next commit, copies these pages).
+    fn start(self: &Arc<Self>) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let done = match this.conn.lock() {
+                Ok(conn) => conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .map_err(|e| e.to_string()),
+                Err(_) => Err("a checkpoint panicked".to_owned()),
+            };
+            // Not an error for the write that started it: that is
+            // committed, and the next commit tries again.
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not checkpoint the SQLite log");
+            }
+            this.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// Waits until no checkpoint is running.
+    #[cfg(test)]
+    async fn settled(&self) {
+        while self.running.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl Writer {
@@ -67,9 +121,20 @@ impl Writer {
         // or message. PostgreSQL declares no foreign keys on those tables
         // (its migration 0009); here the checks were five parent look-ups
         // a planned message.
+        //
+        // Its checkpoints run on a connection of their own (`Checkpoints`).
+        // Statement journals (a multi-row statement's copy of the pages it
+        // changes, to undo it alone) are kept in memory, not spilled to a
+        // temporary file past 64 KiB: a page of decisions wrote several
+        // megabytes of them through `pwrite` at each statement.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF;
-             PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0;"
+             PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA temp_store = MEMORY;"
+        ))?;
+        let checkpointer = Connection::open_with_flags(path, flags)?;
+        checkpointer.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 0; PRAGMA cache_size = -512;"
         ))?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         // WAL: its statements read the last commit and never wait for the
@@ -84,7 +149,11 @@ impl Writer {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             busy_timeout: config.busy_timeout.get(),
-            commit_waits: config.synchronous != crate::store::Synchronous::Off,
+            commit_waits: config.synchronous == crate::store::Synchronous::Full,
+            checkpoints: Arc::new(Checkpoints {
+                conn: std::sync::Mutex::new(checkpointer),
+                running: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -94,6 +163,7 @@ impl Writer {
         Direct {
             conn: Some(self.reader.clone().lock_owned().await),
             commit_waits: self.commit_waits,
+            checkpoints: None,
         }
     }
 
@@ -113,6 +183,7 @@ impl Writer {
                     return Ok(Direct {
                         conn: Some(conn),
                         commit_waits: self.commit_waits,
+                        checkpoints: Some(self.checkpoints.clone()),
                     })
                 }
                 Err(e) if is_busy(&e) && started.elapsed() < self.busy_timeout => {
@@ -136,6 +207,8 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 pub(super) struct Direct {
     conn: Option<OwnedMutexGuard<Connection>>,
     commit_waits: bool,
+    /// The write connection's: started after each commit.
+    checkpoints: Option<Arc<Checkpoints>>,
 }
 
 impl Direct {
@@ -144,8 +217,17 @@ impl Direct {
     }
 
     /// Commits: on the blocking pool when the commit waits for the disk
-    /// (the fsync and any checkpoint), else in place.
+    /// (the fsync), else in place; then starts a checkpoint.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        let checkpoints = self.checkpoints.take();
+        self.commit_only().await?;
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.start();
+        }
+        Ok(())
+    }
+
+    async fn commit_only(&mut self) -> Result<(), StoreError> {
         let conn = self.conn.take().expect("a transaction in progress");
         let commit = move || {
             let done = conn.execute_batch("COMMIT");
@@ -402,5 +484,48 @@ impl From<rusqlite::Error> for StoreError {
             code,
             message: e.to_string(),
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The write connection's commits leave the log to `Checkpoints`, which
+    /// copies it into the database after each: the log is reused from its
+    /// start and stays about one transaction long. Before, the write
+    /// connection checkpointed only past 1,000 pages (4 MiB), itself.
+    #[tokio::test]
+    async fn the_log_is_checkpointed_after_each_commit_off_the_write_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);",
+            )
+            .unwrap();
+        let writer = Writer::open(&path, &StoreConfig::default()).unwrap();
+        let row = Arg::Bytes(&[7u8; 1000]);
+        for _ in 0..100 {
+            let mut tx = writer.begin().await.unwrap();
+            for _ in 0..50 {
+                tx.execute("INSERT INTO t (b) VALUES (?)", std::slice::from_ref(&row))
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            writer.checkpoints.settled().await;
+        }
+        let log = std::fs::metadata(path.with_extension("db-wal"))
+            .unwrap()
+            .len();
+        // A transaction here is about 14 pages of 4 KiB; 100 of them
+        // unchecked would be 5.7 MB.
+        assert!(log < 512 * 1024, "the log grew to {log} bytes");
+        let count: i64 = setup
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 5000);
     }
 }
