@@ -43,7 +43,8 @@ const BUSY_STEP: Duration = Duration::from_millis(20);
 /// The write connection; one transaction at a time. With it, a second
 /// connection that only reads (a planning pass's pages), so a page is read
 /// and decided while the page before it is written (on another thread:
-/// `planner::tick` runs each write as a task of its own).
+/// `planner::tick` runs each write as a task of its own); and a third that
+/// checkpoints the log after the write connection's commits.
 pub(super) struct Writer {
     conn: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
@@ -227,6 +228,7 @@ impl Direct {
         Ok(())
     }
 
+    /// The commit alone (`commit`).
     async fn commit_only(&mut self) -> Result<(), StoreError> {
         let conn = self.conn.take().expect("a transaction in progress");
         let commit = move || {
