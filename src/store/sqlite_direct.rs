@@ -125,9 +125,11 @@ impl Writer {
         //
         // Its checkpoints run on a connection of their own (`Checkpoints`).
         // Statement journals (a multi-row statement's copy of the pages it
-        // changes, to undo it alone) are kept in memory, not spilled to a
-        // temporary file past 64 KiB: a page of decisions wrote several
-        // megabytes of them through `pwrite` at each statement.
+        // changes that its transaction had changed already, to undo it
+        // alone) are kept in memory, not spilled to a temporary file past
+        // 64 KiB: the statements of a merged page write spilled, and their
+        // `pwrite`s were 7% of the writing thread's time (BENCHMARKS.md,
+        // point 21).
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF;
              PRAGMA cache_size = -8192; PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0;
