@@ -114,26 +114,81 @@ impl Drop for Sink {
     }
 }
 
-/// A rendered reminder of the size duebell sends (multipart text + HTML).
-fn message(i: usize) -> String {
-    format!(
-        "From: Example Finance <reminders@example.com>\r\nTo: b{i}@example.com\r\nSubject: Your payment of 10.00 USD is due today\r\n\
-         Message-ID: <{i}.a1@duebell>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n\
-         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Kim, your payment of 10.00 USD for loan C{i} is due today.\r\n\
-         If you have already paid, please ignore this message. Unsubscribe: https://example.com/u/token\r\n\
-         --b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello Kim, your payment of <b>10.00 USD</b> for loan C{i} is due today.</p>\r\n\
-         <p>If you have already paid, please ignore this message.</p><p><a href=\"https://example.com/u/token\">Unsubscribe</a></p>\r\n--b--\r\n"
-    )
+/// The email duebell sends to this bench's borrowers: the shipped
+/// `due_today` template rendered for one of them and written as the `smtp`
+/// provider writes it (text and HTML parts in base64, unsubscribe headers),
+/// so that the raw client sends the same bytes duebell does. Rendering is
+/// duebell's work, so the raw client gets the message made.
+fn message() -> String {
+    use duebell::domain::Channel;
+    use duebell::templates::{context::ContextSource, BorrowerContext, Content, LoanContext};
+    let config = support::repo_config();
+    let set = duebell::templates::TemplateSet::load(&config.templates).unwrap();
+    let source = ContextSource {
+        lender: config.lender.clone(),
+        opt_out: config.opt_out.clone(),
+    };
+    let loan = LoanContext {
+        id: "C1".to_owned(),
+        due_date: chrono::Utc::now().date_naive().to_string(),
+        amount_due: "10.00".to_owned(),
+        currency: "USD".to_owned(),
+        days_past_due: 0,
+    };
+    let borrower = BorrowerContext {
+        name: "Kim Park".to_owned(),
+        phone_masked: String::new(),
+    };
+    let unsubscribe = "https://example.com/u/m2.59bbe84a4e95dcb55f269a61c820f313".to_owned();
+    let ctx = source.build(
+        "en",
+        Channel::Email,
+        borrower,
+        vec![loan],
+        "due",
+        "friendly",
+        unsubscribe.clone(),
+    );
+    let rendered = set.render("due_today", &ctx, "").unwrap();
+    let Content::Email {
+        subject,
+        text,
+        html,
+    } = rendered.content
+    else {
+        unreachable!("due_today by email renders an email")
+    };
+    let out = duebell::providers::Outbound {
+        message_id: 2,
+        attempt_id: "a1".to_owned(),
+        channel: Channel::Email,
+        to: "b1@example.com".to_owned(),
+        subject: Some(subject),
+        body: text,
+        html: Some(html),
+        segments: None,
+        template: rendered.template,
+        template_version: rendered.version,
+        step: "due".to_owned(),
+        borrower_id: "CB1".to_owned(),
+        loan_ids: vec!["C1".to_owned()],
+        loan_steps: vec!["due".to_owned()],
+        unsubscribe_url: Some(unsubscribe),
+        provider_params: Default::default(),
+        bounce_token: None,
+    };
+    duebell::providers::file::eml(&out, "Example Finance <reminders@example.com>")
 }
 
 /// Raw lettre: `n` messages over `conns` connections with `TCP_NODELAY`;
 /// returns messages per second.
 async fn raw_lettre(port: u16, n: usize, conns: usize) -> f64 {
+    let message = std::sync::Arc::new(message());
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let next = next.clone();
+        let (next, message) = (next.clone(), message.clone());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -153,7 +208,7 @@ async fn raw_lettre(port: u16, n: usize, conns: usize) -> f64 {
                     vec![format!("b{i}@example.com").parse().unwrap()],
                 )
                 .unwrap();
-                conn.send(&envelope, message(i).as_bytes()).await.unwrap();
+                conn.send(&envelope, message.as_bytes()).await.unwrap();
             }
             let _ = conn.quit().await;
         }));
