@@ -11,6 +11,7 @@ pub mod http;
 pub mod mailbox;
 pub mod recorder;
 pub mod smtp;
+mod smtp_wire;
 pub mod tencent;
 pub mod twilio;
 pub mod webhook;

@@ -4,7 +4,8 @@
 //! messages/s (measured on this machine kind). Implicit TLS (port 465) uses
 //! lettre's own pooled relay transport. The message is our own RFC 5322
 //! text: multipart text + HTML, our Message-ID, and the RFC 8058
-//! `List-Unsubscribe` headers.
+//! `List-Unsubscribe` headers. On our own connections each mail is one
+//! transaction of `smtp_wire`, pipelined where the server offers it.
 
 use std::sync::Mutex;
 
@@ -16,6 +17,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
+use super::smtp_wire::{self, Connection, Failed};
 use super::{Keys, Lookup, Outbound, Provider, ProviderError, Receipt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -40,7 +42,7 @@ pub struct SmtpProvider {
     /// `bounces@domain`: the envelope sender becomes `bounces+<token>@domain`.
     return_path: Option<String>,
     hello: ClientId,
-    pool: Mutex<Vec<AsyncSmtpConnection>>,
+    pool: Mutex<Vec<Connection>>,
     relay: Option<AsyncSmtpTransport<Tokio1Executor>>,
 }
 
@@ -147,7 +149,7 @@ impl SmtpProvider {
         })
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, ProviderError> {
+    async fn connect(&self) -> Result<Connection, ProviderError> {
         let not_sent = |code: String| ProviderError::Transient {
             code,
             retry_after: None,
@@ -170,19 +172,22 @@ impl SmtpProvider {
                 .await
                 .map_err(|e| not_sent(format!("starttls: {e}")))?;
         }
+        let pipelining = smtp_wire::offers_pipelining(&mut conn, &self.hello)
+            .await
+            .map_err(|e| classify(&e, false))?;
         if let Some(c) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
                 .map_err(|e| classify(&e, false))?;
         }
-        Ok(conn)
+        Ok(Connection { conn, pipelining })
     }
 
-    fn take(&self) -> Option<AsyncSmtpConnection> {
+    fn take(&self) -> Option<Connection> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    fn give_back(&self, conn: AsyncSmtpConnection) {
+    fn give_back(&self, conn: Connection) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < 16 {
             pool.push(conn);
@@ -274,17 +279,22 @@ impl Provider for SmtpProvider {
                 .map_err(|e| classify(&e, true));
         }
         let mut conn = match self.take() {
-            Some(c) if !c.has_broken() => c,
+            Some(c) if !c.conn.has_broken() => c,
             _ => self.connect().await?,
         };
-        match conn.send(&envelope, bytes.as_bytes()).await {
+        match smtp_wire::send(&mut conn, &envelope, &bytes).await {
             Ok(_) => {
                 self.give_back(conn);
                 Ok(Receipt {
                     provider_ref: message_id,
                 })
             }
-            Err(e) => Err(classify(&e, true)),
+            Err(Failed::Before(e)) => Err(classify(&e, false)),
+            Err(Failed::After(e)) => Err(classify(&e, true)),
+            Err(Failed::Unsupported(code)) => {
+                self.give_back(conn);
+                Err(ProviderError::Permanent { code })
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! The SMTP provider against an SMTP server on loopback that speaks the
-//! protocol (greeting, EHLO, MAIL, RCPT, DATA, QUIT) and keeps what it
-//! receives; recipients containing "busy" get 451, "reject" 550.
+//! protocol (greeting, EHLO, MAIL, RCPT, DATA, QUIT), with or without
+//! PIPELINING, and keeps what it receives; recipients containing "busy" get
+//! 451, "reject" 550; at "lost-envelope" and "lost-data" the connection
+//! breaks.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,33 +17,58 @@ type Inbox = Arc<Mutex<Vec<String>>>;
 
 /// Each mail kept is `MAIL FROM:…`, `RCPT TO:…` and the data, one per line.
 pub(crate) async fn smtp_server() -> (u16, Inbox) {
+    let (port, inbox, _) = smtp_server_with(false).await;
+    (port, inbox)
+}
+
+/// For each MAIL command: whether RCPT and DATA had arrived with it (a
+/// pipelined envelope).
+type Groups = Arc<Mutex<Vec<bool>>>;
+
+/// The server, offering PIPELINING when `pipelining` (RFC 2920: replies in
+/// order, DATA refused with 554 when no recipient was accepted, a message
+/// kept only when its end, `.`, arrives).
+pub(crate) async fn smtp_server_with(pipelining: bool) -> (u16, Inbox, Groups) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let inbox: Inbox = Arc::default();
-    let kept = inbox.clone();
+    let groups: Groups = Arc::default();
+    let (kept, grouped) = (inbox.clone(), groups.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let inbox = kept.clone();
+            let (inbox, groups) = (kept.clone(), grouped.clone());
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut lines = BufReader::new(r).lines();
                 w.write_all(b"220 test.local ESMTP\r\n").await.unwrap();
                 let mut rcpt = String::new();
+                let mut accepted = 0;
                 let mut mail_from = String::new();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let upper = line.to_ascii_uppercase();
                     let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                        b"250-test.local\r\n250-8BITMIME\r\n250 SIZE 10000000\r\n"
+                        if pipelining {
+                            b"250-test.local\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10000000\r\n"
+                        } else {
+                            b"250-test.local\r\n250-8BITMIME\r\n250 SIZE 10000000\r\n"
+                        }
                     } else if upper.starts_with("MAIL FROM") {
+                        let waiting = String::from_utf8_lossy(lines.get_ref().buffer());
+                        groups.lock().unwrap().push(waiting.contains("DATA\r\n"));
                         mail_from = line.clone();
+                        accepted = 0;
                         b"250 OK\r\n"
                     } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
                         b"250 OK\r\n"
                     } else if upper.starts_with("RCPT TO") {
                         rcpt = line.clone();
+                        if line.contains("lost-envelope") {
+                            // The connection breaks before any message.
+                            return;
+                        }
                         if line.contains("busy") {
                             b"451 4.3.0 try again later\r\n"
                         } else if line.contains("reject") {
@@ -50,17 +77,28 @@ pub(crate) async fn smtp_server() -> (u16, Inbox) {
                             // A 5xx about the message, not the address.
                             b"554 5.6.0 message content refused\r\n"
                         } else {
+                            accepted += 1;
                             b"250 OK\r\n"
                         }
+                    } else if upper == "DATA" && accepted == 0 {
+                        b"554 5.5.1 no valid recipients\r\n"
                     } else if upper == "DATA" {
                         w.write_all(b"354 go ahead\r\n").await.unwrap();
                         let mut data = String::new();
+                        let mut ended = false;
                         while let Ok(Some(l)) = lines.next_line().await {
                             if l == "." {
+                                ended = true;
                                 break;
                             }
-                            data.push_str(&l);
+                            // Undo the dot-stuffing (RFC 5321 4.5.2).
+                            data.push_str(l.strip_prefix('.').unwrap_or(&l));
                             data.push('\n');
+                        }
+                        if !ended || rcpt.contains("lost-data") {
+                            // `lost-data`: the message arrived, the reply
+                            // never leaves.
+                            return;
                         }
                         if rcpt.contains("blocked") {
                             // Refused after DATA: delivery not authorized.
@@ -85,7 +123,7 @@ pub(crate) async fn smtp_server() -> (u16, Inbox) {
             });
         }
     });
-    (port, inbox)
+    (port, inbox, groups)
 }
 
 /// A harness sending email through the SMTP server on `port` (SMS to a
@@ -117,28 +155,18 @@ pub(crate) async fn smtp_harness(
     .await
 }
 
-#[tokio::test]
-async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
-    let (port, inbox) = smtp_server().await;
-    let h = smtp_harness(port, |c| {
-        c.api.public_url = "https://lender.example.com".into();
-    })
-    .await;
+/// Imports `rows` (loans due 2026-12-10), plans and sends what is due that
+/// morning; each borrower's email state and reason.
+async fn send_due_today(
+    h: &Harness,
+    rows: &[&str],
+) -> std::collections::HashMap<String, (MessageState, String)> {
     let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
-    h.import(
-        "book.csv",
-        &book(&[
-            "E1,BE1,Ann Lee,,ann@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
-            "E2,BE2,Bo Li,,busy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
-            "E3,BE3,Cy Wu,,reject@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
-        ]),
-    )
-    .await;
+    h.import("book.csv", &book(rows)).await;
     h.set("2026-12-10T03:00:00Z");
     h.tick().await;
     engine.dispatcher.drain(h.now()).await.unwrap();
-    let states: std::collections::HashMap<String, (MessageState, String)> = h
-        .messages()
+    h.messages()
         .await
         .into_iter()
         .filter(|m| m.channel == Channel::Email)
@@ -148,7 +176,36 @@ async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
                 (m.state, m.reason.unwrap_or_default()),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
+    email_through_smtp(false).await;
+}
+
+/// The same through a server that offers PIPELINING: each envelope (MAIL,
+/// RCPT, DATA) arrives in one write, and every outcome is as above.
+#[tokio::test]
+async fn email_goes_through_a_pipelining_server_alike() {
+    email_through_smtp(true).await;
+}
+
+async fn email_through_smtp(pipelining: bool) {
+    let (port, inbox, groups) = smtp_server_with(pipelining).await;
+    let h = smtp_harness(port, |c| {
+        c.api.public_url = "https://lender.example.com".into();
+    })
+    .await;
+    let states = send_due_today(
+        &h,
+        &[
+            "E1,BE1,Ann Lee,,ann@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            "E2,BE2,Bo Li,,busy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            "E3,BE3,Cy Wu,,reject@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+        ],
+    )
+    .await;
     assert_eq!(states["BE1"].0, MessageState::Sent, "{states:?}");
     assert_eq!(
         states["BE2"].0,
@@ -181,6 +238,10 @@ async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
             && mail.contains("Content-Type: text/html; charset=utf-8"),
         "{mail}"
     );
+    // Pipelined exactly when the server offers it.
+    let groups = groups.lock().unwrap().clone();
+    assert_eq!(groups.len(), 3, "one MAIL a message: {groups:?}");
+    assert!(groups.iter().all(|&g| g == pipelining), "{groups:?}");
 }
 
 /// A hard bounce at RCPT (550 5.1.1) or after DATA (550 5.7.1) fails the
@@ -190,7 +251,18 @@ async fn email_goes_through_smtp_with_both_parts_and_the_unsubscribe_headers() {
 /// call) lets the next step through.
 #[tokio::test]
 async fn a_hard_bounce_suppresses_the_address_until_lifted() {
-    let (port, inbox) = smtp_server().await;
+    hard_bounce_until_lifted(false).await;
+}
+
+/// The same through a server that offers PIPELINING, where a refused
+/// recipient's reply arrives with the refused DATA after it.
+#[tokio::test]
+async fn a_hard_bounce_through_a_pipelining_server_alike() {
+    hard_bounce_until_lifted(true).await;
+}
+
+async fn hard_bounce_until_lifted(pipelining: bool) {
+    let (port, inbox, _) = smtp_server_with(pipelining).await;
     let h = smtp_harness(port, |_| {}).await;
     let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
     h.import(
@@ -281,6 +353,50 @@ async fn a_hard_bounce_suppresses_the_address_until_lifted() {
     let (state, reason) = &late_15["BH2"];
     assert_eq!(*state, MessageState::Failed, "{late_15:?}");
     assert!(reason.contains("hard bounce"), "{reason}");
+}
+
+/// A connection that breaks before the message was written cannot have
+/// delivered it: the message is retried, not held as a maybe-delivery for
+/// reconciliation. One that breaks after the message, before its reply,
+/// may have delivered it. (Before the SMTP provider's own transaction,
+/// lettre's whole `send` counted as after the message.)
+#[tokio::test]
+async fn a_connection_lost_before_the_message_is_retried_not_held_as_maybe_delivered() {
+    for pipelining in [false, true] {
+        let (port, inbox, _) = smtp_server_with(pipelining).await;
+        let h = smtp_harness(port, |_| {}).await;
+        let states = send_due_today(
+            &h,
+            &[
+                "L1,BL1,Ann Lee,,lost-envelope@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "L2,BL2,Bo Li,,lost-data@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "L3,BL3,Cy Wu,,cy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            ],
+        )
+        .await;
+        let (state, reason) = &states["BL1"];
+        assert_eq!(
+            *state,
+            MessageState::Deferred,
+            "pipelining {pipelining}: {states:?}"
+        );
+        assert!(
+            !reason.contains("may have been delivered"),
+            "pipelining {pipelining}: {reason}"
+        );
+        // Held in `sending` for reconciliation to ask about.
+        assert_eq!(
+            states["BL2"].0,
+            MessageState::Sending,
+            "pipelining {pipelining}: {states:?}"
+        );
+        assert_eq!(
+            states["BL3"].0,
+            MessageState::Sent,
+            "pipelining {pipelining}: {states:?}"
+        );
+        assert_eq!(inbox.lock().unwrap().len(), 1);
+    }
 }
 
 #[test]
