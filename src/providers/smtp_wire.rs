@@ -11,8 +11,6 @@
 //! commands are lettre's own (`Mail`, `Rcpt`, `Data`), with the same
 //! SMTPUTF8 and 8BITMIME parameters lettre adds.
 
-use std::fmt;
-
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
@@ -59,16 +57,6 @@ pub(super) async fn offers_pipelining(
             .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
     });
     Ok(offered)
-}
-
-/// Text written as it is, for `AsyncSmtpConnection::command` (which writes
-/// any `Display` and reads one reply).
-struct Raw<'a>(&'a str);
-
-impl fmt::Display for Raw<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
 }
 
 /// `message` as the DATA section carries it: each line that begins with
@@ -125,7 +113,8 @@ fn mail_command(
     Ok(Mail::new(envelope.from().cloned(), parameters))
 }
 
-/// Sends `message` to `envelope`'s recipients on `c`. On any failure but
+/// Sends `message` to `envelope`'s recipients on `c`. Each write is lettre's
+/// `command`, which writes any text as it is and reads one reply. On any failure but
 /// `Unsupported` the connection is closed (after QUIT where the server is
 /// between commands), as lettre's `send` does, and must not be pooled again.
 pub(super) async fn send(
@@ -146,13 +135,13 @@ pub(super) async fn send(
         envelope_pipelined(&mut c.conn, &commands).await?;
     } else {
         for command in &commands {
-            if let Err(e) = c.conn.command(Raw(command)).await {
+            if let Err(e) = c.conn.command(command).await {
                 c.conn.abort().await;
                 return Err(Failed::Before(e));
             }
         }
     }
-    match c.conn.command(Raw(&data_section(message))).await {
+    match c.conn.command(data_section(message)).await {
         Ok(reply) => Ok(reply),
         Err(e) => {
             c.conn.abort().await;
@@ -176,7 +165,7 @@ async fn envelope_pipelined(
     let mut refused = None;
     for i in 0..commands.len() {
         let reply = match i {
-            0 => conn.command(Raw(&group)).await,
+            0 => conn.command(&group).await,
             _ => conn.read_response().await,
         };
         match reply {
