@@ -291,6 +291,10 @@ impl Provider for SmtpProvider {
             }
             Err(Failed::Before(e)) => Err(classify(&e, false)),
             Err(Failed::After(e)) => Err(classify(&e, true)),
+            Err(Failed::Refused(e)) => {
+                self.give_back(conn);
+                Err(classify(&e, false))
+            }
             Err(Failed::Unsupported(code)) => {
                 self.give_back(conn);
                 Err(ProviderError::Permanent { code })

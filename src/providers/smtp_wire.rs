@@ -13,7 +13,7 @@
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use lettre::transport::smtp::Error;
@@ -30,6 +30,10 @@ pub(super) enum Failed {
     Before(Error),
     /// While the message was written, or in the reply to it.
     After(Error),
+    /// The server refused the transaction with a reply and is ready for
+    /// the next one (after RSET where it was refused before the message's
+    /// end): the connection goes back to the pool.
+    Refused(Error),
     /// Not tried: the server lacks an extension the message needs. The
     /// connection is untouched.
     Unsupported(String),
@@ -114,9 +118,13 @@ fn mail_command(
 }
 
 /// Sends `message` to `envelope`'s recipients on `c`. Each write is lettre's
-/// `command`, which writes any text as it is and reads one reply. On any failure but
-/// `Unsupported` the connection is closed (after QUIT where the server is
-/// between commands), as lettre's `send` does, and must not be pooled again.
+/// `command`, which writes any text as it is and reads one reply. A refusal
+/// (a reply) leaves the connection ready for the next transaction:
+/// `Refused`, after an RSET where the refusal came before the message's end
+/// (RFC 5321 4.1.1.5), so a hard bounce does not cost a new connection and
+/// its TLS handshake and AUTH. On any other failure (no reply, a 421, an
+/// RSET refused) the connection is closed (after QUIT where the server is
+/// between commands) and must not be pooled again.
 pub(super) async fn send(
     c: &mut Connection,
     envelope: &Envelope,
@@ -136,13 +144,14 @@ pub(super) async fn send(
     } else {
         for command in &commands {
             if let Err(e) = c.conn.command(command).await {
-                c.conn.abort().await;
-                return Err(Failed::Before(e));
+                return Err(reset(&mut c.conn, e).await);
             }
         }
     }
     match c.conn.command(data_section(message)).await {
         Ok(reply) => Ok(reply),
+        // The reply to the message's end ends the transaction, refused or not.
+        Err(e) if reusable(&e) => Err(Failed::Refused(e)),
         Err(e) => {
             c.conn.abort().await;
             Err(Failed::After(e))
@@ -150,26 +159,47 @@ pub(super) async fn send(
     }
 }
 
+/// Whether the server is still there after `e`: a reply, other than 421
+/// (the server closing the connection).
+fn reusable(e: &Error) -> bool {
+    e.status().is_some_and(|code| code.to_string() != "421")
+}
+
+/// After the envelope failed with `e`: an RSET ends the transaction, and
+/// the connection is kept (`Refused`) when the server takes it; otherwise
+/// it is closed.
+async fn reset(conn: &mut AsyncSmtpConnection, e: Error) -> Failed {
+    if reusable(&e) && conn.command(Rset).await.is_ok() {
+        return Failed::Refused(e);
+    }
+    conn.abort().await;
+    Failed::Before(e)
+}
+
 /// The envelope's commands in one write, their replies read in order. The
-/// first refusal is the transaction's; a reply that is not one (a broken
-/// connection, a garbled line) ends the reading, since the replies after it
-/// cannot be matched to their commands. On failure the connection is
-/// closed with lettre's `abort` (QUIT, then close). A server that took DATA
-/// after refusing every recipient reads that QUIT as a line of a message
-/// and discards the message when the connection closes unterminated.
+/// first refusal is the transaction's, and an RSET then keeps the
+/// connection (`reset`) when DATA was refused too, as it is when no
+/// recipient was accepted. A reply that is not one (a broken connection, a
+/// garbled line) ends the reading, since the replies after it cannot be
+/// matched to their commands, and closes the connection with lettre's
+/// `abort` (QUIT, then close). So does a server that took DATA after a
+/// refusal: it reads that QUIT as a line of a message and discards the
+/// message when the connection closes unterminated.
 async fn envelope_pipelined(
     conn: &mut AsyncSmtpConnection,
     commands: &[String],
 ) -> Result<(), Failed> {
     let group = commands.concat();
     let mut refused = None;
+    // Whether the server took DATA (the last command) and reads a message.
+    let mut in_data = false;
     for i in 0..commands.len() {
         let reply = match i {
             0 => conn.command(&group).await,
             _ => conn.read_response().await,
         };
         match reply {
-            Ok(_) => {}
+            Ok(_) => in_data = i + 1 == commands.len(),
             Err(e) if e.status().is_some() => {
                 refused.get_or_insert(e);
             }
@@ -181,10 +211,11 @@ async fn envelope_pipelined(
     }
     match refused {
         None => Ok(()),
-        Some(e) => {
+        Some(e) if in_data => {
             conn.abort().await;
             Err(Failed::Before(e))
         }
+        Some(e) => Err(reset(conn, e).await),
     }
 }
 

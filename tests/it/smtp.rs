@@ -1,9 +1,10 @@
 //! The SMTP provider against an SMTP server on loopback that speaks the
 //! protocol (greeting, EHLO, MAIL, RCPT, DATA, QUIT), with or without
 //! PIPELINING, and keeps what it receives; recipients containing "busy" get
-//! 451, "reject" 550; at "lost-envelope" and "lost-data" the connection
-//! breaks.
+//! 451, "reject" 550, "closing" 421 and the connection closed; at
+//! "lost-envelope" and "lost-data" the connection breaks.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use duebell::domain::Channel;
@@ -17,7 +18,7 @@ type Inbox = Arc<Mutex<Vec<String>>>;
 
 /// Each mail kept is `MAIL FROM:…`, `RCPT TO:…` and the data, one per line.
 pub(crate) async fn smtp_server() -> (u16, Inbox) {
-    let (port, inbox, _) = smtp_server_with(false).await;
+    let (port, inbox, ..) = smtp_server_with(false).await;
     (port, inbox)
 }
 
@@ -25,20 +26,25 @@ pub(crate) async fn smtp_server() -> (u16, Inbox) {
 /// pipelined envelope).
 type Groups = Arc<Mutex<Vec<bool>>>;
 
+/// How many connections the server has accepted.
+type Connections = Arc<AtomicUsize>;
+
 /// The server, offering PIPELINING when `pipelining` (RFC 2920: replies in
 /// order, DATA refused with 554 when no recipient was accepted, a message
 /// kept only when its end, `.`, arrives).
-pub(crate) async fn smtp_server_with(pipelining: bool) -> (u16, Inbox, Groups) {
+pub(crate) async fn smtp_server_with(pipelining: bool) -> (u16, Inbox, Groups, Connections) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let inbox: Inbox = Arc::default();
     let groups: Groups = Arc::default();
-    let (kept, grouped) = (inbox.clone(), groups.clone());
+    let connections: Connections = Arc::default();
+    let (kept, grouped, counted) = (inbox.clone(), groups.clone(), connections.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            counted.fetch_add(1, Ordering::SeqCst);
             let (inbox, groups) = (kept.clone(), grouped.clone());
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
@@ -61,12 +67,21 @@ pub(crate) async fn smtp_server_with(pipelining: bool) -> (u16, Inbox, Groups) {
                         mail_from = line.clone();
                         accepted = 0;
                         b"250 OK\r\n"
-                    } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+                    } else if upper.starts_with("RSET") {
+                        // The transaction is dropped (RFC 5321 4.1.1.5).
+                        (accepted, rcpt) = (0, String::new());
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("NOOP") {
                         b"250 OK\r\n"
                     } else if upper.starts_with("RCPT TO") {
                         rcpt = line.clone();
                         if line.contains("lost-envelope") {
                             // The connection breaks before any message.
+                            return;
+                        }
+                        if line.contains("closing") {
+                            // The server shuts this connection down.
+                            let _ = w.write_all(b"421 4.3.2 closing\r\n").await;
                             return;
                         }
                         if line.contains("busy") {
@@ -123,7 +138,7 @@ pub(crate) async fn smtp_server_with(pipelining: bool) -> (u16, Inbox, Groups) {
             });
         }
     });
-    (port, inbox, groups)
+    (port, inbox, groups, connections)
 }
 
 /// A harness sending email through the SMTP server on `port` (SMS to a
@@ -192,7 +207,7 @@ async fn email_goes_through_a_pipelining_server_alike() {
 }
 
 async fn email_through_smtp(pipelining: bool) {
-    let (port, inbox, groups) = smtp_server_with(pipelining).await;
+    let (port, inbox, groups, _) = smtp_server_with(pipelining).await;
     let h = smtp_harness(port, |c| {
         c.api.public_url = "https://lender.example.com".into();
     })
@@ -262,7 +277,7 @@ async fn a_hard_bounce_through_a_pipelining_server_alike() {
 }
 
 async fn hard_bounce_until_lifted(pipelining: bool) {
-    let (port, inbox, _) = smtp_server_with(pipelining).await;
+    let (port, inbox, ..) = smtp_server_with(pipelining).await;
     let h = smtp_harness(port, |_| {}).await;
     let engine = duebell::engine::Engine::build(&h.config, h.store.clone(), None).unwrap();
     h.import(
@@ -363,7 +378,7 @@ async fn hard_bounce_until_lifted(pipelining: bool) {
 #[tokio::test]
 async fn a_connection_lost_before_the_message_is_retried_not_held_as_maybe_delivered() {
     for pipelining in [false, true] {
-        let (port, inbox, _) = smtp_server_with(pipelining).await;
+        let (port, inbox, ..) = smtp_server_with(pipelining).await;
         let h = smtp_harness(port, |_| {}).await;
         let states = send_due_today(
             &h,
@@ -396,6 +411,68 @@ async fn a_connection_lost_before_the_message_is_retried_not_held_as_maybe_deliv
             "pipelining {pipelining}: {states:?}"
         );
         assert_eq!(inbox.lock().unwrap().len(), 1);
+    }
+}
+
+/// A refusal, at RCPT (451, 550, 554) or after the message (550 5.7.1),
+/// leaves the connection for the next message, after an RSET where the
+/// transaction was open: a hard bounce does not cost a new connection (with
+/// TLS, a handshake and AUTH). A 421, the server closing, does not; the
+/// next message gets a new connection. (Before, every refusal closed the
+/// connection.)
+#[tokio::test]
+async fn a_refused_message_keeps_the_connection_for_the_next() {
+    for pipelining in [false, true] {
+        let (port, inbox, _, connections) = smtp_server_with(pipelining).await;
+        let h = smtp_harness(port, |_| {}).await;
+        let states = send_due_today(
+            &h,
+            &[
+                "K1,BK1,Ann Lee,,reject@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "K2,BK2,Bo Li,,busy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "K3,BK3,Cy Wu,,blocked@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "K4,BK4,Di Ma,,policy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "K5,BK5,Ed Xu,,ed@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            ],
+        )
+        .await;
+        let expected = [
+            ("BK1", MessageState::Failed),
+            ("BK2", MessageState::Deferred),
+            ("BK3", MessageState::Failed),
+            ("BK4", MessageState::Failed),
+            ("BK5", MessageState::Sent),
+        ];
+        for (b, state) in expected {
+            assert_eq!(states[b].0, state, "pipelining {pipelining}: {states:?}");
+        }
+        let kept = inbox.lock().unwrap().clone();
+        assert_eq!(kept.len(), 1, "pipelining {pipelining}: {kept:?}");
+        assert!(kept[0].contains("RCPT TO:<ed@example.com>"), "{}", kept[0]);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "pipelining {pipelining}: one connection for all five"
+        );
+
+        let (port, inbox, _, connections) = smtp_server_with(pipelining).await;
+        let h = smtp_harness(port, |_| {}).await;
+        let states = send_due_today(
+            &h,
+            &[
+                "C1,BC1,Ann Lee,,closing@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+                "C2,BC2,Bo Li,,bo@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
+            ],
+        )
+        .await;
+        assert_eq!(states["BC1"].0, MessageState::Deferred, "{states:?}");
+        assert_eq!(states["BC2"].0, MessageState::Sent, "{states:?}");
+        assert_eq!(inbox.lock().unwrap().len(), 1);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            2,
+            "pipelining {pipelining}: the 421 closed the first connection"
+        );
     }
 }
 
