@@ -19,7 +19,6 @@
 use std::borrow::Cow;
 use std::future::{ready, Future};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::backend::{Arg, Col, Conn, DbRow, Value};
 use super::sqlite_conn::in_statements;
 use super::{StoreConfig, StoreError};
+
+mod checkpoints;
+
+use checkpoints::Checkpoints;
 
 /// Prepared statements kept, least recently used dropped first: the hot
 /// paths' texts at their usual sizes (a full claim batch, a full page of
@@ -54,56 +57,6 @@ pub(super) struct Writer {
     /// that it never checkpoints, and runs in place.
     commit_waits: bool,
     checkpoints: Arc<Checkpoints>,
-}
-
-/// The WAL's checkpoints, on a connection of their own. By SQLite's default
-/// the commit that takes the log past 1,000 pages copies them all into the
-/// database file, and syncs both files but at `OFF`, before it returns: on
-/// the write connection, so the next transaction waited for it.
-/// That was 10% of the write connection's time in the planner's first pass
-/// over a large book (BENCHMARKS.md, point 21). The write connection now
-/// never checkpoints (`wal_autocheckpoint = 0`); each of its commits starts
-/// a passive checkpoint here, on the blocking pool, unless one is running.
-/// A passive checkpoint never waits for a lock and never makes a writer or
-/// reader wait: it copies what no reader still needs, and the next write
-/// transaction after a complete one starts the log from its beginning.
-/// (Commits on the pool's connections still checkpoint as SQLite does.)
-pub(super) struct Checkpoints {
-    conn: std::sync::Mutex<Connection>,
-    running: AtomicBool,
-}
-
-impl Checkpoints {
-    /// A passive checkpoint on the blocking pool, unless one is running
-    /// (that one, or the one after the next commit, copies these pages).
-    fn start(self: &Arc<Self>) {
-        if self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let done = match this.conn.lock() {
-                Ok(conn) => conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    .map_err(|e| e.to_string()),
-                Err(_) => Err("a checkpoint panicked".to_owned()),
-            };
-            // Not an error for the write that started it: that is
-            // committed, and the next commit tries again.
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "could not checkpoint the SQLite log");
-            }
-            this.running.store(false, Ordering::Release);
-        });
-    }
-
-    /// Waits until no checkpoint is running.
-    #[cfg(test)]
-    async fn settled(&self) {
-        while self.running.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 impl Writer {
@@ -153,10 +106,7 @@ impl Writer {
             reader: Arc::new(Mutex::new(reader)),
             busy_timeout: config.busy_timeout.get(),
             commit_waits: config.synchronous == crate::store::Synchronous::Full,
-            checkpoints: Arc::new(Checkpoints {
-                conn: std::sync::Mutex::new(checkpointer),
-                running: AtomicBool::new(false),
-            }),
+            checkpoints: Arc::new(Checkpoints::new(checkpointer)),
         })
     }
 
@@ -531,5 +481,34 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 5000);
+    }
+
+    /// Commits in quick succession share a checkpoint: at most one starts
+    /// each `Checkpoints::GAP`, and the one due after the last commit still
+    /// copies everything into the database.
+    #[tokio::test]
+    async fn quick_commits_share_a_checkpoint_and_the_last_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY);")
+            .unwrap();
+        let writer = Writer::open(&path, &StoreConfig::default()).unwrap();
+        let started = Instant::now();
+        for i in 0..200i64 {
+            let mut tx = writer.begin().await.unwrap();
+            tx.execute("INSERT INTO t (id) VALUES (?)", &[Arg::Int(i)])
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let (took, committed) = (started.elapsed(), Instant::now());
+        writer.checkpoints.settled().await;
+        let ran = writer.checkpoints.started();
+        let most = (took.as_micros() / Checkpoints::GAP.as_micros()) as usize + 2;
+        assert!(ran <= most, "{ran} checkpoints for 200 commits in {took:?}");
+        // The last one started after the last commit, so it copied it.
+        assert!(writer.checkpoints.last_started() >= committed);
     }
 }
