@@ -503,10 +503,12 @@ mod tests {
                 .unwrap();
             tx.commit().await.unwrap();
         }
-        let (took, committed) = (started.elapsed(), Instant::now());
+        let committed = Instant::now();
         writer.checkpoints.settled().await;
+        // Every one started between `started` and now, at least `GAP` apart.
+        let took = started.elapsed();
         let ran = writer.checkpoints.started();
-        let most = (took.as_micros() / Checkpoints::GAP.as_micros()) as usize + 2;
+        let most = (took.as_micros() / Checkpoints::GAP.as_micros()) as usize + 1;
         assert!(ran <= most, "{ran} checkpoints for 200 commits in {took:?}");
         // The last one started after the last commit, so it copied it.
         assert!(writer.checkpoints.last_started() >= committed);

@@ -14,9 +14,10 @@ use rusqlite::Connection;
 /// That was 10% of the write connection's time in the planner's first pass
 /// over a large book (BENCHMARKS.md, point 21). The write connection now
 /// never checkpoints (`wal_autocheckpoint = 0`); after its commits a
-/// passive checkpoint runs here, on the blocking pool. A passive checkpoint never waits for a lock and never makes a writer or
-/// reader wait: it copies what no reader still needs, and the next write
-/// transaction after a complete one starts the log from its beginning.
+/// passive checkpoint runs here, on the blocking pool. A passive checkpoint
+/// never waits for a lock and never makes a writer or reader wait: it
+/// copies what no reader still needs, and the next write transaction after
+/// a complete one starts the log from its beginning.
 /// (Commits on the pool's connections still checkpoint as SQLite does.)
 ///
 /// A checkpoint starts at most once each `GAP`: after a commit one is due,
