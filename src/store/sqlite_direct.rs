@@ -445,14 +445,10 @@ impl From<rusqlite::Error> for StoreError {
 mod tests {
     use super::*;
 
-    /// The write connection's commits leave the log to `Checkpoints`, which
-    /// copies it into the database after each: the log is reused from its
-    /// start and stays about one transaction long. Before, the write
-    /// connection checkpointed only past 1,000 pages (4 MiB), itself.
-    #[tokio::test]
-    async fn the_log_is_checkpointed_after_each_commit_off_the_write_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("book.db");
+    /// A database in `dir` in WAL mode with a table `t (id, b)`: its path,
+    /// a connection of its own, and the write connection over it.
+    fn wal_table(dir: &Path) -> (std::path::PathBuf, Connection, Writer) {
+        let path = dir.join("book.db");
         let setup = Connection::open(&path).unwrap();
         setup
             .execute_batch(
@@ -460,6 +456,17 @@ mod tests {
             )
             .unwrap();
         let writer = Writer::open(&path, &StoreConfig::default()).unwrap();
+        (path, setup, writer)
+    }
+
+    /// The write connection's commits leave the log to `Checkpoints`, which
+    /// copies it into the database after each: the log is reused from its
+    /// start and stays about one transaction long. Before, the write
+    /// connection checkpointed only past 1,000 pages (4 MiB), itself.
+    #[tokio::test]
+    async fn the_log_is_checkpointed_after_each_commit_off_the_write_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, setup, writer) = wal_table(dir.path());
         let row = Arg::Bytes(&[7u8; 1000]);
         for _ in 0..100 {
             let mut tx = writer.begin().await.unwrap();
@@ -489,12 +496,7 @@ mod tests {
     #[tokio::test]
     async fn quick_commits_share_a_checkpoint_and_the_last_is_copied() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("book.db");
-        let setup = Connection::open(&path).unwrap();
-        setup
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY);")
-            .unwrap();
-        let writer = Writer::open(&path, &StoreConfig::default()).unwrap();
+        let (_, _setup, writer) = wal_table(dir.path());
         let started = Instant::now();
         for i in 0..200i64 {
             let mut tx = writer.begin().await.unwrap();

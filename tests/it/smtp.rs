@@ -423,10 +423,8 @@ async fn a_connection_lost_before_the_message_is_retried_not_held_as_maybe_deliv
 #[tokio::test]
 async fn a_refused_message_keeps_the_connection_for_the_next() {
     for pipelining in [false, true] {
-        let (port, inbox, _, connections) = smtp_server_with(pipelining).await;
-        let h = smtp_harness(port, |_| {}).await;
-        let states = send_due_today(
-            &h,
+        let (states, kept, connections) = through_one_server(
+            pipelining,
             &[
                 "K1,BK1,Ann Lee,,reject@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
                 "K2,BK2,Bo Li,,busy@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
@@ -446,19 +444,15 @@ async fn a_refused_message_keeps_the_connection_for_the_next() {
         for (b, state) in expected {
             assert_eq!(states[b].0, state, "pipelining {pipelining}: {states:?}");
         }
-        let kept = inbox.lock().unwrap().clone();
         assert_eq!(kept.len(), 1, "pipelining {pipelining}: {kept:?}");
         assert!(kept[0].contains("RCPT TO:<ed@example.com>"), "{}", kept[0]);
         assert_eq!(
-            connections.load(Ordering::SeqCst),
-            1,
+            connections, 1,
             "pipelining {pipelining}: one connection for all five"
         );
 
-        let (port, inbox, _, connections) = smtp_server_with(pipelining).await;
-        let h = smtp_harness(port, |_| {}).await;
-        let states = send_due_today(
-            &h,
+        let (states, kept, connections) = through_one_server(
+            pipelining,
             &[
                 "C1,BC1,Ann Lee,,closing@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
                 "C2,BC2,Bo Li,,bo@example.com,en,Asia/Shanghai,2026-12-10,120.00,USD,active",
@@ -467,13 +461,30 @@ async fn a_refused_message_keeps_the_connection_for_the_next() {
         .await;
         assert_eq!(states["BC1"].0, MessageState::Deferred, "{states:?}");
         assert_eq!(states["BC2"].0, MessageState::Sent, "{states:?}");
-        assert_eq!(inbox.lock().unwrap().len(), 1);
+        assert_eq!(kept.len(), 1);
         assert_eq!(
-            connections.load(Ordering::SeqCst),
-            2,
+            connections, 2,
             "pipelining {pipelining}: the 421 closed the first connection"
         );
     }
+}
+
+/// `rows` due today sent through a fresh server (offering PIPELINING when
+/// `pipelining`): each borrower's message state and reason, the mails the
+/// server kept, and how many connections it accepted.
+async fn through_one_server(
+    pipelining: bool,
+    rows: &[&str],
+) -> (
+    std::collections::HashMap<String, (MessageState, String)>,
+    Vec<String>,
+    usize,
+) {
+    let (port, inbox, _, connections) = smtp_server_with(pipelining).await;
+    let h = smtp_harness(port, |_| {}).await;
+    let states = send_due_today(&h, rows).await;
+    let kept = inbox.lock().unwrap().clone();
+    (states, kept, connections.load(Ordering::SeqCst))
 }
 
 #[test]
