@@ -1,8 +1,12 @@
 //! Several `duebell run` processes (the release binary) on one PostgreSQL
 //! database: throughput to a loopback HTTP sink with no rate limit, for one,
 //! two and three instances, next to reqwest alone (16 in flight) posting to
-//! a sink of the same kind in the same run. Not a test; prints figures for
-//! BENCHMARKS.md.
+//! a sink of the same kind in the same run. Then the same for one and two
+//! instances against a sink that answers each request 10 ms after it
+//! arrives, `concurrency` 16 each: there the instances are bound by their
+//! sends in flight rather than by the machine's cores, and the figures show
+//! what a second instance adds where the cores allow it, next to the bound
+//! of Little's law. Not a test; prints figures for BENCHMARKS.md.
 //!
 //!     cargo bench --bench cluster [-- MESSAGES]
 //!
@@ -13,11 +17,15 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{pg_schema, raw_reqwest, sink, PG_BASE};
+use support::{pg_schema, raw_reqwest, sink, sink_after, PG_BASE};
+
+/// The provider latency of the second table.
+const LATENCY: Duration = Duration::from_millis(10);
 
 /// The shipped config, on `url`, one step (`due`, SMS), open all day, no
-/// caps, one webhook provider with no rate limit.
-fn config(dir: &std::path::Path, url: &str, sink: &str) -> std::path::PathBuf {
+/// caps, one webhook provider with no rate limit and `concurrency` sends in
+/// flight.
+fn config(dir: &std::path::Path, url: &str, sink: &str, concurrency: u32) -> std::path::PathBuf {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(repo.join("config/duebell.toml")).unwrap();
     let rule = "# ---------------------------------------------------------------------------\n";
@@ -43,7 +51,7 @@ fn config(dir: &std::path::Path, url: &str, sink: &str) -> std::path::PathBuf {
         &text,
         "[[providers]]",
         &format!("{rule}# Hand-off"),
-        &format!("[[providers]]\nname = \"sink\"\nkind = \"webhook\"\nurl = \"{sink}\"\nsecret = \"bench-secret-0123456789\"\nidempotent = true\n\n[routing]\nsms = [\"sink\"]\nemail = [\"sink\"]\n\n"),
+        &format!("[[providers]]\nname = \"sink\"\nkind = \"webhook\"\nurl = \"{sink}\"\nconcurrency = {concurrency}\nsecret = \"bench-secret-0123456789\"\nidempotent = true\n\n[routing]\nsms = [\"sink\"]\nemail = [\"sink\"]\n\n"),
     )
     .replace("url = \"sqlite://var/duebell.db\"", &format!("url = \"{url}\""))
     .replace("every_day = [\"08:00-21:00\"]", "every_day = [\"00:00-24:00\"]")
@@ -70,13 +78,19 @@ fn book(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     path
 }
 
-async fn run(instances: usize, messages: usize, raw: f64) {
-    let (sink_url, stamps) = sink().await;
+/// Imports `messages` loans due today, runs `instances` daemons until the
+/// sink (answering after `delay`) has them all, and returns the rate after
+/// the planning pass: a second instance sends what the first has planned
+/// while it plans the rest, so the span from the first arrival would
+/// compare one instance's sending alone with two instances' sending and
+/// planning together.
+async fn run(instances: usize, messages: usize, delay: Duration, concurrency: u32) -> f64 {
+    let (sink_url, stamps) = sink_after(delay).await;
     let dir = tempfile::tempdir().unwrap();
     let name = format!("duebell_bench_{}", std::process::id());
     pg_schema(&name, true).await;
     let url = format!("{PG_BASE}?options=-c%20search_path%3D{name}");
-    let cfg = config(dir.path(), &url, &sink_url);
+    let cfg = config(dir.path(), &url, &sink_url, concurrency);
     let bin = env!("CARGO_BIN_EXE_duebell");
     let repo = env!("CARGO_MANIFEST_DIR");
     let status = std::process::Command::new(bin)
@@ -99,10 +113,25 @@ async fn run(instances: usize, messages: usize, raw: f64) {
         })
         .collect();
     let deadline = started + Duration::from_secs(600);
+    // When the planning pass has committed every message (to 20 ms).
+    let mut planned = None;
+    let mut db = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&url).await.unwrap()
+    };
     while stamps.lock().unwrap().len() < messages {
         assert!(Instant::now() < deadline, "the sink stalled");
+        if planned.is_none() {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages")
+                .fetch_one(&mut db)
+                .await
+                .unwrap_or((0,));
+            planned = (n as usize >= messages).then(Instant::now);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(db);
+    let planned = planned.unwrap_or_else(Instant::now);
     let wall = started.elapsed();
     for c in &children {
         std::process::Command::new("kill")
@@ -116,15 +145,18 @@ async fn run(instances: usize, messages: usize, raw: f64) {
     let stamps = stamps.lock().unwrap().clone();
     let first = *stamps.iter().min().unwrap();
     let last = *stamps.iter().max().unwrap();
-    let sending = last.duration_since(first);
-    println!(
-        "{instances} instance(s): {messages} messages in {:.1} s from start ({:.1} s sending): {:.0} msgs/s ({:.2} of raw reqwest)",
+    let after = stamps.iter().filter(|t| **t > planned).count();
+    let rate = after as f64 / last.duration_since(planned).as_secs_f64();
+    print!(
+        "{instances} instance(s): {messages} messages in {:.1} s from start ({:.0} msgs/s), planned by {:.1} s, first sent at {:.1} s; after planning {after} in {:.1} s: {rate:.0} msgs/s",
         wall.as_secs_f64(),
-        sending.as_secs_f64(),
-        messages as f64 / sending.as_secs_f64(),
-        messages as f64 / sending.as_secs_f64() / raw
+        messages as f64 / wall.as_secs_f64(),
+        planned.duration_since(started).as_secs_f64(),
+        first.duration_since(started).as_secs_f64(),
+        last.duration_since(planned).as_secs_f64(),
     );
     pg_schema(&name, false).await;
+    rate
 }
 
 fn main() {
@@ -137,8 +169,26 @@ fn main() {
         let (url, _) = sink().await;
         let raw = raw_reqwest(&url, messages, 16).await;
         println!("raw reqwest, 16 in flight: {raw:.0} requests/s");
+        let mut one = 0.0;
         for instances in 1..=3 {
-            run(instances, messages, raw).await;
+            let rate = run(instances, messages, Duration::ZERO, 8).await;
+            one = if instances == 1 { rate } else { one };
+            println!(" ({:.2} of raw reqwest, {:.2}× one)", rate / raw, rate / one);
+        }
+        let width: u32 = 16;
+        let bound = f64::from(width) / LATENCY.as_secs_f64();
+        println!(
+            "sink answering in {} ms, concurrency {width} per instance (Little's law: {bound:.0} msg/s an instance)",
+            LATENCY.as_millis()
+        );
+        for instances in 1..=2 {
+            let rate = run(instances, messages, LATENCY, width).await;
+            one = if instances == 1 { rate } else { one };
+            println!(
+                " ({:.2} of {instances} × the bound, {:.2}× one)",
+                rate / bound / instances as f64,
+                rate / one
+            );
         }
     });
 }

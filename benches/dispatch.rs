@@ -16,7 +16,7 @@ use duebell::engine::Engine;
 
 mod support;
 
-use support::{raw_reqwest, sink};
+use support::{raw_reqwest, sink, sink_after};
 
 fn config(
     dir: &std::path::Path,
@@ -101,21 +101,6 @@ async fn drain(engine: &Engine, at: DateTime<Utc>, workers: usize) -> (usize, Du
         sent += t.await.unwrap();
     }
     (sent, started.elapsed())
-}
-
-/// A sink that answers every POST after `delay`.
-async fn slow_sink(delay: Duration) -> String {
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::post(move || async move {
-            tokio::time::sleep(delay).await;
-            "{}"
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
 }
 
 /// `duebell run --once` (the release binary, real clock) sending `n` SMS
@@ -249,7 +234,7 @@ fn main() {
         println!("\n## A provider answering in 200 ms, through the daemon's cycle\n");
         println!("| concurrency | messages | sent | wall time (`run --once`) | messages/s | Little's law (C / 0.2 s) | ratio |");
         println!("|---:|---:|---:|---:|---:|---:|---:|");
-        let url = slow_sink(Duration::from_millis(200)).await;
+        let (url, _) = sink_after(Duration::from_millis(200)).await;
         for c in [1u32, 8, 32] {
             let n = (c as usize * 40).max(100);
             let u = url.clone();

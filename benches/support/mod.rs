@@ -14,6 +14,12 @@ pub type Stamps = Arc<Mutex<Vec<Instant>>>;
 /// An axum sink on loopback answering every POST to `/` with `{}` and
 /// stamping its arrival; returns its URL and the stamps.
 pub async fn sink() -> (String, Stamps) {
+    sink_after(Duration::ZERO).await
+}
+
+/// [`sink`], answering each request `delay` after it arrived (a provider's
+/// latency).
+pub async fn sink_after(delay: Duration) -> (String, Stamps) {
     let stamps: Stamps = Arc::default();
     let kept = stamps.clone();
     let app = axum::Router::new().route(
@@ -22,6 +28,9 @@ pub async fn sink() -> (String, Stamps) {
             let kept = kept.clone();
             async move {
                 kept.lock().unwrap().push(Instant::now());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 "{}"
             }
         }),
