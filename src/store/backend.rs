@@ -424,15 +424,6 @@ pub(super) trait Backend: Send + Sync + Sized + 'static {
         fence: Option<&Fence>,
     ) -> Result<u64, StoreError>;
 
-    /// `Store::acquire_lease`.
-    async fn acquire_lease(
-        &self,
-        role: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Fence>, StoreError>;
-
     /// `Store::backend`.
     fn backend(&self) -> &'static str;
 

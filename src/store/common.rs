@@ -239,6 +239,65 @@ pub(super) async fn release_claims<B: Backend>(store: &B, holder: &str) -> Resul
     Ok(r)
 }
 
+/// Takes the role if it is free, expired or already `holder`'s; the token
+/// rises when it changes hands (or when the holder's own lease had lapsed).
+const ACQUIRE_LEASE_SQL: &str =
+    "INSERT INTO leases (name, holder, token, expires_at) VALUES (?, ?, 1, ?)
+     ON CONFLICT (name) DO UPDATE SET
+        token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= ?
+                     THEN leases.token ELSE leases.token + 1 END,
+        holder = excluded.holder,
+        expires_at = excluded.expires_at
+      WHERE leases.holder = excluded.holder OR leases.expires_at < ?
+     RETURNING token";
+
+/// `Store::acquire_lease`. A live lease held by another instance is read,
+/// not bid for: the upsert locks the row whether or not it changes it, so
+/// on PostgreSQL it would queue behind the holder's fenced writes (each
+/// holds the row `FOR SHARE` until it commits), and the bidder's sending
+/// loop, whose upkeep bids, would claim nothing meanwhile. Whether the
+/// lease is live is the upsert's own condition; one that runs out after the
+/// read is bid for next time.
+pub(super) async fn acquire_lease<B: Backend>(
+    store: &B,
+    role: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    ttl: std::time::Duration,
+) -> Result<Option<Fence>, StoreError> {
+    let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let (now, until) = (to_millis(now), to_millis(until));
+    let mut conn = store.reader().await?;
+    let live = conn
+        .fetch_optional(
+            "SELECT holder FROM leases WHERE name = ? AND expires_at >= ?",
+            &[Arg::from(role), Arg::from(now)],
+        )
+        .await?
+        .map(|r| r.get::<String>(0));
+    if live.is_some_and(|h| h != holder) {
+        return Ok(None);
+    }
+    let token = conn
+        .fetch_optional(
+            ACQUIRE_LEASE_SQL,
+            &[
+                Arg::from(role),
+                Arg::from(holder),
+                Arg::from(until),
+                Arg::from(now),
+                Arg::from(now),
+            ],
+        )
+        .await?
+        .map(|r| r.get::<i64>(0));
+    Ok(token.map(|token| Fence {
+        role: role.to_owned(),
+        holder: holder.to_owned(),
+        token,
+    }))
+}
+
 pub(super) async fn release_lease<B: Backend>(store: &B, fence: &Fence) -> Result<(), StoreError> {
     store
         .reader()

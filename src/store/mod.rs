@@ -108,19 +108,6 @@ pub struct ClaimLease {
     pub until: DateTime<Utc>,
 }
 
-/// The lease SQL, identical in both dialects apart from placeholders: take
-/// the role if it is free, expired or already ours; the token rises when it
-/// changes hands (or when our own lease had lapsed).
-pub(crate) const ACQUIRE_LEASE_SQL: &str =
-    "INSERT INTO leases (name, holder, token, expires_at) VALUES ($1, $2, 1, $3)
-     ON CONFLICT (name) DO UPDATE SET
-        token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= $4
-                     THEN leases.token ELSE leases.token + 1 END,
-        holder = excluded.holder,
-        expires_at = excluded.expires_at
-      WHERE leases.holder = excluded.holder OR leases.expires_at < $4
-     RETURNING token";
-
 /// How many of each thing the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreCounts {
@@ -320,7 +307,8 @@ pub trait Store: Send + Sync + 'static {
     /// next reconciliation, by any instance, takes them.
     async fn release_claims(&self, holder: &str) -> Result<u64, StoreError>;
     /// Takes or renews the exclusive `role` for `holder` until `now + ttl`.
-    /// `None` while another holder's lease is unexpired.
+    /// `None` while another holder's lease is unexpired, answered without
+    /// waiting for that holder's fenced writes.
     async fn acquire_lease(
         &self,
         role: &str,

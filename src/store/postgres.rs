@@ -22,10 +22,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::backend::{Backend, Conn};
 use super::changes::check_fence;
 use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
-use super::{
-    to_millis, ClaimView, Fence, ImportTx, NewMessage, Store, StoreError, Verdict,
-    ACQUIRE_LEASE_SQL,
-};
+use super::{to_millis, ClaimView, Fence, ImportTx, NewMessage, Store, StoreError, Verdict};
 use crate::store::StoreConfig;
 
 /// The channel dispatchers listen on.
@@ -309,28 +306,6 @@ impl Backend for PgStore {
         }
         tx.commit().await?;
         Ok(recorded)
-    }
-
-    async fn acquire_lease(
-        &self,
-        role: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Fence>, StoreError> {
-        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let token: Option<i64> = sqlx::query_scalar(ACQUIRE_LEASE_SQL)
-            .bind(role)
-            .bind(holder)
-            .bind(to_millis(until))
-            .bind(to_millis(now))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(token.map(|token| Fence {
-            role: role.to_owned(),
-            holder: holder.to_owned(),
-            token,
-        }))
     }
 
     fn backend(&self) -> &'static str {

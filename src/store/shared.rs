@@ -48,7 +48,7 @@ impl<B: Backend> Store for B {
         now: DateTime<Utc>,
         ttl: std::time::Duration,
     ) -> Result<Option<Fence>, StoreError> {
-        Backend::acquire_lease(self, role, holder, now, ttl).await
+        super::common::acquire_lease(self, role, holder, now, ttl).await
     }
 
     fn backend(&self) -> &'static str {

@@ -19,10 +19,7 @@ use super::changes::check_fence;
 use super::common_outcomes::finish_and_claim_in;
 use super::flow::{claim_rows, unplanned, BatchRows, PlannedKeys};
 use super::sqlite_direct::{Direct, Writer};
-use super::{
-    to_millis, ClaimView, Fence, FinishItem, ImportTx, NewMessage, StoreError, Verdict,
-    ACQUIRE_LEASE_SQL,
-};
+use super::{to_millis, ClaimView, Fence, FinishItem, ImportTx, NewMessage, StoreError, Verdict};
 use crate::store::StoreConfig;
 
 pub struct SqliteStore {
@@ -248,28 +245,6 @@ impl Backend for SqliteStore {
         }
         tx.commit().await?;
         Ok(recorded)
-    }
-
-    async fn acquire_lease(
-        &self,
-        role: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Fence>, StoreError> {
-        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let token: Option<i64> = sqlx::query_scalar(&ACQUIRE_LEASE_SQL.replace('$', "?"))
-            .bind(role)
-            .bind(holder)
-            .bind(to_millis(until))
-            .bind(to_millis(now))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(token.map(|token| Fence {
-            role: role.to_owned(),
-            holder: holder.to_owned(),
-            token,
-        }))
     }
 
     fn backend(&self) -> &'static str {

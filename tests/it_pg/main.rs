@@ -19,6 +19,7 @@ mod console;
 mod console_support;
 #[path = "../it/import.rs"]
 mod import;
+mod lease;
 #[path = "../it/next_look.rs"]
 mod next_look;
 #[path = "../it/offers.rs"]
