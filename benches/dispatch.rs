@@ -16,7 +16,7 @@ use duebell::engine::Engine;
 
 mod support;
 
-use support::{raw_reqwest, sink, sink_after};
+use support::{raw_reqwest, sink, sink_after, sms_body};
 
 fn config(
     dir: &std::path::Path,
@@ -103,6 +103,120 @@ async fn drain(engine: &Engine, at: DateTime<Utc>, workers: usize) -> (usize, Du
     (sent, started.elapsed())
 }
 
+/// A second baseline: reqwest posting `n` bodies to `url` with `width` in
+/// flight, each message with the least durable record a send can have, in
+/// SQLite through rusqlite (WAL, `synchronous` as given): marked `sending`
+/// with an event before its request, and `sent` with an event after. One
+/// transaction records the sends that have ended and claims the next ones
+/// when fewer than a width are left waiting (up to four widths in hand), as
+/// duebell's loop claims ahead; the requests go on meanwhile. None of the rest of a send: no borrower, gate, caps, contact
+/// log, rendering or log line. Returns messages per second.
+async fn raw_durable(url: &str, n: usize, width: usize, sync: &str) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    db.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
+         CREATE TABLE messages (id INTEGER PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER);
+         CREATE INDEX messages_state ON messages (state, id);
+         CREATE TABLE events (id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL, at INTEGER NOT NULL, to_state TEXT NOT NULL);
+         CREATE INDEX events_message ON events (message_id);"
+    ))
+    .unwrap();
+    let body = sms_body();
+    let tx = db.unchecked_transaction().unwrap();
+    for _ in 0..n {
+        tx.execute(
+            "INSERT INTO messages (state, body) VALUES ('planned', ?1)",
+            [&body],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let client = reqwest::Client::new();
+    let url = reqwest::Url::parse(url).unwrap();
+    let (mut claimed, mut ended) = (std::collections::VecDeque::new(), Vec::new());
+    let mut sends = tokio::task::JoinSet::new();
+    let mut exhausted = false;
+    let started = Instant::now();
+    loop {
+        let want = match exhausted {
+            true => 0,
+            false => (4 * width).saturating_sub(claimed.len() + sends.len()),
+        };
+        if ended.len() >= width
+            || (claimed.len() < width && want > 0)
+            || (exhausted && sends.is_empty() && !ended.is_empty())
+        {
+            // On this thread, with its other tasks moved off it meanwhile
+            // (the commit waits for its fsync).
+            let ids = tokio::task::block_in_place(|| {
+                let at = Utc::now().timestamp_millis();
+                let tx = db.unchecked_transaction().unwrap();
+                // A state change and its event, by statements prepared once.
+                let mark = |id: i64, state: &str| {
+                    tx.prepare_cached(
+                        "UPDATE messages SET state = ?1, updated_at = ?2 WHERE id = ?3",
+                    )
+                    .unwrap()
+                    .execute((state, at, id))
+                    .unwrap();
+                    tx.prepare_cached(
+                        "INSERT INTO events (message_id, at, to_state) VALUES (?1, ?2, ?3)",
+                    )
+                    .unwrap()
+                    .execute((id, at, state))
+                    .unwrap();
+                };
+                for id in ended.drain(..) {
+                    mark(id, "sent");
+                }
+                let ids: Vec<(i64, String)> = tx
+                    .prepare_cached(
+                        "SELECT id, body FROM messages WHERE state = 'planned' ORDER BY id LIMIT ?1",
+                    )
+                    .unwrap()
+                    .query_map([want as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                exhausted = ids.len() < want;
+                for (id, _) in &ids {
+                    mark(*id, "sending");
+                }
+                tx.commit().unwrap();
+                ids
+            });
+            claimed.extend(ids);
+        }
+        while sends.len() < width {
+            let Some((id, body)) = claimed.pop_front() else {
+                break;
+            };
+            let (client, url) = (client.clone(), url.clone());
+            sends.spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                r.bytes().await.unwrap();
+                id
+            });
+        }
+        match sends.join_next().await {
+            Some(id) => ended.push(id.unwrap()),
+            None if ended.is_empty() => break,
+            None => continue,
+        }
+        while let Some(id) = sends.try_join_next() {
+            ended.push(id.unwrap());
+        }
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 /// `duebell run --once` (the release binary, real clock) sending `n` SMS
 /// due today through `url` with `concurrency`; returns (sent, elapsed of
 /// the run, planning included).
@@ -172,14 +286,15 @@ fn main() {
     rt.block_on(async {
         if !only_fidelity {
         println!("## Throughput to a loopback HTTP sink, no rate limit\n");
-        println!("| messages | concurrency | store sync | sent | `run --once` wall | sending (first to last at the sink) | duebell msg/s | raw reqwest msg/s (16 in flight) | ratio |");
-        println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+        println!("| messages | concurrency | store sync | sent | `run --once` wall | sending (first to last at the sink) | duebell msg/s | raw reqwest msg/s (16 in flight) | ratio | raw reqwest + durable record msg/s | ratio to it |");
+        println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (n, c, sync) in [(20000, 16, "full"), (20000, 16, "normal"), (20000, 64, "normal")] {
             if width.is_some_and(|w| w != c) {
                 continue;
             }
             let (url, stamps) = sink().await;
             let raw = raw_reqwest(&url, n, 16).await;
+            let durable = raw_durable(&url, n, 16, sync).await;
             stamps.lock().unwrap().clear();
             let u = url.clone();
             let (sent, took) =
@@ -190,10 +305,11 @@ fn main() {
             let span = *s.iter().max().unwrap() - *s.iter().min().unwrap();
             let rate = sent as f64 / span.as_secs_f64();
             println!(
-                "| {n} | {c} | {sync} | {sent} | {:.2} s | {:.2} s | {rate:.0} | {raw:.0} | {:.2} |",
+                "| {n} | {c} | {sync} | {sent} | {:.2} s | {:.2} s | {rate:.0} | {raw:.0} | {:.2} | {durable:.0} | {:.2} |",
                 took.as_secs_f64(),
                 span.as_secs_f64(),
-                rate / raw
+                rate / raw,
+                rate / durable
             );
         }
         if only_throughput {

@@ -113,16 +113,21 @@ pub fn repo_config() -> duebell::config::Config {
     config
 }
 
-/// The baseline: reqwest alone posting `n` JSON bodies of an SMS's size to
-/// `url`, `width` in flight; returns requests per second.
-pub async fn raw_reqwest(url: &str, n: usize, width: usize) -> f64 {
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({
+/// A JSON body of an SMS's size, as the baselines post it.
+pub fn sms_body() -> String {
+    serde_json::json!({
         "message_id": 1, "channel": "sms", "to": "+8613800000000",
         "body": "【某某贷】您好，您的借款本期应还 100.00 元，今天到期。如已还款请忽略。回复TD退订",
         "template": "due_today", "step": "due", "borrower_id": "B1", "loan_ids": ["L1"],
     })
-    .to_string();
+    .to_string()
+}
+
+/// The baseline: reqwest alone posting `n` JSON bodies of an SMS's size to
+/// `url`, `width` in flight; returns requests per second.
+pub async fn raw_reqwest(url: &str, n: usize, width: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let body = sms_body();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
