@@ -142,8 +142,10 @@ pub(super) async fn cancel_ineligible_in<C: Conn>(
 }
 
 /// Checks, inside the writer's transaction, that `fence` still holds its
-/// role (on PostgreSQL the row lock keeps a takeover from committing until
-/// this transaction ends; SQLite's write lock is already held).
+/// role. On PostgreSQL the row lock (`FOR KEY SHARE`) keeps a takeover,
+/// which locks the row `FOR UPDATE` first, from committing until this
+/// transaction ends, and lets the holder renew its lease meanwhile (a plain
+/// update of a non-key column); SQLite's write lock is already held.
 pub(super) async fn check_fence<C: Conn>(
     conn: &mut C,
     fence: Option<&Fence>,
@@ -151,7 +153,7 @@ pub(super) async fn check_fence<C: Conn>(
     let Some(f) = fence else { return Ok(()) };
     let token: Option<i64> = conn
         .fetch_optional(
-            "SELECT token FROM leases WHERE name = ? AND holder = ? /*FOR SHARE*/",
+            "SELECT token FROM leases WHERE name = ? AND holder = ? /*FOR KEY SHARE*/",
             &[(&f.role).into(), (&f.holder).into()],
         )
         .await?

@@ -251,13 +251,22 @@ const ACQUIRE_LEASE_SQL: &str =
       WHERE leases.holder = excluded.holder OR leases.expires_at < ?
      RETURNING token";
 
-/// `Store::acquire_lease`. A live lease held by another instance is read,
-/// not bid for: the upsert locks the row whether or not it changes it, so
-/// on PostgreSQL it would queue behind the holder's fenced writes (each
-/// holds the row `FOR SHARE` until it commits), and the bidder's sending
-/// loop, whose upkeep bids, would claim nothing meanwhile. Whether the
-/// lease is live is the upsert's own condition; one that runs out after the
-/// read is bid for next time.
+/// `Store::acquire_lease`, in three ways, none of which waits for the
+/// holder's fenced writes unless the role changes hands:
+///
+/// - a live lease held by another instance is read, not bid for (the
+///   bidder's sending loop, whose upkeep bids, claims nothing until the
+///   answer comes);
+/// - the holder's own live lease is renewed by a plain update of its
+///   expiry, which the fenced writes' `FOR KEY SHARE` does not block (a
+///   long pass renews while its pages are written);
+/// - a free or expired lease (the holder's own too, whose token then rises)
+///   is taken in a transaction that first locks the row `FOR UPDATE`, so it
+///   waits for every write fenced by the old token to commit, and every
+///   later one reads the new token.
+///
+/// A lease that runs out or changes hands between the read and the write is
+/// dealt with by the write's own condition.
 pub(super) async fn acquire_lease<B: Backend>(
     store: &B,
     role: &str,
@@ -267,18 +276,50 @@ pub(super) async fn acquire_lease<B: Backend>(
 ) -> Result<Option<Fence>, StoreError> {
     let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let (now, until) = (to_millis(now), to_millis(until));
+    let fence = |token| Fence {
+        role: role.to_owned(),
+        holder: holder.to_owned(),
+        token,
+    };
     let mut conn = store.reader().await?;
     let live = conn
         .fetch_optional(
-            "SELECT holder FROM leases WHERE name = ? AND expires_at >= ?",
+            "SELECT holder, token FROM leases WHERE name = ? AND expires_at >= ?",
             &[Arg::from(role), Arg::from(now)],
         )
         .await?
-        .map(|r| r.get::<String>(0));
-    if live.is_some_and(|h| h != holder) {
-        return Ok(None);
+        .map(|r| (r.get::<String>(0), r.get::<i64>(1)));
+    match live {
+        Some((other, _)) if other != holder => return Ok(None),
+        Some((_, token)) => {
+            let renewed = conn
+                .fetch_optional(
+                    "UPDATE leases SET expires_at = ?
+                      WHERE name = ? AND holder = ? AND token = ? AND expires_at >= ?
+                     RETURNING token",
+                    &[
+                        Arg::from(until),
+                        Arg::from(role),
+                        Arg::from(holder),
+                        Arg::from(token),
+                        Arg::from(now),
+                    ],
+                )
+                .await?;
+            if renewed.is_some() {
+                return Ok(Some(fence(token)));
+            }
+        }
+        None => {}
     }
-    let token = conn
+    drop(conn);
+    let mut tx = store.begin_write().await?;
+    tx.fetch_optional(
+        "SELECT token FROM leases WHERE name = ? /*FOR UPDATE*/",
+        &[Arg::from(role)],
+    )
+    .await?;
+    let token = tx
         .fetch_optional(
             ACQUIRE_LEASE_SQL,
             &[
@@ -291,11 +332,8 @@ pub(super) async fn acquire_lease<B: Backend>(
         )
         .await?
         .map(|r| r.get::<i64>(0));
-    Ok(token.map(|token| Fence {
-        role: role.to_owned(),
-        holder: holder.to_owned(),
-        token,
-    }))
+    tx.commit().await?;
+    Ok(token.map(fence))
 }
 
 pub(super) async fn release_lease<B: Backend>(store: &B, fence: &Fence) -> Result<(), StoreError> {

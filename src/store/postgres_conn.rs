@@ -30,13 +30,14 @@ fn bind<'q>(
 /// SQLite's text in PostgreSQL's dialect: `$n` placeholders, `string_agg`,
 /// plain `JOIN` (SQLite's `CROSS JOIN` only fixes its join order), and the
 /// row locks SQLite has no need of, written as `/*FOR UPDATE*/` or
-/// `/*FOR SHARE*/`.
+/// `/*FOR SHARE*/` or `/*FOR KEY SHARE*/`.
 pub(super) fn sql(text: &str) -> Cow<'_, str> {
     let text = text
         .replace("group_concat(", "string_agg(")
         .replace("CROSS JOIN", "JOIN")
         .replace("/*FOR UPDATE*/", "FOR UPDATE")
-        .replace("/*FOR SHARE*/", "FOR SHARE");
+        .replace("/*FOR SHARE*/", "FOR SHARE")
+        .replace("/*FOR KEY SHARE*/", "FOR KEY SHARE");
     let mut out = String::with_capacity(text.len() + 16);
     let mut n = 0;
     for c in text.chars() {
