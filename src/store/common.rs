@@ -223,8 +223,29 @@ pub(super) async fn renew_claims<B: Backend>(
     holder: &str,
     until: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let r = store.reader().await?.execute("UPDATE messages SET lease_until = ? WHERE state = 'sending' AND claimed_by = ? AND lease_until IS NOT NULL", &[Arg::from(to_millis(until)), Arg::from(holder)]).await?;
+    let r = store
+        .reader()
+        .await?
+        .execute(
+            &format!(
+                "UPDATE messages SET lease_until = ? WHERE id IN ({})",
+                own_claims("AND lease_until IS NOT NULL")
+            ),
+            &[Arg::from(to_millis(until)), Arg::from(holder)],
+        )
+        .await?;
     Ok(r)
+}
+
+/// The ids of `holder`'s sends in flight (the one placeholder) that meet
+/// `more`, locked in id order: the transactions that record outcomes lock
+/// the same rows in that order, and a statement that locked them in the
+/// table's order deadlocked with them on PostgreSQL.
+fn own_claims(more: &str) -> String {
+    format!(
+        "SELECT id FROM messages WHERE state = 'sending' AND claimed_by = ? {more}
+          ORDER BY id /*FOR UPDATE*/"
+    )
 }
 
 pub(super) async fn release_claims<B: Backend>(store: &B, holder: &str) -> Result<u64, StoreError> {
@@ -232,7 +253,10 @@ pub(super) async fn release_claims<B: Backend>(store: &B, holder: &str) -> Resul
         .reader()
         .await?
         .execute(
-            "UPDATE messages SET lease_until = NULL WHERE state = 'sending' AND claimed_by = ?",
+            &format!(
+                "UPDATE messages SET lease_until = NULL WHERE id IN ({})",
+                own_claims("")
+            ),
             &[Arg::from(holder)],
         )
         .await?;

@@ -12,7 +12,28 @@ use std::time::Duration;
 
 use sqlx::{Connection, Row};
 
+use duebell::store::{ClaimLease, Verdict};
+
 use crate::support::{Harness, LOAN_HEADER};
+
+/// Waits (up to ten seconds) until some transaction waits for the one
+/// whose id is `xid`.
+async fn wait_for_a_waiter(url: &str, xid: &str) {
+    let mut watch = sqlx::PgConnection::connect(url).await.unwrap();
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'
+                    AND transactionid::text = $1 AND NOT granted";
+    for _ in 0..500 {
+        let n: i64 = sqlx::query_scalar(waiting)
+            .bind(xid)
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test]
 async fn neither_a_bid_nor_the_holders_renewal_waits_for_a_fenced_write() {
@@ -46,20 +67,7 @@ async fn neither_a_bid_nor_the_holders_renewal_waits_for_a_fenced_write() {
                 .await
         }
     });
-    let mut watch = sqlx::PgConnection::connect(&url).await.unwrap();
-    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'
-                    AND transactionid::text = $1 AND NOT granted";
-    for _ in 0..500 {
-        let n: i64 = sqlx::query_scalar(waiting)
-            .bind(&xid)
-            .fetch_one(&mut watch)
-            .await
-            .unwrap();
-        if n > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_waiter(&url, &xid).await;
     assert!(!write.is_finished(), "the planning write did not wait");
 
     // Another instance bids while the lease is live: answered while the
@@ -113,4 +121,76 @@ async fn neither_a_bid_nor_the_holders_renewal_waits_for_a_fenced_write() {
         matches!(stale, Err(duebell::store::StoreError::Fenced(_))),
         "{stale:?}"
     );
+}
+
+/// An instance renews the claim leases of all its sends in flight in one
+/// statement, while its transactions that record outcomes lock some of the
+/// same rows, in id order. The renewal must take its locks in that order
+/// too: in the order the table happens to hold its rows, it deadlocked
+/// with them (PostgreSQL ends one after a second, and the outcomes are
+/// recorded again).
+#[tokio::test]
+async fn renewing_the_claim_leases_takes_its_locks_in_id_order() {
+    let h = Harness::new("2026-12-10T20:00:00Z").await;
+    let book = format!(
+        "{LOAN_HEADER}\nL1,B1,Ann Lee,+12125550101,,en,UTC,2026-12-10,10.00,USD\nL2,B2,Bo Chan,+12125550102,,en,UTC,2026-12-10,20.00,USD\n"
+    );
+    assert_eq!(h.import("book.csv", &book).await.counts.imported, 2);
+    h.tick().await;
+    let s = h.store.clone();
+    let now = h.now() + chrono::Duration::minutes(10);
+    let lease = ClaimLease {
+        holder: "x".into(),
+        until: now + chrono::Duration::seconds(30),
+    };
+    let send = |_: &duebell::store::ClaimView| Verdict::Send {
+        attempt_id: "a1".into(),
+        loans: vec![],
+        window: "test".into(),
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (view, _) = s
+            .claim_next(now, now - chrono::Duration::days(7), &lease, &send)
+            .await
+            .unwrap()
+            .expect("a message due");
+        ids.push(view.message_id);
+    }
+    ids.sort();
+    let (lo, hi) = (ids[0], ids[1]);
+    // The lower id is rewritten, so its row now comes after the higher one
+    // in the table, and it is due later.
+    let url = h.config.store.url.clone();
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE messages SET not_before = (SELECT not_before FROM messages WHERE id = $2) + 1
+          WHERE id = $1",
+    )
+    .bind(lo)
+    .bind(hi)
+    .execute(&mut c)
+    .await
+    .unwrap();
+
+    // Recording outcomes: the lower id locked, then the higher.
+    let mut tx = c.begin().await.unwrap();
+    let xid: String = sqlx::query_scalar("SELECT txid_current()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let lock = "SELECT id FROM messages WHERE id = $1 FOR UPDATE";
+    sqlx::query(lock).bind(lo).execute(&mut *tx).await.unwrap();
+    let renewal = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.renew_claims("x", now + chrono::Duration::seconds(60))
+                .await
+        }
+    });
+    wait_for_a_waiter(&url, &xid).await;
+    let second = sqlx::query(lock).bind(hi).execute(&mut *tx).await;
+    assert!(second.is_ok(), "recording the outcomes: {second:?}");
+    tx.commit().await.unwrap();
+    assert_eq!(renewal.await.unwrap().unwrap(), 2, "both claims renewed");
 }
