@@ -18,6 +18,7 @@ mod flow;
 mod import;
 mod import_payments;
 mod import_types;
+mod leases;
 mod postgres;
 mod postgres_conn;
 mod shared;

@@ -48,7 +48,7 @@ impl<B: Backend> Store for B {
         now: DateTime<Utc>,
         ttl: std::time::Duration,
     ) -> Result<Option<Fence>, StoreError> {
-        super::common::acquire_lease(self, role, holder, now, ttl).await
+        super::leases::acquire_lease(self, role, holder, now, ttl).await
     }
 
     fn backend(&self) -> &'static str {
@@ -140,15 +140,15 @@ impl<B: Backend> Store for B {
     }
 
     async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StoreError> {
-        super::common::renew_claims(self, holder, until).await
+        super::leases::renew_claims(self, holder, until).await
     }
 
     async fn release_claims(&self, holder: &str) -> Result<u64, StoreError> {
-        super::common::release_claims(self, holder).await
+        super::leases::release_claims(self, holder).await
     }
 
     async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        super::common::release_lease(self, fence).await
+        super::leases::release_lease(self, fence).await
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {
