@@ -85,16 +85,16 @@ impl Checkpoints {
         match phase.now {
             Step::Due | Step::Running { again: true } => {}
             Step::Running { again: false } => phase.now = Step::Running { again: true },
-            Step::Idle => {
-                phase.now = Step::Due;
-                let wait = Self::GAP.saturating_sub(phase.last.elapsed());
-                drop(phase);
-                self.schedule(wait);
-            }
+            Step::Idle => self.schedule(phase),
         }
     }
 
-    fn schedule(self: &Arc<Self>, wait: Duration) {
+    /// Makes one due and starts it, `GAP` after the last one started at the
+    /// earliest.
+    fn schedule(self: &Arc<Self>, mut phase: std::sync::MutexGuard<'_, Phase>) {
+        phase.now = Step::Due;
+        let wait = Self::GAP.saturating_sub(phase.last.elapsed());
+        drop(phase);
         let this = Arc::clone(self);
         let run = move || this.run();
         match wait.is_zero() {
@@ -128,12 +128,7 @@ impl Checkpoints {
         }
         let mut phase = self.phase();
         match phase.now {
-            Step::Running { again: true } => {
-                phase.now = Step::Due;
-                let wait = Self::GAP.saturating_sub(phase.last.elapsed());
-                drop(phase);
-                self.schedule(wait);
-            }
+            Step::Running { again: true } => self.schedule(phase),
             _ => phase.now = Step::Idle,
         }
     }
